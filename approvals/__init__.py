@@ -1,0 +1,1 @@
+"""Approval requests for checkpoints, their state machine and the admin console."""

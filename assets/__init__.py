@@ -1,0 +1,1 @@
+"""Runs, run configs, materializations (steps) and dynamic partition keys."""

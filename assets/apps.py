@@ -1,0 +1,20 @@
+"""App configuration for ``assets``."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+
+
+class AssetsConfig(AppConfig):
+    """Runs and materializations; registers FlowStone's definition checks."""
+
+    name = "assets"
+    verbose_name = "FlowStone assets"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register the system checks that validate asset definitions."""
+        from flowstone.checks import check_definitions  # noqa: PLC0415 - apps are loading
+
+        checks.register(check_definitions, "flowstone")

@@ -1,0 +1,87 @@
+"""``manage.py demo``: materialize the demo pipeline for one week and show what was written."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from flowstone import FlowStoneError, materialize_all
+
+if TYPE_CHECKING:
+    from flowstone.results import RunResult
+
+DEFAULT_WEEK = dt.date(2025, 12, 1)
+
+
+def _location(uri: str | None) -> str:
+    """Show file URIs as paths relative to the working directory when possible."""
+    if not uri:
+        return "-"
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return uri
+    path = Path(unquote(parsed.path))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def render_table(result: RunResult) -> list[str]:
+    """Render one line per step: asset, partition, status, attempts, rows and location."""
+    header = ("asset", "partition", "status", "try", "rows", "location")
+    rows = [
+        (
+            step.asset,
+            "-" if step.partition is None else str(step.partition),
+            str(step.status),
+            str(step.attempt),
+            "-" if step.metadata.get("row_count") is None else str(step.metadata["row_count"]),
+            _location(step.metadata.get("uri")),
+        )
+        for step in result.steps
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
+class Command(BaseCommand):
+    """Run the demo pipeline's weekly report and everything upstream of it."""
+
+    help = "Materialize the demo pipeline (weekly_report and its upstreams) for one week."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Accept the week to materialize."""
+        parser.add_argument(
+            "--week",
+            type=dt.date.fromisoformat,
+            default=DEFAULT_WEEK,
+            help="Monday of the week to materialize (default: %(default)s).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Materialize and print the table of materializations and the report."""
+        try:
+            result = materialize_all(
+                "weekly_report", options["week"], requested_by="demo", include_values=True
+            )
+        except FlowStoneError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"run {result.run_id}: {result.status} ({len(result.steps)} steps)\n")
+        for line in render_table(result):
+            self.stdout.write(line)
+        if not result.is_success:
+            raise CommandError("; ".join(str(error) for error in result.errors))
+        report = result.value("weekly_report", options["week"])
+        self.stdout.write(f"\nweekly_report for the week of {options['week']}:")
+        for region, revenue in report["revenue"].items():
+            self.stdout.write(f"  {region:<6} {revenue:>10.2f}")

@@ -1,0 +1,78 @@
+"""The ``FLOWSTONE`` settings namespace, read lazily through ``flowstone_settings``.
+
+Every FlowStone setting has exactly one default, here. Unknown keys are an error, and the cached
+values are dropped whenever Django's ``setting_changed`` fires for ``FLOWSTONE``, so
+``override_settings`` tells the truth in tests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from flowstone.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+SETTINGS_NAME: Final = "FLOWSTONE"
+
+DEFAULTS: Final[dict[str, Any]] = {
+    # Dotted module paths whose public @asset functions form the registry.
+    "DEFINITIONS": [],
+    # name -> {"CLASS": dotted path, "OPTIONS": {...}}; assets pick one by ``io_manager=``.
+    "IO_MANAGERS": {
+        "default": {"CLASS": "flowstone.io.FilesystemIOManager", "OPTIONS": {}},
+        "memory": {"CLASS": "flowstone.io.MemoryIOManager", "OPTIONS": {}},
+    },
+    # name -> {"CLASS": dotted path, "OPTIONS": {...}}; injected as ``context.resources.<name>``.
+    "RESOURCES": {},
+}
+
+
+class FlowStoneSettings:
+    """Lazy, cached view of ``settings.FLOWSTONE`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+        self._reload_hooks: list[Callable[[], None]] = []
+
+    def _user_settings(self) -> dict[str, Any]:
+        user = getattr(settings, SETTINGS_NAME, {}) or {}
+        unknown = sorted(set(user) - set(DEFAULTS))
+        if unknown:
+            raise DefinitionError(
+                f"unknown {SETTINGS_NAME} setting(s) {', '.join(unknown)}; "
+                f"known settings are {', '.join(sorted(DEFAULTS))}"
+            )
+        return dict(user)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"invalid {SETTINGS_NAME} setting: {name!r}")
+        if name not in self._cache:
+            self._cache[name] = self._user_settings().get(name, DEFAULTS[name])
+        return self._cache[name]
+
+    def on_reload(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` whenever the settings are reloaded (to drop caches built from them)."""
+        self._reload_hooks.append(hook)
+
+    def reload(self) -> None:
+        """Forget cached values and tell every cache built from them."""
+        self._cache.clear()
+        for hook in self._reload_hooks:
+            hook()
+
+
+flowstone_settings = FlowStoneSettings()
+
+
+@receiver(setting_changed, dispatch_uid="flowstone.conf.reload_settings")
+def reload_settings(*, setting: str, **kwargs: Any) -> None:  # noqa: ARG001
+    """Reload ``flowstone_settings`` when a test overrides ``FLOWSTONE``."""
+    if setting == SETTINGS_NAME:
+        flowstone_settings.reload()

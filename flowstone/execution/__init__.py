@@ -1,0 +1,1 @@
+"""Planning runs into steps and executing steps; the in-process runner."""

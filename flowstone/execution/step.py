@@ -1,0 +1,164 @@
+"""Executing one step: load its inputs, call the asset function, store the output, record it.
+
+This is the same in every execution mode; only how steps are dispatched differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from assets import services
+from flowstone.context import AssetContext
+from flowstone.errors import (
+    DependencyFailedError,
+    DependencyNotReadyError,
+    ExecutionError,
+    FlowStoneError,
+)
+from flowstone.execution.plan import UpstreamInput, plan_inputs, validate_partition
+from flowstone.io.base import IOTarget
+from flowstone.partitions import PartitionValue, decode_partition_key
+from flowstone.resources import open_resources
+from flowstone.status import StepStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from assets.models import Materialization, RunConfig
+    from flowstone.definitions import AssetDefinition
+    from flowstone.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepOutcome:
+    """What happened to a step: its final status here, the error if any, and the value."""
+
+    status: StepStatus
+    error: FlowStoneError | None = None
+    value: Any = None
+
+
+def io_target(definition: AssetDefinition, partition_key: str, config: RunConfig) -> IOTarget:
+    """The IO target of an asset partition, with the run's IO overrides applied."""
+    overrides = (config.io_overrides or {}).get(definition.name) or {}
+    options = {**definition.spec.io_options, **overrides}
+    return IOTarget(
+        asset=definition.name, partition_key=partition_key, options=MappingProxyType(options)
+    )
+
+
+def _consumed_materialization(
+    upstream: str, partition_key: str, in_run: Materialization | None
+) -> Materialization:
+    """The upstream materialization a step reads: the run's own step, else the latest success.
+
+    The caller adds the step's asset, partition and run to any error raised here.
+    """
+    if in_run is not None:
+        if in_run.status == StepStatus.SUCCESS:
+            return in_run
+        if in_run.status in (StepStatus.FAILED, StepStatus.UPSTREAM_FAILED, StepStatus.CANCELED):
+            raise DependencyFailedError(
+                f"upstream {upstream}[{partition_key}] ended {in_run.status}"
+            )
+        raise DependencyNotReadyError(
+            f"upstream {upstream}[{partition_key}] is still {in_run.status}"
+        )
+    latest = services.latest_successful(upstream, partition_key)
+    if latest is None:
+        raise DependencyNotReadyError(
+            f"upstream {upstream}[{partition_key}] has no successful materialization"
+        )
+    return latest
+
+
+def _load_inputs(
+    registry: Registry,
+    step: Materialization,
+    definition: AssetDefinition,
+    inputs: tuple[UpstreamInput, ...],
+    config: RunConfig,
+) -> tuple[dict[str, Any], list[Materialization]]:
+    """Find the materialization behind every upstream partition and load the values used."""
+    in_run = services.steps_by_key(
+        step.run_id, [(i.asset, key) for i in inputs for key in i.partition_keys]
+    )
+    kwargs: dict[str, Any] = {}
+    consumed: list[Materialization] = []
+    for upstream_input in inputs:
+        upstream = registry.get(upstream_input.asset)
+        values: dict[PartitionValue | None, Any] = {}
+        for partition, key in zip(
+            upstream_input.partitions, upstream_input.partition_keys, strict=True
+        ):
+            source = _consumed_materialization(upstream.name, key, in_run.get((upstream.name, key)))
+            consumed.append(source)
+            if upstream.name in definition.value_parameters:
+                manager = registry.io_manager_for(upstream)
+                values[partition] = manager.load(io_target(upstream, key, config))
+        if upstream.name in definition.value_parameters:
+            if upstream_input.is_fan_in:
+                kwargs[upstream.name] = values
+            else:
+                (kwargs[upstream.name],) = values.values()
+    return kwargs, consumed
+
+
+def _call_asset(definition: AssetDefinition, kwargs: Mapping[str, Any]) -> Any:
+    """Run user code; any exception it raises becomes a ``FlowStoneError``."""
+    try:
+        return definition.fn(**kwargs)
+    except FlowStoneError:
+        raise
+    except Exception as exc:
+        raise ExecutionError(
+            f"asset {definition.name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def execute_step(registry: Registry, step: Materialization, config: RunConfig) -> StepOutcome:
+    """Run a step this process has already claimed (status ``running``) and record the outcome.
+
+    A retryable error returns the step to ``queued`` while attempts remain; any other error
+    marks it ``failed`` once, with the structured error.
+    """
+    context_ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
+    definition = registry.get(step.asset)
+    try:
+        partition = validate_partition(definition, decode_partition_key(step.partition_key), None)
+        inputs = plan_inputs(registry, definition, partition, None)
+        kwargs, consumed = _load_inputs(registry, step, definition, inputs, config)
+        overrides = (config.resource_overrides or {}) if config else {}
+        with open_resources(definition.spec.resources, registry.resources, overrides) as resources:
+            if definition.wants_context:
+                kwargs["context"] = AssetContext(
+                    asset=step.asset,
+                    partition=partition,
+                    partition_key=step.partition_key,
+                    run_id=str(step.run_id),
+                    attempt=step.attempt,
+                    resources=resources,
+                    config=MappingProxyType(dict(config.options or {})),
+                )
+            value = _call_asset(definition, kwargs)
+        stored = registry.io_manager_for(definition).store(
+            io_target(definition, step.partition_key, config), value
+        )
+    except FlowStoneError as exc:
+        error = exc.with_context(**context_ids)
+        retries_left = definition.spec.retry_policy.max_retries - (step.attempt - 1)
+        if error.retryable and retries_left > 0:
+            services.requeue_step(step, error)
+            logger.warning("step will be retried: %s", error, extra=context_ids)
+            return StepOutcome(status=StepStatus.QUEUED, error=error)
+        services.fail_step(step, error)
+        logger.error("step failed: %s", error, extra=context_ids)  # noqa: TRY400  # recorded
+        return StepOutcome(status=StepStatus.FAILED, error=error)
+    if not services.complete_step(step, stored, consumed):
+        logger.warning("step was no longer running when it completed", extra=context_ids)
+    return StepOutcome(status=StepStatus.SUCCESS, value=value)

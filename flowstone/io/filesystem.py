@@ -1,0 +1,92 @@
+"""The local-filesystem IO manager, the embedded default: one JSON file per asset partition."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+from flowstone.errors import IOManagerError
+from flowstone.io.base import IOTarget, StoredOutput, decode_json, describe_output, encode_json
+
+DEFAULT_BASE_DIR: Final = Path("var") / "storage"
+UNPARTITIONED_FILE_STEM: Final = "__unpartitioned__"
+MAX_FILE_STEM_LENGTH: Final = 180
+
+
+def partition_file_stem(partition_key: str) -> str:
+    """Turn an encoded partition key into a safe, injective file name stem.
+
+    Keys are percent-encoded (no ``/``, no ``..``); a key too long for a file name is replaced by
+    its SHA-256, and an empty key (unpartitioned) gets a fixed name no encoded key can take.
+    """
+    if partition_key == "":
+        return UNPARTITIONED_FILE_STEM
+    stem = quote(partition_key, safe="-_")
+    if len(stem) > MAX_FILE_STEM_LENGTH:
+        return "sha256-" + hashlib.sha256(partition_key.encode()).hexdigest()
+    return stem
+
+
+class FilesystemIOManager:
+    """Stores JSON values under ``base_dir/<asset>/<partition>.json`` with atomic writes."""
+
+    def __init__(self, base_dir: str | os.PathLike[str] = DEFAULT_BASE_DIR) -> None:
+        self.base_dir = Path(base_dir)
+
+    def path_for(self, target: IOTarget) -> Path:
+        """Return the file that holds ``target``'s value."""
+        return self.base_dir / target.asset / f"{partition_file_stem(target.partition_key)}.json"
+
+    def _error(self, target: IOTarget, action: str, exc: OSError) -> IOManagerError:
+        return IOManagerError(
+            f"could not {action} {self.path_for(target)}: {exc.strerror or exc}",
+            asset=target.asset,
+            partition=target.partition_key,
+            retryable=False,
+        )
+
+    def store(self, target: IOTarget, value: Any) -> StoredOutput:
+        """Write the value to a temporary file, fsync it, then rename it into place."""
+        body = encode_json(target, value)
+        path = self.path_for(target)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor, temp_name = tempfile.mkstemp(
+                dir=path.parent, prefix=".tmp-", suffix=".json"
+            )
+            try:
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(body)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                Path(temp_name).replace(path)
+            except BaseException:
+                Path(temp_name).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise self._error(target, "write", exc) from exc
+        return describe_output(path.resolve().as_uri(), value, body)
+
+    def load(self, target: IOTarget) -> Any:
+        """Read and parse the stored JSON value."""
+        path = self.path_for(target)
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            raise self._error(target, "read", exc) from exc
+        return decode_json(target, body)
+
+    def exists(self, target: IOTarget) -> bool:
+        """Whether the value's file exists."""
+        return self.path_for(target).is_file()
+
+    def delete(self, target: IOTarget) -> None:
+        """Remove the value's file, if any."""
+        try:
+            self.path_for(target).unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._error(target, "delete", exc) from exc

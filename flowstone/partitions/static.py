@@ -1,0 +1,83 @@
+"""Static partitions: a fixed, ordered list of string keys declared in code."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flowstone.errors import DefinitionError, PartitionKeyError
+from flowstone.partitions.base import PartitionsDefinition
+from flowstone.partitions.codec import check_key_text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    from flowstone.partitions.base import DynamicKeyStore
+    from flowstone.partitions.codec import PartitionValue
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class StaticPartitions(PartitionsDefinition):
+    """Partitions named by a fixed list of strings, e.g. ``StaticPartitions(keys=("eu", "us"))``.
+
+    Keys are non-empty strings without NUL, unique, in the order given.
+    """
+
+    partition_keys: tuple[str, ...]
+
+    # The constructor argument is ``keys`` while the attribute is ``partition_keys``: ``keys()`` is
+    # the method every PartitionsDefinition has, so a field cannot take that name.
+    def __init__(self, *, keys: Iterable[str]) -> None:
+        if isinstance(keys, str):
+            msg = f"StaticPartitions(keys=...) takes a sequence of strings, not the str {keys!r}"
+            raise DefinitionError(msg)
+        try:
+            checked = tuple(check_key_text(key, what="static partition key") for key in keys)
+        except PartitionKeyError as exc:
+            msg = f"StaticPartitions: {exc.message}"
+            raise DefinitionError(msg) from exc
+        if not checked:
+            msg = "StaticPartitions needs at least one key"
+            raise DefinitionError(msg)
+        if "" in checked:
+            msg = "StaticPartitions: a key cannot be the empty string"
+            raise DefinitionError(msg)
+        duplicates = sorted(key for key, count in Counter(checked).items() if count > 1)
+        if duplicates:
+            msg = f"StaticPartitions: duplicate keys {duplicates!r}"
+            raise DefinitionError(msg)
+        object.__setattr__(self, "partition_keys", checked)
+
+    def __repr__(self) -> str:
+        return f"StaticPartitions(keys={self.partition_keys!r})"
+
+    def keys(
+        self,
+        *,
+        store: DynamicKeyStore | None = None,
+        now: datetime | None = None,
+    ) -> list[PartitionValue]:
+        """Return the keys in declaration order."""
+        return list(self.partition_keys)
+
+    def validate(
+        self,
+        value: object,
+        *,
+        store: DynamicKeyStore | None = None,
+    ) -> PartitionValue:
+        """Return ``value`` if it is one of the keys, else raise ``PartitionKeyError``."""
+        if not isinstance(value, str):
+            msg = f"{self!r} takes str partition values, got {type(value).__name__} ({value!r})"
+            raise PartitionKeyError(msg)
+        plain = str.__str__(value)
+        if plain not in self.partition_keys:
+            msg = f"{plain!r} is not one of the partitions of {self!r}"
+            raise PartitionKeyError(msg)
+        return plain
+
+    def parse(self, text: str) -> PartitionValue:
+        """Return the key itself: the text is the key."""
+        return self.validate(text)

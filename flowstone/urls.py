@@ -1,0 +1,10 @@
+"""URL configuration: the Django admin (the approval console lives there)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,1 @@
+"""Lineage edges between materializations, and the audit log."""

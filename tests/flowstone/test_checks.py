@@ -1,0 +1,119 @@
+"""Every definition check id, with its exact message, through Django's system checks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from django.core.checks import Error
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from flowstone.checks import check_definitions
+
+if TYPE_CHECKING:
+    from tests.conftest import UseDefinitions
+
+P = "tests.pipelines.invalid"
+
+
+def _errors(use_definitions: UseDefinitions, *modules: str) -> list[Error]:
+    use_definitions(*modules, resources={})
+    return [m for m in check_definitions() if isinstance(m, Error)]
+
+
+def test_valid_definitions_pass(use_definitions: UseDefinitions) -> None:
+    use_definitions("tests.pipelines.diamond")
+    assert check_definitions() == []
+    call_command("check")
+
+
+def test_e001_duplicate_names(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.dup_a", f"{P}.dup_b")
+    assert error.id == "flowstone.E001"
+    assert error.msg == (
+        "asset 'thing' is defined more than once: "
+        "tests.pipelines.invalid.dup_a.thing, tests.pipelines.invalid.dup_b.other_thing"
+    )
+    assert error.obj == "thing"
+
+
+def test_e002_unknown_dependency(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.unknown_dep")
+    assert error.id == "flowstone.E002"
+    assert error.msg == "asset 'orphan' depends on unknown asset 'missing_upstream'"
+
+
+def test_e003_cycle(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.cycle")
+    assert error.id == "flowstone.E003"
+    assert error.msg == "assets form a dependency cycle: chicken -> egg -> chicken"
+
+
+def test_e004_unknown_io_manager(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.unknown_io")
+    assert error.id == "flowstone.E004"
+    assert error.msg == "asset 'lost' uses unknown IO manager 'nowhere'"
+    assert error.hint == "Configure it in FLOWSTONE['IO_MANAGERS'] (known: default, memory)."
+
+
+def test_e005_missing_resource(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.missing_resource")
+    assert error.id == "flowstone.E005"
+    assert error.msg == "asset 'needs_warehouse' requires missing resource 'warehouse'"
+    assert error.hint == "Configure it in FLOWSTONE['RESOURCES'] (known: none)."
+
+
+def test_e006_partition_mismatch_without_mapping(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.partition_mismatch")
+    assert error.id == "flowstone.E006"
+    assert error.msg.startswith("asset 'weekly_rollup' (")
+    assert error.msg.endswith(
+        "and its upstream 'daily_events' ("
+        + error.msg.split("and its upstream 'daily_events' (")[1]
+    )
+    assert "are partitioned differently and no mapping is declared" in error.msg
+    assert str(error.hint).startswith("Pass partition_mappings={'daily_events': ...}")
+
+
+def test_e006_mapping_that_cannot_apply(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.mapping_misfit")
+    assert error.id == "flowstone.E006"
+    assert error.msg.startswith("asset 'misfit': the mapping for 'letters' cannot apply: ")
+
+
+def test_e007_unimportable_module(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.does_not_exist")
+    assert error.id == "flowstone.E007"
+    assert error.msg.startswith(
+        "cannot import definitions module 'tests.pipelines.invalid.does_not_exist' listed in "
+        "FLOWSTONE['DEFINITIONS']"
+    )
+
+
+def test_e007_invalid_name_in_module(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.bad_name")
+    assert error.id == "flowstone.E007"
+    assert error.msg.startswith(
+        "in definitions module 'tests.pipelines.invalid.bad_name': invalid asset name 'bad-name'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "check_id"),
+    [
+        ("dup_a,dup_b", "flowstone.E001"),
+        ("unknown_dep", "flowstone.E002"),
+        ("cycle", "flowstone.E003"),
+        ("unknown_io", "flowstone.E004"),
+        ("missing_resource", "flowstone.E005"),
+        ("partition_mismatch", "flowstone.E006"),
+        ("does_not_exist", "flowstone.E007"),
+    ],
+)
+def test_manage_py_check_fails_on_each(
+    use_definitions: UseDefinitions, module: str, check_id: str
+) -> None:
+    use_definitions(*(f"{P}.{m}" for m in module.split(",")), resources={})
+    with pytest.raises(SystemCheckError, match=check_id.replace(".", r"\.")):
+        call_command("check")

@@ -1,0 +1,25 @@
+"""A resource that counts its lifecycle calls, for resource tests."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from flowstone import BaseResource
+
+
+class CountingResource(BaseResource):
+    """Records setup/teardown calls in a class-level journal the tests inspect."""
+
+    journal: ClassVar[list[str]] = []
+
+    def __init__(self, label: str = "unset", fail_setup: bool = False) -> None:
+        self.label = label
+        self.fail_setup = fail_setup
+
+    def setup(self) -> None:
+        if self.fail_setup:
+            raise ConnectionError("cannot reach the counter service")
+        self.journal.append(f"setup:{self.label}")
+
+    def teardown(self) -> None:
+        self.journal.append(f"teardown:{self.label}")

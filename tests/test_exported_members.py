@@ -1,0 +1,41 @@
+"""Pin the public API."""
+
+from __future__ import annotations
+
+import flowstone
+import flowstone.io
+import flowstone.partitions
+
+
+def test_flowstone_all() -> None:
+    assert flowstone.__all__ == [
+        "DEFAULT_RETRY_POLICY",
+        "AssetContext",
+        "AssetSpec",
+        "BaseResource",
+        "FlowStoneError",
+        "RetryPolicy",
+        "RunResult",
+        "StepResult",
+        "__version__",
+        "asset",
+        "errors",
+        "materialize",
+        "materialize_all",
+    ]
+    for name in flowstone.__all__:
+        assert getattr(flowstone, name) is not None
+
+
+def test_version() -> None:
+    assert flowstone.__version__ == "0.2.0"
+
+
+def test_io_all() -> None:
+    assert flowstone.io.__all__ == [
+        "FilesystemIOManager",
+        "IOManager",
+        "IOTarget",
+        "MemoryIOManager",
+        "StoredOutput",
+    ]
