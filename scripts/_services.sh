@@ -430,7 +430,11 @@ fs_resolve_redis() {
         return
     fi
     unset CELERY_BROKER_URL FLOWSTONE_REDIS_URL
-    echo "Redis: not available (nothing answers at 127.0.0.1:6379 and there is no redis-server to" \
-        "start); CELERY_BROKER_URL is not set, so tests that need Redis will skip or fail." \
-        "Install Redis (Debian/Ubuntu: apt-get install redis-server) to run them."
+    if _fs_private_only; then
+        reason="there is no redis-server to start a private one"
+    else
+        reason="nothing answers at 127.0.0.1:6379 and there is no redis-server to start"
+    fi
+    echo "Redis: not available ($reason); CELERY_BROKER_URL is not set, so tests that need" \
+        "Redis will skip or fail. Install Redis (Debian/Ubuntu: apt-get install redis-server)."
 }

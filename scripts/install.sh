@@ -66,7 +66,7 @@ fi
 
 echo "install.sh: installing requirements.txt into .venv (this can take a minute the first time)"
 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
-    "$VENV/bin/python" -m pip install --quiet --requirement "$REQUIREMENTS" \
+    "$VENV/bin/python" -m pip install -qq --requirement "$REQUIREMENTS" \
     || die "pip install -r requirements.txt failed (see the errors above)"
 echo "$wanted" >"$STAMP"
 echo "install.sh: done"

@@ -36,7 +36,7 @@ Rules:
   ``keys`` is the list of its elements' keys.
 - Subclasses (an ``enum.StrEnum`` member, a namedtuple) encode as their base value and decode as
   the base type.
-- An encoded key is at most ``MAX_PARTITION_KEY_LENGTH`` (1024) characters.
+- An encoded key is at most ``MAX_PARTITION_KEY_LENGTH`` (512) characters.
 
 Decoding accepts only the canonical form: ``encode_partition_key(decode_partition_key(k)) == k``
 for every accepted key, and ``decode_partition_key(encode_partition_key(v)) == v`` (same types,
@@ -60,7 +60,9 @@ if TYPE_CHECKING:
 PartitionValue: TypeAlias = str | int | date | datetime | tuple["PartitionValue", ...]
 """A value that identifies one partition; the module docstring shows how it is encoded."""
 
-MAX_PARTITION_KEY_LENGTH: Final = 1024
+# Keys are indexed with the asset name and run id; 512 characters (at most 2,048 bytes of UTF-8)
+# keeps every index entry under PostgreSQL's B-tree limit of about 2,700 bytes.
+MAX_PARTITION_KEY_LENGTH: Final = 512
 """The longest encoded partition key, in characters."""
 
 UNPARTITIONED_KEY: Final = ""
@@ -74,7 +76,7 @@ AWARE_DATETIME_PREFIX: Final = "t:"
 TUPLE_PREFIX: Final = "T:"
 
 # Each nesting level escapes the inner keys once more, so a key at least doubles in length per
-# level and nothing nested deeper than 9 levels fits in 1024 characters. This limit only stops a
+# level and nothing nested deeper than 8 levels fits in 512 characters. This limit only stops a
 # runaway recursion before the length check can.
 _MAX_TUPLE_DEPTH: Final = 16
 _PREFIX_LENGTH: Final = 2

@@ -47,6 +47,7 @@ class DynamicPartitions(PartitionsDefinition):
         now: datetime | None = None,
     ) -> list[PartitionValue]:
         """Return the keys added so far, oldest first; ``store`` is required."""
+        del now  # the shared signature; dynamic keys do not depend on time
         return list(self._store_keys(self._require(store)))
 
     def validate(self, value: object, *, store: DynamicKeyStore | None = None) -> PartitionValue:

@@ -71,6 +71,7 @@ class IdentityPartitionMapping(PartitionMapping):
         store: DynamicKeyStore | None = None,
     ) -> list[PartitionValue | None]:
         """Return ``[None]`` for an unpartitioned upstream, else ``[downstream_value]``."""
+        del downstream  # the shared signature; identity only needs the upstream
         if upstream is None:
             return [None]
         if downstream_value is None:
@@ -115,6 +116,7 @@ class TimeWindowPartitionMapping(PartitionMapping):
         store: DynamicKeyStore | None = None,
     ) -> list[PartitionValue | None]:
         """Return the upstream window starts overlapping the downstream window, in order."""
+        del store  # the shared signature; time windows need no store
         if isinstance(downstream, TimeWindowPartitions) and isinstance(
             upstream, TimeWindowPartitions
         ):
@@ -153,6 +155,7 @@ class AllPartitionsMapping(PartitionMapping):
         store: DynamicKeyStore | None = None,
     ) -> list[PartitionValue | None]:
         """Return all upstream partition values (``[None]`` for an unpartitioned upstream)."""
+        del downstream_value, downstream  # the shared signature; every partition reads them all
         if upstream is None:
             return [None]
         return list(upstream.keys(store=store))
@@ -164,6 +167,7 @@ class AllPartitionsMapping(PartitionMapping):
         upstream: PartitionsDefinition | None,
     ) -> str | None:
         """Apply to any partitioned upstream."""
+        del downstream  # the shared signature; any downstream may read all partitions
         if upstream is None:
             return "AllPartitionsMapping needs a partitioned upstream, but it is unpartitioned"
         return None

@@ -23,7 +23,7 @@ DIMENSION_NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 """What a dimension name looks like."""
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, kw_only=True, slots=True, init=False)
 class MultiPartitions(PartitionsDefinition):
     """Partitions over several named dimensions; a value is a tuple with one value per dimension.
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from flowstone.partitions.codec import PartitionValue
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False)
+@dataclass(frozen=True, kw_only=True, slots=True, init=False, repr=False)
 class StaticPartitions(PartitionsDefinition):
     """Partitions named by a fixed list of strings, e.g. ``StaticPartitions(keys=("eu", "us"))``.
 
@@ -60,6 +60,7 @@ class StaticPartitions(PartitionsDefinition):
         now: datetime | None = None,
     ) -> list[PartitionValue]:
         """Return the keys in declaration order."""
+        del store, now  # the shared signature; static keys need neither
         return list(self.partition_keys)
 
     def validate(
@@ -69,6 +70,7 @@ class StaticPartitions(PartitionsDefinition):
         store: DynamicKeyStore | None = None,
     ) -> PartitionValue:
         """Return ``value`` if it is one of the keys, else raise ``PartitionKeyError``."""
+        del store  # the shared signature; static keys need no store
         if not isinstance(value, str):
             msg = f"{self!r} takes str partition values, got {type(value).__name__} ({value!r})"
             raise PartitionKeyError(msg)

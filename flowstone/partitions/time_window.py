@@ -74,11 +74,8 @@ class TimeWindowPartitions(PartitionsDefinition):
             raise DefinitionError(msg)
         object.__setattr__(self, "_zone", _load_zone(self.timezone))
         week_start = self.week_start
-        if isinstance(week_start, bool) or not isinstance(week_start, int):
-            msg = f"TimeWindowPartitions: week_start must be an int 0-6, got {week_start!r}"
-            raise DefinitionError(msg)
-        if not 0 <= week_start < _DAYS_PER_WEEK:
-            msg = f"TimeWindowPartitions: week_start must be 0 (Monday) to 6, got {week_start}"
+        if type(week_start) is not int or not 0 <= week_start < _DAYS_PER_WEEK:
+            msg = f"TimeWindowPartitions: week_start must be 0 (Monday) to 6, got {week_start!r}"
             raise DefinitionError(msg)
         if self.cadence != "weekly" and week_start != DEFAULT_WEEK_START:
             msg = (
@@ -110,6 +107,7 @@ class TimeWindowPartitions(PartitionsDefinition):
         ``now`` is only used when there is no ``end``; it must be aware and defaults to the current
         time.
         """
+        del store  # the shared signature; time windows need no store
         if self._stop is not None:
             return [self._key_at(start) for start, _ in self._windows(self._first)]
         limit = _aware_now(now)
@@ -130,6 +128,7 @@ class TimeWindowPartitions(PartitionsDefinition):
 
         Windows after ``now`` are valid when there is no ``end``: validation never reads the clock.
         """
+        del store  # the shared signature; time windows need no store
         instant = self._start_instant(value)
         if instant < self._first:
             msg = f"{value!r} is before the first partition ({self.start!r}) of {self!r}"
@@ -357,21 +356,21 @@ class TimeWindowPartitions(PartitionsDefinition):
         return self._localize(parsed, PartitionKeyError).astimezone(self._zone)
 
 
-def HourlyPartitions(
+def HourlyPartitions(  # noqa: N802 - reads like the class it builds
     *, start: date | datetime, end: date | datetime | None = None, timezone: str = DEFAULT_TIMEZONE
 ) -> TimeWindowPartitions:
     """Return hourly ``TimeWindowPartitions``; values are aware datetimes in ``timezone``."""
     return TimeWindowPartitions(cadence="hourly", start=start, end=end, timezone=timezone)
 
 
-def DailyPartitions(
+def DailyPartitions(  # noqa: N802 - reads like the class it builds
     *, start: date | datetime, end: date | datetime | None = None, timezone: str = DEFAULT_TIMEZONE
 ) -> TimeWindowPartitions:
     """Return daily ``TimeWindowPartitions``; values are dates."""
     return TimeWindowPartitions(cadence="daily", start=start, end=end, timezone=timezone)
 
 
-def WeeklyPartitions(
+def WeeklyPartitions(  # noqa: N802 - reads like the class it builds
     *,
     start: date | datetime,
     end: date | datetime | None = None,
@@ -384,7 +383,7 @@ def WeeklyPartitions(
     )
 
 
-def MonthlyPartitions(
+def MonthlyPartitions(  # noqa: N802 - reads like the class it builds
     *, start: date | datetime, end: date | datetime | None = None, timezone: str = DEFAULT_TIMEZONE
 ) -> TimeWindowPartitions:
     """Return monthly ``TimeWindowPartitions``; values are first days of months."""

@@ -16,6 +16,7 @@ from django.db import connection
 from assets import services
 from assets.models import Materialization, Run
 from flowstone.errors import RunNotFoundError
+from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, encode_partition_key
 from flowstone.status import RunKind, StepStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,3 +159,14 @@ def test_two_processes_racing_the_same_upsert_leave_exactly_one_row() -> None:
     rows = Materialization.objects.filter(run=run, asset="raced")
     assert rows.count() == 1
     assert rows.get().metadata["n"] == 39
+
+
+@pytest.mark.django_db
+@pytest.mark.embedded
+def test_the_longest_partition_key_of_four_byte_characters_fits_the_indexes() -> None:
+    key = encode_partition_key("😀" * (MAX_PARTITION_KEY_LENGTH - 2))
+    run = _new_run()
+    step = services.upsert_materialization(
+        run_id=run.id, asset="a" * 128, partition_key=key, status="success"
+    )
+    assert services.latest_successful("a" * 128, key) == step

@@ -55,7 +55,7 @@ TRICKY_TEXTS = [
 ]
 
 texts = st.sampled_from(TRICKY_TEXTS) | st.text(
-    alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
     max_size=20,
 )
 integers = st.integers() | st.integers(min_value=-(10**300), max_value=10**300)
@@ -159,7 +159,12 @@ def test_any_text_decodes_or_raises_partition_key_error(key: str) -> None:
     try:
         value = decode_partition_key(key)
     except PartitionKeyError as exc:
-        assert exc.message
+        error: PartitionKeyError | None = exc
+    else:
+        error = None
+    if error is not None:
+        assert error.message
+        assert str(error).startswith("[validation_error] ")
         return
     assert encode_partition_key(value) == key
 
@@ -196,8 +201,8 @@ def test_none_empty_string_and_empty_value_are_distinct() -> None:
         (0, "i:0"),
         (date(2025, 1, 3), "d:2025-01-03"),
         (date(1, 1, 1), "d:0001-01-01"),
-        (datetime(2025, 1, 3, 5), "n:2025-01-03T05:00:00"),
-        (datetime(2025, 1, 3, 5, 0, 0, 5), "n:2025-01-03T05:00:00.000005"),
+        (datetime.fromisoformat("2025-01-03T05:00"), "n:2025-01-03T05:00:00"),
+        (datetime.fromisoformat("2025-01-03T05:00:00.000005"), "n:2025-01-03T05:00:00.000005"),
         (datetime(2025, 1, 3, 5, tzinfo=UTC), "t:2025-01-03T05:00:00+00:00"),
         (
             datetime(2025, 7, 1, 2, tzinfo=ZoneInfo("Europe/Berlin")),
@@ -270,7 +275,7 @@ def test_subclasses_encode_as_their_base_value() -> None:
         ("x" * MAX_PARTITION_KEY_LENGTH, "characters long"),
         (10**2000, "bits"),
         (10 ** (MAX_PARTITION_KEY_LENGTH - 1), "characters long"),
-        (tuple(["x" * 600, "y" * 600]), "characters long"),
+        (("x" * 600, "y" * 600), "characters long"),
     ],
     ids=short_id,
 )
