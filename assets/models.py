@@ -25,9 +25,20 @@ class Run(models.Model):
         db_index=True,
     )
     requested_by = models.CharField(max_length=150, blank=True)
+    is_in_process = models.BooleanField(
+        default=False, help_text="Executed by the calling process, not by Celery workers."
+    )
+    max_parallel = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most steps of this run queued or running at once."
+    )
+    steps_total = models.PositiveIntegerField(default=0)
+    steps_remaining = models.PositiveIntegerField(
+        default=0, help_text="Steps not yet in a terminal state."
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -66,7 +77,17 @@ class Materialization(models.Model):
     )
     attempt = models.PositiveIntegerField(default=0)
     code_version = models.CharField(max_length=128, blank=True)
+    remaining_upstreams = models.PositiveIntegerField(
+        default=0, help_text="Upstream steps of the same run that have not succeeded yet."
+    )
+    recoveries = models.PositiveIntegerField(
+        default=0, help_text="Times the step was taken back from a worker whose lease expired."
+    )
+    lease_owner = models.CharField(max_length=255, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Earliest next attempt.")
     created_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
@@ -84,6 +105,8 @@ class Materialization(models.Model):
                 name="materialization_latest",
             ),
             models.Index(fields=("run", "status"), name="materialization_run_status"),
+            models.Index(fields=("status", "lease_expires_at"), name="materialization_lease"),
+            models.Index(fields=("asset", "status"), name="materialization_asset_status"),
         )
 
     def __str__(self) -> str:
@@ -107,3 +130,41 @@ class DynamicPartitionKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.partitions_name}: {self.key}"
+
+
+class StepEdge(models.Model):
+    """Inside one run, ``downstream`` waits for ``upstream`` to succeed."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_edges")
+    upstream = models.ForeignKey(
+        Materialization, on_delete=models.CASCADE, related_name="downstream_step_edges"
+    )
+    downstream = models.ForeignKey(
+        Materialization, on_delete=models.CASCADE, related_name="upstream_step_edges"
+    )
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(fields=("upstream", "downstream"), name="step_edge_unique"),
+        )
+        indexes = (models.Index(fields=("downstream",), name="step_edge_downstream"),)
+
+    def __str__(self) -> str:
+        return f"step {self.upstream_id} -> step {self.downstream_id}"
+
+
+class RejectedMessage(models.Model):
+    """A task message a worker refused (bad payload, unknown asset or run, wrong content type)."""
+
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    task_name = models.CharField(max_length=255, blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=255, blank=True)
+    reason = models.TextField()
+    payload = models.TextField(blank=True, help_text="A truncated, printable copy of the body.")
+
+    class Meta:
+        ordering = ("-received_at", "-id")
+
+    def __str__(self) -> str:
+        return f"rejected {self.task_name or 'message'}: {self.reason[:80]}"

@@ -1,27 +1,38 @@
-"""The synchronous Python API: ``materialize`` and ``materialize_all``.
+"""The Python API: synchronous runs and their asynchronous (Celery) forms.
 
-Both run in the calling process and return a ``RunResult``; they never queue work. Bad input
-(unknown asset, bad partition, non-JSON options) raises before any run is recorded; a step that
-fails is recorded and reported in the result (``result.raise_for_status()`` raises its error).
+``materialize``, ``materialize_all`` and ``backfill`` run in this process and return a
+``RunResult``; ``materialize_async``, ``materialize_all_async`` and ``backfill_async`` always
+enqueue to Celery and return a ``RunHandle``.
+
+Bad input (unknown asset, bad partition, non-JSON options) raises before any run is recorded, in
+both forms. A synchronous call runs in this process and returns a ``RunResult``; a failed step is
+recorded and reported there (``result.raise_for_status()`` raises its error).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from assets import services
-from flowstone.definitions import AssetFunction, definition_of
+from flowstone.definitions import AssetDefinition, AssetFunction, definition_of
 from flowstone.errors import ValidationFailedError
+from flowstone.execution.dispatch import dispatch_after_commit
+from flowstone.execution.handle import RunHandle
 from flowstone.execution.inprocess import run_in_process
-from flowstone.execution.plan import PlannedStep, plan_steps, validate_partition
+from flowstone.execution.plan import plan_steps, validate_partition
+from flowstone.partitions import encode_partition_key
 from flowstone.registry import Registry, get_registry
 from flowstone.status import RunKind
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from flowstone.results import RunResult
+
+BACKFILL_BATCH: Final = 1000
 
 
 def _asset_name(asset: str | AssetFunction) -> str:
@@ -42,108 +53,231 @@ def _json_object(value: Mapping[str, Any] | None, *, what: str) -> dict[str, Any
     return data
 
 
-def _resource_overrides(
-    registry: Registry, overrides: Mapping[str, Mapping[str, Any] | None] | None
-) -> dict[str, Any]:
-    """Keep only real overrides: ``None`` means "use the configured default"."""
-    given = {name: options for name, options in (overrides or {}).items() if options is not None}
-    unknown = sorted(set(given) - set(registry.resources))
-    if unknown:
-        raise ValidationFailedError(f"cannot override unknown resource(s) {unknown}")
-    return _json_object(given, what="resource overrides")
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunOptions:
+    """Options every run function accepts."""
+
+    config: Mapping[str, Any] | None = None
+    io_overrides: Mapping[str, Any] | None = None
+    resources: Mapping[str, Mapping[str, Any] | None] | None = None
+    tags: Mapping[str, Any] | None = None
+    requested_by: str = ""
+
+    def request(
+        self,
+        registry: Registry,
+        *,
+        kind: RunKind,
+        selection: list[str],
+        steps: Iterable[services.StepRequest],
+        is_in_process: bool,
+        max_parallel: int | None = None,
+    ) -> services.RunRequest:
+        """Validate the options and build the run request."""
+        given = {k: v for k, v in (self.resources or {}).items() if v is not None}
+        unknown = sorted(set(given) - set(registry.resources))
+        if unknown:
+            raise ValidationFailedError(f"cannot override unknown resource(s) {unknown}")
+        if max_parallel is not None and (
+            isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+        ):
+            raise ValidationFailedError("max_parallel must be a positive integer")
+        return services.RunRequest(
+            kind=kind,
+            selection=selection,
+            steps=steps,
+            is_in_process=is_in_process,
+            max_parallel=max_parallel,
+            options=_json_object(self.config, what="config"),
+            io_overrides=_json_object(self.io_overrides, what="io_overrides"),
+            resource_overrides=_json_object(given, what="resource overrides"),
+            tags=_json_object(self.tags, what="tags"),
+            requested_by=self.requested_by,
+        )
 
 
-def _run(
+def _planned_request(
     asset: str | AssetFunction,
     partition: object,
+    options: RunOptions,
     *,
     kind: RunKind,
-    config: Mapping[str, Any] | None,
-    io_overrides: Mapping[str, Any] | None,
-    resources: Mapping[str, Mapping[str, Any] | None] | None,
-    tags: Mapping[str, Any] | None,
-    requested_by: str,
-    include_values: bool,
-) -> RunResult:
+    is_in_process: bool,
+) -> tuple[Registry, services.RunRequest]:
     registry = get_registry()
     definition = registry.get(_asset_name(asset))
     store = services.DatabaseDynamicKeyStore()
     value = validate_partition(definition, partition, store)
-    plan: list[PlannedStep] = plan_steps(
+    plan = plan_steps(
         registry,
         [(definition.name, value)],
         include_upstreams=kind == RunKind.MATERIALIZE_ALL,
         store=store,
     )
-    request = services.RunRequest(
-        kind=kind,
-        selection=[definition.name],
-        steps=[
-            services.StepRequest(
-                asset=s.asset,
-                partition_key=s.partition_key,
-                code_version=registry.get(s.asset).spec.code_version or "",
-            )
-            for s in plan
-        ],
-        options=_json_object(config, what="config"),
-        io_overrides=_json_object(io_overrides, what="io_overrides"),
-        resource_overrides=_resource_overrides(registry, resources),
-        tags=_json_object(tags, what="tags"),
-        requested_by=requested_by,
+    in_plan = {step.key for step in plan}
+    steps = [
+        services.StepRequest(
+            asset=step.asset,
+            partition_key=step.partition_key,
+            code_version=registry.get(step.asset).spec.code_version or "",
+            upstream_keys=tuple(
+                (i.asset, key)
+                for i in step.inputs
+                for key in i.partition_keys
+                if (i.asset, key) in in_plan
+            ),
+        )
+        for step in plan
+    ]
+    request = options.request(
+        registry, kind=kind, selection=[definition.name], steps=steps, is_in_process=is_in_process
     )
-    run = services.create_run(request)
-    return run_in_process(registry, run.id, plan, include_values=include_values)
+    return registry, request
+
+
+def _start_async(request: services.RunRequest) -> RunHandle:
+    created = services.create_run(request)
+    dispatch_after_commit(services.StepEnd(won=True, ready=created.ready))
+    return RunHandle(str(created.run.pk))
 
 
 def materialize(
     asset: str | AssetFunction,
     partition: object = None,
     *,
-    config: Mapping[str, Any] | None = None,
-    io_overrides: Mapping[str, Any] | None = None,
-    resources: Mapping[str, Mapping[str, Any] | None] | None = None,
-    tags: Mapping[str, Any] | None = None,
-    requested_by: str = "",
     include_values: bool = False,
+    **options: Any,
 ) -> RunResult:
     """Materialize one asset partition now, in this process, reading upstreams' latest successes.
 
     ``partition`` is a partition value (a ``date``, a string, a tuple ...), not an encoded key.
+    Options: ``config``, ``io_overrides``, ``resources``, ``tags``, ``requested_by``.
     """
-    return _run(
-        asset,
-        partition,
-        kind=RunKind.MATERIALIZE,
-        config=config,
-        io_overrides=io_overrides,
-        resources=resources,
-        tags=tags,
-        requested_by=requested_by,
-        include_values=include_values,
+    registry, request = _planned_request(
+        asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE, is_in_process=True
     )
+    return run_in_process(registry, services.create_run(request), include_values=include_values)
 
 
 def materialize_all(
     asset: str | AssetFunction,
     partition: object = None,
     *,
-    config: Mapping[str, Any] | None = None,
-    io_overrides: Mapping[str, Any] | None = None,
-    resources: Mapping[str, Mapping[str, Any] | None] | None = None,
-    tags: Mapping[str, Any] | None = None,
-    requested_by: str = "",
     include_values: bool = False,
+    **options: Any,
 ) -> RunResult:
     """Materialize an asset partition and every upstream step it needs, in DAG order, now."""
-    return _run(
-        asset,
-        partition,
-        kind=RunKind.MATERIALIZE_ALL,
-        config=config,
-        io_overrides=io_overrides,
-        resources=resources,
-        tags=tags,
-        requested_by=requested_by,
-        include_values=include_values,
+    registry, request = _planned_request(
+        asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE_ALL, is_in_process=True
     )
+    return run_in_process(registry, services.create_run(request), include_values=include_values)
+
+
+def materialize_async(
+    asset: str | AssetFunction, partition: object = None, **options: Any
+) -> RunHandle:
+    """Enqueue one asset partition for the Celery workers and return its ``RunHandle``."""
+    _, request = _planned_request(
+        asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE, is_in_process=False
+    )
+    return _start_async(request)
+
+
+def materialize_all_async(
+    asset: str | AssetFunction, partition: object = None, **options: Any
+) -> RunHandle:
+    """Enqueue an asset partition and its upstream steps; workers run them in DAG order."""
+    _, request = _planned_request(
+        asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE_ALL, is_in_process=False
+    )
+    return _start_async(request)
+
+
+def _backfill_steps(
+    definition: AssetDefinition, values: Iterable[object], *, force: bool
+) -> Iterator[services.StepRequest]:
+    """Validated steps for ``values`` in batches; succeeded partitions skipped unless ``force``."""
+    store = services.DatabaseDynamicKeyStore()
+    iterator = iter(values)
+    seen: set[str] = set()
+    while batch := list(itertools.islice(iterator, BACKFILL_BATCH)):
+        keys = [encode_partition_key(validate_partition(definition, v, store)) for v in batch]
+        done = set() if force else services.keys_with_success(definition.name, keys)
+        for key in dict.fromkeys(keys):
+            if key not in done and key not in seen:
+                seen.add(key)
+                yield services.StepRequest(
+                    asset=definition.name,
+                    partition_key=key,
+                    code_version=definition.spec.code_version or "",
+                )
+
+
+def _backfill_request(
+    asset: str | AssetFunction,
+    partitions: Iterable[object] | None,
+    options: RunOptions,
+    *,
+    max_parallel: int | None,
+    force: bool,
+    is_in_process: bool,
+) -> tuple[Registry, services.RunRequest]:
+    registry = get_registry()
+    definition = registry.get(_asset_name(asset))
+    if definition.spec.partitions is None:
+        raise ValidationFailedError(
+            f"asset {definition.name!r} is not partitioned; use materialize"
+        )
+    values = (
+        definition.spec.partitions.keys(store=services.DatabaseDynamicKeyStore())
+        if partitions is None
+        else partitions
+    )
+    request = options.request(
+        registry,
+        kind=RunKind.BACKFILL,
+        selection=[definition.name],
+        steps=_backfill_steps(definition, values, force=force),
+        is_in_process=is_in_process,
+        max_parallel=max_parallel,
+    )
+    return registry, request
+
+
+def backfill(
+    asset: str | AssetFunction,
+    partitions: Iterable[object] | None = None,
+    *,
+    force: bool = False,
+    include_values: bool = False,
+    **options: Any,
+) -> RunResult:
+    """Materialize many partitions of one asset in this process, one after another.
+
+    ``partitions=None`` means every partition of the asset. Partitions whose latest
+    materialization succeeded are skipped unless ``force``.
+    """
+    registry, request = _backfill_request(
+        asset, partitions, RunOptions(**options), max_parallel=None, force=force, is_in_process=True
+    )
+    return run_in_process(registry, services.create_run(request), include_values=include_values)
+
+
+def backfill_async(
+    asset: str | AssetFunction,
+    partitions: Iterable[object] | None = None,
+    *,
+    max_parallel: int | None = None,
+    force: bool = False,
+    **options: Any,
+) -> RunHandle:
+    """Enqueue a backfill; at most ``max_parallel`` of its steps are queued or running at once."""
+    _, request = _backfill_request(
+        asset,
+        partitions,
+        RunOptions(**options),
+        max_parallel=max_parallel,
+        force=force,
+        is_in_process=False,
+    )
+    return _start_async(request)

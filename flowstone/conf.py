@@ -30,6 +30,14 @@ DEFAULTS: Final[dict[str, Any]] = {
     },
     # name -> {"CLASS": dotted path, "OPTIONS": {...}}; injected as ``context.resources.<name>``.
     "RESOURCES": {},
+    # A worker's claim on a running step lasts this long and is renewed every third of it.
+    "STEP_LEASE_SECONDS": 60,
+    # A step taken back from dead workers more often than this fails instead of running again.
+    "MAX_RECOVERIES": 3,
+    # A queued step whose message was published this long ago is published again by the sweeper.
+    "REQUEUE_AFTER_SECONDS": 600,
+    # Retry delays up to this long become a broker countdown; longer ones wait for the sweeper.
+    "MAX_COUNTDOWN_SECONDS": 300,
 }
 
 

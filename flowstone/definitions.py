@@ -23,6 +23,7 @@ ASSET_NAME_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 CONTEXT_PARAMETER: Final = "context"
 DEFINITION_ATTRIBUTE: Final = "__flowstone_asset__"
 DEFAULT_IO_MANAGER: Final = "default"
+QUEUE_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 
 AssetFunction = Callable[..., Any]
 
@@ -96,6 +97,7 @@ class AssetSpec:
     tags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     code_version: str | None = None
     concurrency_limit: int | None = None
+    queue: str | None = None
 
     def __post_init__(self) -> None:
         validate_asset_name(self.name)
@@ -126,6 +128,10 @@ class AssetSpec:
             or self.concurrency_limit < 1
         ):
             raise DefinitionError(f"asset {self.name!r}: concurrency_limit must be a positive int")
+        if self.queue is not None and not QUEUE_NAME_PATTERN.match(self.queue):
+            raise DefinitionError(
+                f"asset {self.name!r}: queue {self.queue!r} must match {QUEUE_NAME_PATTERN.pattern}"
+            )
 
     @property
     def is_partitioned(self) -> bool:
@@ -199,6 +205,7 @@ def build_asset_definition(
     tags: Mapping[str, Any] | None = None,
     code_version: str | None = None,
     concurrency_limit: int | None = None,
+    queue: str | None = None,
 ) -> AssetDefinition:
     """Validate the options given to ``@asset`` and build the definition for ``fn``."""
     if not callable(fn):
@@ -222,6 +229,7 @@ def build_asset_definition(
         tags=_frozen_json(tags, what=f"tags of {asset_name!r}"),
         code_version=code_version,
         concurrency_limit=concurrency_limit,
+        queue=queue,
     )
     return AssetDefinition(
         spec=spec, fn=fn, value_parameters=value_parameters, wants_context=wants_context
@@ -247,6 +255,7 @@ def asset(
     tags: Mapping[str, Any] | None = None,
     code_version: str | None = None,
     concurrency_limit: int | None = None,
+    queue: str | None = None,
 ) -> Callable[[AssetFunction], AssetFunction]: ...
 
 

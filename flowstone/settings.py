@@ -112,6 +112,31 @@ LOGGING = {
     },
 }
 
+# Celery: JSON only, late ack + reject on worker lost, one message at a time per worker process.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "7200")),
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "flowstone"
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "3600"))
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "flowstone-recover-stale-steps": {
+        "task": "flowstone.recover_stale_steps",
+        "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "30")),
+    },
+}
+
 FLOWSTONE = {
     "DEFINITIONS": [
         m for m in os.environ.get("FLOWSTONE_DEFINITIONS", "demo.assets").split(",") if m

@@ -1,78 +1,58 @@
-"""Running a whole run in the calling process, step by step in DAG order."""
+"""Running a whole run in the calling process: the same state machine, dispatched locally."""
 
 from __future__ import annotations
 
-import logging
-import random
+import os
+import socket
 import time
+import uuid
+from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from django.utils import timezone
+
 from assets import services
 from flowstone.errors import FlowStoneError
-from flowstone.execution.step import StepOutcome, execute_step
+from flowstone.execution.step import execute_step
 from flowstone.partitions import decode_partition_key
 from flowstone.results import RunResult, StepResult
-from flowstone.status import FAILED_STEP_STATUSES, RunStatus, StepStatus
+from flowstone.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
-    import uuid
-    from collections.abc import Sequence
-
-    from assets.models import Materialization, RunConfig
-    from flowstone.execution.plan import PlannedStep
     from flowstone.registry import Registry
 
-logger = logging.getLogger(__name__)
 
-
-def _retry_delay(registry: Registry, asset: str, attempt: int) -> float:
-    policy = registry.get(asset).spec.retry_policy
-    delay = policy.delay_for(attempt)
-    if policy.jitter:
-        delay *= random.uniform(0.5, 1.0)  # noqa: S311  # jitter, not secrets
-    return delay
-
-
-def _run_one(registry: Registry, step: Materialization, config: RunConfig) -> StepOutcome | None:
-    """Claim and execute one queued step until it ends; ``None`` if another process has it."""
-    while True:
-        if not services.claim_step(step.pk):
-            return None
-        step.refresh_from_db()
-        outcome = execute_step(registry, step, config)
-        if outcome.status != StepStatus.QUEUED:
-            return outcome
-        # A retryable failure: back off in this process, then try again.
-        time.sleep(_retry_delay(registry, step.asset, step.attempt))
+def process_owner(prefix: str) -> str:
+    """A lease owner name unique to this process and call."""
+    return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def run_in_process(
-    registry: Registry, run_id: uuid.UUID, plan: Sequence[PlannedStep], *, include_values: bool
+    registry: Registry, created: services.CreatedRun, *, include_values: bool
 ) -> RunResult:
-    """Execute every step of a run in ``plan`` order and return the recorded result."""
-    run = services.get_run(run_id)
-    services.start_run(run)
-    config = run.config
-    rows = {(s.asset, s.partition_key): s for s in services.steps_of_run(run_id)}
+    """Execute every released step of a new run here, until nothing is left to release."""
+    owner = process_owner("inprocess")
+    config = services.get_run(created.run.pk).config
+    ready: deque[int] = deque(created.ready)
     values: dict[tuple[str, str], Any] = {}
-    for planned in plan:
-        step = rows[planned.key]
-        failed = [
-            f"{i.asset}[{key}]"
-            for i in planned.inputs
-            for key in i.partition_keys
-            if (i.asset, key) in rows and rows[(i.asset, key)].status in FAILED_STEP_STATUSES
-        ]
-        if failed:
-            services.mark_upstream_failed(step, failed)
-        elif services.transition_step(step.pk, (StepStatus.PENDING,), StepStatus.QUEUED):
-            outcome = _run_one(registry, step, config)
-            if include_values and outcome is not None and outcome.status == StepStatus.SUCCESS:
-                values[planned.key] = outcome.value
-        step.refresh_from_db()
-    services.refresh_run_status(run_id)
-    return load_run_result(run_id, values=values)
+    while ready:
+        step_id = ready.popleft()
+        while True:
+            if not services.claim_step(step_id, owner):
+                break
+            step = services.get_step(step_id)
+            outcome = execute_step(registry, step, config, owner=owner)
+            ready.extend(outcome.end.ready)
+            if outcome.end.freed_asset:
+                ready.extend(services.release_for_asset(outcome.end.freed_asset))
+            if outcome.status == StepStatus.SUCCESS and include_values:
+                values[(step.asset, step.partition_key)] = outcome.value
+            if outcome.status != StepStatus.QUEUED or outcome.not_before is None:
+                break
+            # A retryable failure: wait out the backoff in this (the caller's) process.
+            time.sleep(max((outcome.not_before - timezone.now()).total_seconds(), 0.0))
+    return load_run_result(created.run.pk, values=values)
 
 
 def load_run_result(

@@ -1,14 +1,18 @@
-"""Executing one step: load its inputs, call the asset function, store the output, record it.
+"""Executing one claimed step: load its inputs, call the asset, store the output, record it.
 
-This is the same in every execution mode; only how steps are dispatched differs.
+This is the same in every execution mode; only how released steps are dispatched differs.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
 
 from assets import services
 from flowstone.context import AssetContext
@@ -18,8 +22,9 @@ from flowstone.errors import (
     ExecutionError,
     FlowStoneError,
 )
+from flowstone.execution.lease import lease_heartbeat
 from flowstone.execution.plan import UpstreamInput, plan_inputs, validate_partition
-from flowstone.io.base import IOTarget
+from flowstone.io.base import IOTarget, StoredOutput
 from flowstone.partitions import PartitionValue, decode_partition_key
 from flowstone.resources import open_resources
 from flowstone.status import StepStatus
@@ -36,11 +41,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StepOutcome:
-    """What happened to a step: its final status here, the error if any, and the value."""
+    """How a step attempt ended here, and what it released for dispatch."""
 
     status: StepStatus
     error: FlowStoneError | None = None
     value: Any = None
+    end: services.StepEnd = field(default_factory=lambda: services.StepEnd(won=False))
+    not_before: dt.datetime | None = None
 
 
 def io_target(definition: AssetDefinition, partition_key: str, config: RunConfig) -> IOTarget:
@@ -115,50 +122,72 @@ def _call_asset(definition: AssetDefinition, kwargs: Mapping[str, Any]) -> Any:
         return definition.fn(**kwargs)
     except FlowStoneError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # the one user-code boundary
         raise ExecutionError(
             f"asset {definition.name!r} raised {type(exc).__name__}: {exc}"
         ) from exc
 
 
-def execute_step(registry: Registry, step: Materialization, config: RunConfig) -> StepOutcome:
-    """Run a step this process has already claimed (status ``running``) and record the outcome.
+def retry_time(definition: AssetDefinition, attempt: int) -> dt.datetime:
+    """When the next attempt may start: exponential backoff with jitter from now."""
+    policy = definition.spec.retry_policy
+    delay = policy.delay_for(attempt)
+    if policy.jitter:
+        delay *= random.uniform(0.5, 1.0)  # noqa: S311  # jitter, not secrets
+    return timezone.now() + dt.timedelta(seconds=delay)
 
-    A retryable error returns the step to ``queued`` while attempts remain; any other error
-    marks it ``failed`` once, with the structured error.
+
+def _produce(
+    registry: Registry, definition: AssetDefinition, step: Materialization, config: RunConfig
+) -> tuple[Any, list[Materialization], StoredOutput]:
+    """Load inputs, call the asset function and store its value."""
+    partition = validate_partition(definition, decode_partition_key(step.partition_key), None)
+    inputs = plan_inputs(registry, definition, partition, None)
+    kwargs, consumed = _load_inputs(registry, step, definition, inputs, config)
+    overrides = config.resource_overrides or {}
+    with open_resources(definition.spec.resources, registry.resources, overrides) as resources:
+        if definition.wants_context:
+            kwargs["context"] = AssetContext(
+                asset=step.asset,
+                partition=partition,
+                partition_key=step.partition_key,
+                run_id=str(step.run_id),
+                attempt=step.attempt,
+                resources=resources,
+                config=MappingProxyType(dict(config.options or {})),
+            )
+        value = _call_asset(definition, kwargs)
+    stored = registry.io_manager_for(definition).store(
+        io_target(definition, step.partition_key, config), value
+    )
+    return value, consumed, stored
+
+
+def execute_step(
+    registry: Registry, step: Materialization, config: RunConfig, *, owner: str
+) -> StepOutcome:
+    """Run a step that ``owner`` has claimed (status ``running``) and record the outcome.
+
+    A retryable error returns the step to ``queued`` with a ``not_before`` time while attempts
+    remain; any other error marks it ``failed`` once, with the structured error.
     """
-    context_ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
+    ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
     definition = registry.get(step.asset)
     try:
-        partition = validate_partition(definition, decode_partition_key(step.partition_key), None)
-        inputs = plan_inputs(registry, definition, partition, None)
-        kwargs, consumed = _load_inputs(registry, step, definition, inputs, config)
-        overrides = (config.resource_overrides or {}) if config else {}
-        with open_resources(definition.spec.resources, registry.resources, overrides) as resources:
-            if definition.wants_context:
-                kwargs["context"] = AssetContext(
-                    asset=step.asset,
-                    partition=partition,
-                    partition_key=step.partition_key,
-                    run_id=str(step.run_id),
-                    attempt=step.attempt,
-                    resources=resources,
-                    config=MappingProxyType(dict(config.options or {})),
-                )
-            value = _call_asset(definition, kwargs)
-        stored = registry.io_manager_for(definition).store(
-            io_target(definition, step.partition_key, config), value
-        )
+        with lease_heartbeat(step.pk, owner):
+            value, consumed, stored = _produce(registry, definition, step, config)
     except FlowStoneError as exc:
-        error = exc.with_context(**context_ids)
+        error = exc.with_context(**ids)
         retries_left = definition.spec.retry_policy.max_retries - (step.attempt - 1)
         if error.retryable and retries_left > 0:
-            services.requeue_step(step, error)
-            logger.warning("step will be retried: %s", error, extra=context_ids)
-            return StepOutcome(status=StepStatus.QUEUED, error=error)
-        services.fail_step(step, error)
-        logger.error("step failed: %s", error, extra=context_ids)  # noqa: TRY400  # recorded
-        return StepOutcome(status=StepStatus.FAILED, error=error)
-    if not services.complete_step(step, stored, consumed):
-        logger.warning("step was no longer running when it completed", extra=context_ids)
-    return StepOutcome(status=StepStatus.SUCCESS, value=value)
+            not_before = retry_time(definition, step.attempt)
+            services.requeue_step(step, error, owner=owner, not_before=not_before)
+            logger.warning("step will be retried at %s: %s", not_before, error, extra=ids)
+            return StepOutcome(status=StepStatus.QUEUED, error=error, not_before=not_before)
+        end = services.fail_step(step, error, owner=owner)
+        logger.error("step failed: %s", error, extra=ids)  # noqa: TRY400  # recorded
+        return StepOutcome(status=StepStatus.FAILED, error=error, end=end)
+    end = services.complete_step(step, stored, consumed, owner=owner)
+    if not end.won:
+        logger.warning("step was no longer ours when it completed; nothing recorded", extra=ids)
+    return StepOutcome(status=StepStatus.SUCCESS, value=value, end=end)

@@ -29,7 +29,7 @@ def _new_run() -> Run:
             selection=["a"],
             steps=[services.StepRequest(asset="a", partition_key="s:x")],
         )
-    )
+    ).run
 
 
 @pytest.mark.django_db
@@ -37,9 +37,11 @@ def _new_run() -> Run:
 def test_create_run_writes_run_config_steps_and_audit_together() -> None:
     run = _new_run()
     assert run.config.requested_by == ""
+    # A step with no upstream in the run is released (queued) by the same transaction.
     assert list(Materialization.objects.filter(run=run).values_list("asset", "status")) == [
-        ("a", "pending")
+        ("a", "queued")
     ]
+    assert (run.steps_total, run.steps_remaining) == (1, 1)
 
 
 @pytest.mark.django_db
@@ -47,12 +49,14 @@ def test_create_run_writes_run_config_steps_and_audit_together() -> None:
 def test_transitions_are_conditional_and_report_who_won() -> None:
     run = _new_run()
     step = Materialization.objects.get(run=run)
-    assert services.transition_step(step.pk, (StepStatus.PENDING,), StepStatus.QUEUED)
     assert not services.transition_step(step.pk, (StepStatus.PENDING,), StepStatus.QUEUED)
-    assert services.claim_step(step.pk)
-    assert not services.claim_step(step.pk)
+    assert services.claim_step(step.pk, "worker-1")
+    assert not services.claim_step(step.pk, "worker-2")
     step.refresh_from_db()
-    assert (step.status, step.attempt) == ("running", 1)
+    assert (step.status, step.attempt, step.lease_owner) == ("running", 1, "worker-1")
+    assert step.lease_expires_at is not None
+    assert services.renew_lease(step.pk, "worker-1")
+    assert not services.renew_lease(step.pk, "worker-2")
 
 
 @pytest.mark.django_db

@@ -1,0 +1,299 @@
+"""Creating, reading and cancelling runs; queries over materializations."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from assets.models import (
+    DynamicPartitionKey,
+    Materialization,
+    RejectedMessage,
+    Run,
+    RunConfig,
+    StepEdge,
+)
+from assets.services.locks import lock_run
+from assets.services.steps import finish_run_if_done, release_ready_steps
+from flowstone.errors import RunNotFoundError
+from flowstone.status import (
+    TERMINAL_STEP_STATUSES,
+    RunKind,
+    RunStatus,
+    StepStatus,
+    derive_run_status,
+)
+from lineage.models import AuditEvent
+from lineage.services import record_audit
+
+STEP_BATCH_SIZE: Final = 1000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepRequest:
+    """A step to create in a new run, with the steps of the same run it waits for."""
+
+    asset: str
+    partition_key: str
+    code_version: str = ""
+    upstream_keys: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunRequest:
+    """Everything needed to create a run and its durable config."""
+
+    kind: RunKind
+    selection: Sequence[str]
+    steps: Iterable[StepRequest]
+    is_in_process: bool = False
+    max_parallel: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    io_overrides: Mapping[str, Any] = field(default_factory=dict)
+    resource_overrides: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    requested_by: str = ""
+    actor_type: str = AuditEvent.ActorType.SYSTEM
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreatedRun:
+    """A new run and the ids of the steps released for dispatch when it was created."""
+
+    run: Run
+    ready: list[int]
+
+
+def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> int:
+    """Insert step rows in batches and the in-run edges between them; return how many.
+
+    Steps with in-run upstreams must come as a sequence (a planned DAG, small); a streamed iterable
+    (a backfill) has no edges, so no ids are kept and memory stays flat.
+    """
+    keep_ids = isinstance(steps, Sequence) and any(step.upstream_keys for step in steps)
+    ids: dict[tuple[str, str], int] = {}
+    edges: list[StepEdge] = []
+    total = 0
+    iterator = iter(steps)
+    while batch := list(itertools.islice(iterator, STEP_BATCH_SIZE)):
+        rows = Materialization.objects.bulk_create(
+            [
+                Materialization(
+                    run=run,
+                    asset=step.asset,
+                    partition_key=step.partition_key,
+                    code_version=step.code_version,
+                    remaining_upstreams=len(set(step.upstream_keys)),
+                )
+                for step in batch
+            ]
+        )
+        total += len(rows)
+        if not keep_ids:
+            continue
+        for step, row in zip(batch, rows, strict=True):
+            ids[(step.asset, step.partition_key)] = row.pk
+            edges.extend(
+                StepEdge(run=run, upstream_id=ids[upstream], downstream_id=row.pk)
+                for upstream in set(step.upstream_keys)
+            )
+    StepEdge.objects.bulk_create(edges, batch_size=STEP_BATCH_SIZE)
+    return total
+
+
+def create_run(request: RunRequest) -> CreatedRun:
+    """Create the run, its config, its steps and their edges in one transaction.
+
+    Steps with no upstream in the run are released at once (within ``max_parallel``); the caller
+    dispatches the returned ids after commit.
+    """
+    with transaction.atomic():
+        run = Run.objects.create(
+            kind=request.kind,
+            selection=list(request.selection),
+            requested_by=request.requested_by,
+            is_in_process=request.is_in_process,
+            max_parallel=request.max_parallel,
+        )
+        RunConfig.objects.create(
+            run=run,
+            options=dict(request.options),
+            io_overrides=dict(request.io_overrides),
+            resource_overrides=dict(request.resource_overrides),
+            tags=dict(request.tags),
+            requested_by=request.requested_by,
+        )
+        total = _insert_steps(run, request.steps)
+        Run.objects.filter(pk=run.pk).update(
+            steps_total=total, steps_remaining=total, started_at=timezone.now()
+        )
+        record_audit(
+            AuditEvent.Action.RUN_REQUESTED,
+            actor_type=request.actor_type,
+            actor=request.requested_by,
+            run_id=run.id,
+            details={
+                "kind": str(request.kind),
+                "selection": list(request.selection),
+                "steps": total,
+                "max_parallel": request.max_parallel,
+                "options": dict(request.options),
+                "tags": dict(request.tags),
+            },
+        )
+        finish_run_if_done(run.pk)
+        ready = release_ready_steps(run.pk)
+        run.refresh_from_db()
+    return CreatedRun(run=run, ready=ready)
+
+
+def get_run(run_id: uuid.UUID | str) -> Run:
+    """Return the run, or raise ``RunNotFoundError`` for an unknown or malformed id."""
+    try:
+        return Run.objects.select_related("config").get(pk=uuid.UUID(str(run_id)))
+    except (ValueError, Run.DoesNotExist) as exc:
+        raise RunNotFoundError(f"unknown run id {str(run_id)[:64]!r}") from exc
+
+
+def cancel_run(run_id: uuid.UUID | str, *, actor: str = "", actor_type: str = "system") -> int:
+    """Cancel a run: its pending and queued steps become ``canceled``; running steps finish.
+
+    Returns how many steps were canceled. Cancelling twice is harmless.
+    """
+    run = get_run(run_id)
+    with transaction.atomic():
+        lock_run(run.pk)
+        Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=timezone.now()
+        )
+        canceled = Materialization.objects.filter(
+            run_id=run.pk, status__in=(StepStatus.PENDING, StepStatus.QUEUED)
+        ).update(status=StepStatus.CANCELED, finished_at=timezone.now())
+        Run.objects.filter(pk=run.pk).update(steps_remaining=F("steps_remaining") - canceled)
+        record_audit(
+            AuditEvent.Action.RUN_CANCELED,
+            actor_type=actor_type,
+            actor=actor,
+            run_id=run.pk,
+            details={"steps_canceled": canceled},
+        )
+        finish_run_if_done(run.pk)
+    return canceled
+
+
+def refresh_run_status(run_id: uuid.UUID | str) -> RunStatus:
+    """Derive the run's status from its steps and store it (with the finish time if terminal)."""
+    statuses = Materialization.objects.filter(run_id=run_id).values_list("status", flat=True)
+    status = derive_run_status(statuses.distinct())
+    finished = status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)
+    Run.objects.filter(pk=run_id).update(
+        status=status, finished_at=timezone.now() if finished else None
+    )
+    return status
+
+
+def upsert_materialization(
+    *, run_id: uuid.UUID | str, asset: str, partition_key: str, **values: Any
+) -> Materialization:
+    """Insert or update the row of one step (``INSERT ... ON CONFLICT DO UPDATE``)."""
+    row = Materialization(run_id=run_id, asset=asset, partition_key=partition_key, **values)
+    Materialization.objects.bulk_create(
+        [row],
+        update_conflicts=True,
+        unique_fields=("asset", "partition_key", "run"),
+        update_fields=sorted(values) or ["status"],
+    )
+    return Materialization.objects.get(run_id=run_id, asset=asset, partition_key=partition_key)
+
+
+def latest_successful(asset: str, partition_key: str) -> Materialization | None:
+    """The latest successful materialization: newest completion time, then highest id."""
+    return (
+        Materialization.objects.filter(
+            asset=asset, partition_key=partition_key, status=StepStatus.SUCCESS
+        )
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+
+
+def keys_with_success(asset: str, partition_keys: Sequence[str]) -> set[str]:
+    """Which of ``partition_keys`` have a successful materialization of ``asset``."""
+    return set(
+        Materialization.objects.filter(
+            asset=asset, partition_key__in=list(partition_keys), status=StepStatus.SUCCESS
+        )
+        .values_list("partition_key", flat=True)
+        .distinct()
+    )
+
+
+def get_step(step_id: int) -> Materialization:
+    """Return one step row."""
+    return Materialization.objects.get(pk=step_id)
+
+
+def steps_of_run(run_id: uuid.UUID | str) -> list[Materialization]:
+    """All steps of a run, oldest first."""
+    return list(Materialization.objects.filter(run_id=run_id).order_by("id"))
+
+
+def steps_by_key(
+    run_id: uuid.UUID | str, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Materialization]:
+    """The steps of a run for the given ``(asset, partition_key)`` pairs."""
+    wanted = list(keys)
+    if not wanted:
+        return {}
+    condition = Q()
+    for asset, partition_key in wanted:
+        condition |= Q(asset=asset, partition_key=partition_key)
+    rows = Materialization.objects.filter(condition, run_id=run_id)
+    return {(row.asset, row.partition_key): row for row in rows}
+
+
+def is_terminal(status: str) -> bool:
+    """Whether a step status is final."""
+    return StepStatus(status) in TERMINAL_STEP_STATUSES
+
+
+class DatabaseDynamicKeyStore:
+    """Keys of ``DynamicPartitions`` definitions, stored in ``DynamicPartitionKey`` rows."""
+
+    def get_keys(self, name: str) -> list[str]:
+        """Return the keys added to ``name``, oldest first."""
+        return list(
+            DynamicPartitionKey.objects.filter(partitions_name=name).values_list("key", flat=True)
+        )
+
+    def add_keys(self, name: str, keys: Sequence[str]) -> None:
+        """Add keys to ``name``; keys already present are left alone."""
+        DynamicPartitionKey.objects.bulk_create(
+            [DynamicPartitionKey(partitions_name=name, key=key) for key in keys],
+            ignore_conflicts=True,
+        )
+
+
+def record_rejection(
+    *,
+    reason: str,
+    task_name: str = "",
+    task_id: str = "",
+    content_type: str = "",
+    payload: str = "",
+) -> RejectedMessage:
+    """Record a task message a worker refused, so it is visible and nothing is silently lost."""
+    return RejectedMessage.objects.create(
+        reason=reason[:10_000],
+        task_name=task_name[:255],
+        task_id=task_id[:255],
+        content_type=content_type[:255],
+        payload=payload,
+    )
