@@ -1,8 +1,8 @@
 """FlowStone: asset-first data orchestration on Django, Celery, Redis and PostgreSQL.
 
 Importing this package touches no database and imports no Django app: the run functions
-(``materialize``, ``materialize_all``) are loaded from ``flowstone.api`` on first access, since
-Django imports this package while reading ``flowstone.settings``.
+(``materialize``, ``materialize_async`` ...) are loaded from ``flowstone.api`` on first access,
+since Django imports this package while reading ``flowstone.settings``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,27 @@ from flowstone.errors import FlowStoneError
 from flowstone.resources import BaseResource
 
 if TYPE_CHECKING:
-    from flowstone.api import materialize, materialize_all
+    from flowstone.api import (
+        backfill,
+        backfill_async,
+        materialize,
+        materialize_all,
+        materialize_all_async,
+        materialize_async,
+    )
+    from flowstone.execution.handle import RunHandle
     from flowstone.results import RunResult, StepResult
 
 __version__ = "0.2.0"
 
 _LAZY: Final = {
+    "backfill": "flowstone.api",
+    "backfill_async": "flowstone.api",
     "materialize": "flowstone.api",
     "materialize_all": "flowstone.api",
+    "materialize_all_async": "flowstone.api",
+    "materialize_async": "flowstone.api",
+    "RunHandle": "flowstone.execution.handle",
     "RunResult": "flowstone.results",
     "StepResult": "flowstone.results",
 }
@@ -43,11 +56,16 @@ __all__ = [
     "BaseResource",
     "FlowStoneError",
     "RetryPolicy",
+    "RunHandle",
     "RunResult",
     "StepResult",
     "__version__",
     "asset",
+    "backfill",
+    "backfill_async",
     "errors",
     "materialize",
     "materialize_all",
+    "materialize_all_async",
+    "materialize_async",
 ]

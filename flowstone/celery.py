@@ -1,21 +1,25 @@
 """The Celery app, configured from Django settings (``CELERY_*``); JSON payloads only.
 
 Start workers with ``celery -A flowstone worker`` and the sweeper with ``celery -A flowstone beat``.
+Messages the worker refuses before any task runs (content types other than JSON, unknown task
+names, malformed envelopes) are recorded as ``RejectedMessage`` rows, like invalid payloads.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import task_rejected, task_unknown, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowstone.settings")
 
 app = Celery("flowstone")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["assets"])
+
+MAX_RECORDED_BODY: Final = 2000
 
 
 @worker_init.connect(dispatch_uid="flowstone.celery.validate_definitions")
@@ -24,3 +28,35 @@ def validate_definitions(**kwargs: Any) -> None:  # noqa: ARG001
     from flowstone.registry import get_registry  # noqa: PLC0415  # Django is set up by now
 
     get_registry()
+
+
+def _record(message: Any, reason: str, task_name: str = "") -> None:
+    from assets import services  # noqa: PLC0415  # only in a running worker
+
+    headers = getattr(message, "headers", None) or {}
+    body = getattr(message, "body", b"")
+    services.record_rejection(
+        reason=reason,
+        task_name=task_name or str(headers.get("task", "")),
+        task_id=str(headers.get("id", "")),
+        content_type=str(getattr(message, "content_type", "") or ""),
+        payload=repr(body)[:MAX_RECORDED_BODY],
+    )
+
+
+@task_rejected.connect(dispatch_uid="flowstone.celery.record_rejected")
+def record_rejected(message: Any = None, exc: BaseException | None = None, **kwargs: Any) -> None:  # noqa: ARG001
+    """Record a message the worker could not accept (e.g. pickle content)."""
+    content_type = getattr(message, "content_type", "")
+    _record(message, f"[validation_error] refused message ({content_type}): {exc}")
+
+
+@task_unknown.connect(dispatch_uid="flowstone.celery.record_unknown")
+def record_unknown(
+    message: Any = None,
+    exc: BaseException | None = None,  # noqa: ARG001
+    name: str = "",
+    **kwargs: Any,  # noqa: ARG001
+) -> None:
+    """Record a message naming a task this worker does not have."""
+    _record(message, f"[validation_error] unknown task {name[:200]!r}", task_name=name[:255])

@@ -151,4 +151,7 @@ FLOWSTONE = {
     "RESOURCES": {
         "catalog": {"CLASS": "demo.resources.ProductCatalog", "OPTIONS": {"currency": "EUR"}},
     },
+    "STEP_LEASE_SECONDS": int(os.environ.get("FLOWSTONE_STEP_LEASE_SECONDS", "60")),
+    "MAX_RECOVERIES": int(os.environ.get("FLOWSTONE_MAX_RECOVERIES", "3")),
+    "REQUEUE_AFTER_SECONDS": int(os.environ.get("FLOWSTONE_REQUEUE_AFTER_SECONDS", "600")),
 }

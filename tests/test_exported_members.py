@@ -15,13 +15,18 @@ def test_flowstone_all() -> None:
         "BaseResource",
         "FlowStoneError",
         "RetryPolicy",
+        "RunHandle",
         "RunResult",
         "StepResult",
         "__version__",
         "asset",
+        "backfill",
+        "backfill_async",
         "errors",
         "materialize",
         "materialize_all",
+        "materialize_all_async",
+        "materialize_async",
     ]
     for name in flowstone.__all__:
         assert getattr(flowstone, name) is not None

@@ -1,0 +1,217 @@
+"""Real Celery worker and beat processes for execution tests (no eager mode, no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from kombu import Connection
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFINITIONS = "tests.pipelines.celery_flow"
+LEASE_SECONDS = 3
+
+
+def database_url() -> str:
+    """The URL of the database the tests use (pytest-django's test database)."""
+    params = connection.settings_dict
+    user = params["USER"] or "postgres"
+    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
+    host = params["HOST"] or "127.0.0.1"
+    port = params["PORT"] or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
+
+
+def flowstone_settings_for(data_dir: Path) -> dict[str, Any]:
+    """The FLOWSTONE setting that matches what the worker processes use."""
+    return {
+        "DEFINITIONS": [DEFINITIONS],
+        "IO_MANAGERS": {
+            "default": {
+                "CLASS": "flowstone.io.FilesystemIOManager",
+                "OPTIONS": {"base_dir": str(data_dir / "storage")},
+            },
+        },
+        "RESOURCES": {},
+        "STEP_LEASE_SECONDS": LEASE_SECONDS,
+    }
+
+
+@dataclass
+class Services:
+    """Where the worker processes look: broker, database and data directory."""
+
+    broker_url: str
+    data_dir: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        """The environment of a worker or beat process."""
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "flowstone.settings",
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": self.broker_url,
+            "FLOWSTONE_DEFINITIONS": DEFINITIONS,
+            "FLOWSTONE_DATA_DIR": str(self.data_dir),
+            "FLOWSTONE_STEP_LEASE_SECONDS": str(LEASE_SECONDS),
+            "FLOWSTONE_SWEEP_SECONDS": "1",
+            "FLOWSTONE_REQUEUE_AFTER_SECONDS": "5",
+            "FLOWSTONE_LOG_LEVEL": "INFO",
+        }
+
+    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        with (self.data_dir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "flowstone", *args],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        return process
+
+    def start_worker(
+        self, name: str, *, queues: str = "flowstone,later", concurrency: int = 2
+    ) -> subprocess.Popen[bytes]:
+        """Start a prefork worker and wait until it is ready to consume."""
+        log_path = self.data_dir / f"{name}.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        process = self._spawn(
+            name,
+            [
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={concurrency}",
+                "--pool=prefork",
+                f"--queues={queues}",
+                f"--hostname={name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = log_path.read_bytes()[offset:].decode(errors="replace")
+            if " ready." in text:
+                return process
+            if process.poll() is not None:
+                raise RuntimeError(f"worker {name} exited early:\n{text[-4000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"worker {name} did not become ready:\n{log_path.read_text()[-4000:]}")
+
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        """Start Celery beat (it runs the stale-step sweeper every second here)."""
+        return self._spawn(
+            "beat",
+            ["beat", "--loglevel=INFO", f"--schedule={self.data_dir / 'beat-schedule'}"],
+        )
+
+    def kill(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        """Signal a process's whole group (worker parent and its children) and reap it."""
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        process.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        """Stop every process started here: warm shutdown, then SIGKILL after a grace time."""
+        for process in self.processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill(process)
+        self.processes.clear()
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Every execution the assets logged, in order."""
+        path = self.data_dir / "executions.log"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@contextmanager
+def running_services(broker_url: str, data_dir: Path) -> Iterator[Services]:
+    """Yield a ``Services`` whose processes are all stopped afterwards."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    services = Services(broker_url=broker_url, data_dir=data_dir)
+    try:
+        yield services
+    finally:
+        services.stop_all()
+
+
+def purge(broker_url: str, queues: Sequence[str] = ("flowstone", "later")) -> None:
+    """Drop every message left in the test queues."""
+    with Connection(broker_url) as conn:
+        for queue in queues:
+            simple = conn.SimpleQueue(queue)
+            simple.clear()
+            simple.close()
+
+
+def broker_url() -> str:
+    """The broker the tests use (scripts/test.sh exports a Redis database for them)."""
+    return str(settings.CELERY_BROKER_URL)
+
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def amqp_url() -> str | None:
+    """A reachable RabbitMQ URL (``FLOWSTONE_TEST_AMQP_URL`` or the local default), else None."""
+    url = os.environ.get("FLOWSTONE_TEST_AMQP_URL", DEFAULT_AMQP_URL)
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception:  # noqa: BLE001  # any failure means "not available here"
+        return None
+    return url
+
+
+DRIVER = """
+import json, sys
+import django
+django.setup()
+import flowstone
+handle = getattr(flowstone, sys.argv[1])(sys.argv[2], sys.argv[3])
+print(json.dumps({"run_id": handle.run_id, "status": handle.wait(90).status}))
+"""
+
+
+def drive(stack: Services, function: str, asset: str, partition: str) -> dict[str, str]:
+    """Start a run from a separate process that publishes to ``stack``'s broker; wait for it."""
+    completed = subprocess.run(
+        [sys.executable, "-c", DRIVER, function, asset, partition],
+        cwd=ROOT,
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result: dict[str, str] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
