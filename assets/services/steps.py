@@ -318,7 +318,7 @@ def recover_stale_steps(*, now: dt.datetime | None = None) -> StepEnd:
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - quiet))
         .values_list("pk", flat=True)
     )
-    ready += list(due[:RECOVERY_BATCH])
+    ready = list(dict.fromkeys([*ready, *due[:RECOVERY_BATCH]]))
     return StepEnd(won=bool(ready), ready=ready)
 
 
