@@ -11,6 +11,17 @@ if TYPE_CHECKING:
 
     from django.apps import AppConfig
 
+CHECKED_SETTINGS = (
+    "accept_content",
+    "result_accept_content",
+    "task_serializer",
+    "result_serializer",
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "broker_url",
+    "broker_transport_options",
+    "task_time_limit",
+)
 UNSAFE_CONTENT = frozenset(
     {"pickle", "application/x-python-serialize", "yaml", "application/x-yaml"}
 )
@@ -89,7 +100,7 @@ def check_celery_settings(
     """Warn about unsafe Celery settings (W001 content types, W002 acks, W003 visibility)."""
     from flowstone.celery import app  # noqa: PLC0415  # configured from settings on first use
 
-    conf = dict(app.conf)
+    conf = {key: app.conf.get(key) for key in CHECKED_SETTINGS}
     return [
         *_check_accept_content(conf),
         *_check_late_ack(conf),

@@ -87,7 +87,8 @@ def release_ready_steps(run_id: uuid.UUID | str) -> list[int]:
                 return []
             eligible = eligible[:free]
         candidates = list(eligible.values_list("pk", "asset"))
-        limits = _asset_limits()
+        # An in-process run executes one step at a time in its caller; limits govern workers.
+        limits = {} if run.is_in_process else _asset_limits()
         limited = {asset for _, asset in candidates if asset in limits}
         if limited:
             lock_assets(limited)
@@ -118,7 +119,10 @@ def release_for_asset(asset: str) -> list[int]:
     """Release waiting steps of a concurrency-limited asset in every run (a slot was freed)."""
     runs = (
         Materialization.objects.filter(
-            asset=asset, status=StepStatus.PENDING, remaining_upstreams=0
+            asset=asset,
+            status=StepStatus.PENDING,
+            remaining_upstreams=0,
+            run__is_in_process=False,
         )
         .values_list("run_id", flat=True)
         .distinct()
