@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from assets import services
 from assets.models import Materialization, Run
 from flowstone.errors import RunNotFoundError
 from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, encode_partition_key
 from flowstone.status import RunKind, StepStatus
+from tests.workers import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,22 +128,13 @@ RACER = textwrap.dedent(
 )
 
 
-def _database_url() -> str:
-    params = connection.settings_dict
-    user = params["USER"] or "postgres"
-    password = f":{params['PASSWORD']}" if params["PASSWORD"] else ""
-    host = params["HOST"] or "127.0.0.1"
-    port = params["PORT"] or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_racing_the_same_upsert_leave_exactly_one_row() -> None:
     run = _new_run()
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "DJANGO_SETTINGS_MODULE": "flowstone.settings",
     }
     start = time.time() + 3
