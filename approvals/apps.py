@@ -6,8 +6,25 @@ from django.apps import AppConfig
 
 
 class ApprovalsConfig(AppConfig):
-    """Checkpoint approvals (the models arrive with checkpoints)."""
+    """Checkpoint approvals: models, services, admin console, API, notifications."""
 
     name = "approvals"
     verbose_name = "FlowStone approvals"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Connect the email notifier to the approval signals."""
+        from approvals import notifications, signals  # noqa: PLC0415  # apps are loading
+
+        signals.approval_requested.connect(
+            notifications.on_requested, dispatch_uid="approvals.notify.requested"
+        )
+        signals.approval_escalated.connect(
+            notifications.on_escalated, dispatch_uid="approvals.notify.escalated"
+        )
+        signals.approval_decided.connect(
+            notifications.on_decided, dispatch_uid="approvals.notify.decided"
+        )
+        signals.approval_expired.connect(
+            notifications.on_expired, dispatch_uid="approvals.notify.expired"
+        )

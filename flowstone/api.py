@@ -156,7 +156,8 @@ def materialize(
     registry, request = _planned_request(
         asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE, is_in_process=True
     )
-    return run_in_process(registry, services.create_run(request), include_values=include_values)
+    created = services.create_run(request)
+    return run_in_process(registry, created.run.pk, created.ready, include_values=include_values)
 
 
 def materialize_all(
@@ -170,7 +171,8 @@ def materialize_all(
     registry, request = _planned_request(
         asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE_ALL, is_in_process=True
     )
-    return run_in_process(registry, services.create_run(request), include_values=include_values)
+    created = services.create_run(request)
+    return run_in_process(registry, created.run.pk, created.ready, include_values=include_values)
 
 
 def materialize_async(
@@ -260,7 +262,8 @@ def backfill(
     registry, request = _backfill_request(
         asset, partitions, RunOptions(**options), max_parallel=None, force=force, is_in_process=True
     )
-    return run_in_process(registry, services.create_run(request), include_values=include_values)
+    created = services.create_run(request)
+    return run_in_process(registry, created.run.pk, created.ready, include_values=include_values)
 
 
 def backfill_async(

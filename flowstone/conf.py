@@ -38,6 +38,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "REQUEUE_AFTER_SECONDS": 600,
     # Retry delays up to this long become a broker countdown; longer ones wait for the sweeper.
     "MAX_COUNTDOWN_SECONDS": 300,
+    # Whether the user who requested a run may decide its approvals.
+    "ALLOW_SELF_APPROVAL": False,
+    # Who gets an email when an approval is requested, escalated, decided or expires (empty: none).
+    "APPROVAL_EMAIL_RECIPIENTS": [],
 }
 
 

@@ -14,10 +14,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, overload
+from typing import TYPE_CHECKING, Any, Final, overload
 
 from flowstone.errors import DefinitionError
 from flowstone.partitions import PartitionMapping, PartitionsDefinition
+
+if TYPE_CHECKING:
+    from flowstone.checkpoints import CheckpointSpec
 
 ASSET_NAME_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 CONTEXT_PARAMETER: Final = "context"
@@ -147,6 +150,7 @@ class AssetDefinition:
     fn: AssetFunction = field(compare=False)
     value_parameters: tuple[str, ...] = ()
     wants_context: bool = False
+    checkpoint: CheckpointSpec | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:

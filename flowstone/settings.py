@@ -135,6 +135,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "flowstone.recover_stale_steps",
         "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "30")),
     },
+    "flowstone-expire-approvals": {
+        "task": "flowstone.expire_approvals",
+        "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "30")),
+    },
 }
 
 FLOWSTONE = {

@@ -35,7 +35,9 @@ from assets.services.steps import (
     release_ready_steps,
     renew_lease,
     requeue_step,
+    resume_step,
     transition_step,
+    wait_for_approval,
 )
 
 __all__ = [
@@ -63,8 +65,10 @@ __all__ = [
     "release_ready_steps",
     "renew_lease",
     "requeue_step",
+    "resume_step",
     "steps_by_key",
     "steps_of_run",
     "transition_step",
     "upsert_materialization",
+    "wait_for_approval",
 ]

@@ -365,3 +365,26 @@ def _recover(step_id: int, now: dt.datetime) -> StepEnd:
             queued_at=None,
         )
         return StepEnd(won=bool(won), ready=[step.pk] if won else [])
+
+
+def wait_for_approval(step: Materialization, *, owner: str) -> bool:
+    """Park a running step: ``running -> waiting_approval``; its worker is free to go."""
+    won = Materialization.objects.filter(
+        pk=step.pk, status=StepStatus.RUNNING, lease_owner=owner
+    ).update(status=StepStatus.WAITING_APPROVAL, lease_owner="", lease_expires_at=None)
+    if won:
+        Run.objects.filter(pk=step.run_id).update(status=RunStatus.WAITING_APPROVAL)
+    return won == 1
+
+
+def resume_step(step_id: int) -> bool:
+    """A decision was made: ``waiting_approval -> queued``, ready for its continuation."""
+    step = Materialization.objects.get(pk=step_id)
+    won = Materialization.objects.filter(pk=step_id, status=StepStatus.WAITING_APPROVAL).update(
+        status=StepStatus.QUEUED, queued_at=None, not_before=None
+    )
+    if won:
+        Run.objects.filter(pk=step.run_id, finished_at__isnull=True).update(
+            status=RunStatus.RUNNING
+        )
+    return won == 1

@@ -29,12 +29,12 @@ def process_owner(prefix: str) -> str:
 
 
 def run_in_process(
-    registry: Registry, created: services.CreatedRun, *, include_values: bool
+    registry: Registry, run_id: uuid.UUID | str, ready_ids: list[int], *, include_values: bool
 ) -> RunResult:
-    """Execute every released step of a new run here, until nothing is left to release."""
+    """Execute released steps of a run here, and what they release, until nothing is left."""
     owner = process_owner("inprocess")
-    config = services.get_run(created.run.pk).config
-    ready: deque[int] = deque(created.ready)
+    config = services.get_run(run_id).config
+    ready: deque[int] = deque(ready_ids)
     values: dict[tuple[str, str], Any] = {}
     while ready:
         step_id = ready.popleft()
@@ -52,7 +52,9 @@ def run_in_process(
                 break
             # A retryable failure: wait out the backoff in this (the caller's) process.
             time.sleep(max((outcome.not_before - timezone.now()).total_seconds(), 0.0))
-    return load_run_result(created.run.pk, values=values)
+    if services.get_run(run_id).finished_at is None:
+        services.refresh_run_status(run_id)  # e.g. a step now waits for approval
+    return load_run_result(run_id, values=values)
 
 
 def load_run_result(

@@ -6,6 +6,7 @@ This is the same in every execution mode; only how released steps are dispatched
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -14,13 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from approvals import services as approval_services
+from approvals.models import Approval
 from assets import services
+from assets.models import Materialization
+from flowstone.checkpoints import Approve, Modify, Reject, Review
 from flowstone.context import AssetContext
 from flowstone.errors import (
+    CheckpointRejectedError,
     DependencyFailedError,
     DependencyNotReadyError,
     ExecutionError,
     FlowStoneError,
+    ValidationFailedError,
 )
 from flowstone.execution.lease import lease_heartbeat
 from flowstone.execution.plan import UpstreamInput, plan_inputs, validate_partition
@@ -32,7 +39,7 @@ from flowstone.status import StepStatus
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from assets.models import Materialization, RunConfig
+    from assets.models import RunConfig
     from flowstone.definitions import AssetDefinition
     from flowstone.registry import Registry
 
@@ -137,13 +144,24 @@ def retry_time(definition: AssetDefinition, attempt: int) -> dt.datetime:
     return timezone.now() + dt.timedelta(seconds=delay)
 
 
-def _produce(
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Computed:
+    """An asset function's result and what it read."""
+
+    value: Any
+    consumed: list[Materialization]
+    upstream: Mapping[str, Any]
+    partition: PartitionValue | None
+
+
+def _compute(
     registry: Registry, definition: AssetDefinition, step: Materialization, config: RunConfig
-) -> tuple[Any, list[Materialization], StoredOutput]:
-    """Load inputs, call the asset function and store its value."""
+) -> _Computed:
+    """Load inputs and call the asset function."""
     partition = validate_partition(definition, decode_partition_key(step.partition_key), None)
     inputs = plan_inputs(registry, definition, partition, None)
     kwargs, consumed = _load_inputs(registry, step, definition, inputs, config)
+    upstream = MappingProxyType(dict(kwargs))
     overrides = config.resource_overrides or {}
     with open_resources(definition.spec.resources, registry.resources, overrides) as resources:
         if definition.wants_context:
@@ -157,10 +175,141 @@ def _produce(
                 config=MappingProxyType(dict(config.options or {})),
             )
         value = _call_asset(definition, kwargs)
-    stored = registry.io_manager_for(definition).store(
+    return _Computed(value=value, consumed=consumed, upstream=upstream, partition=partition)
+
+
+def _store(
+    registry: Registry,
+    definition: AssetDefinition,
+    step: Materialization,
+    config: RunConfig,
+    value: Any,
+) -> StoredOutput:
+    return registry.io_manager_for(definition).store(
         io_target(definition, step.partition_key, config), value
     )
-    return value, consumed, stored
+
+
+def _user_call(definition: AssetDefinition, what: str, function: Any, *args: Any) -> Any:
+    """Call a checkpoint function of the user's; its exceptions become ``ExecutionError``."""
+    try:
+        return function(*args)
+    except FlowStoneError:
+        raise
+    except Exception as exc:  # the user-code boundary, for checkpoint functions
+        raise ExecutionError(
+            f"the {what} of the checkpoint on {definition.name!r} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _gate(
+    definition: AssetDefinition, step: Materialization, computed: _Computed, *, owner: str
+) -> tuple[Any, bool]:
+    """Pass a value through the asset's checkpoint: ``(value to store, whether it must wait)``."""
+    spec = definition.checkpoint
+    if spec is None:
+        return computed.value, False
+    review = Review(
+        asset=step.asset,
+        partition=computed.partition,
+        partition_key=step.partition_key,
+        run_id=str(step.run_id),
+        value=computed.value,
+        upstream=computed.upstream,
+    )
+    if not _user_call(definition, "condition", spec.needs_review, review):
+        return computed.value, False
+    message = str(_user_call(definition, "message", spec.message_for, review))
+    _require_json(computed.value, definition)
+    if spec.decide is None:
+        approval = approval_services.request_approval(
+            step,
+            owner=owner,
+            message=message,
+            value=computed.value,
+            consumed=[m.pk for m in computed.consumed],
+            timeout=spec.timeout,
+        )
+        if approval is None:
+            logger.warning("step %s was no longer ours; no approval requested", step.pk)
+        return computed.value, True
+    decision = _user_call(definition, "decide function", spec.decide, review)
+    if isinstance(decision, Reject):
+        approval_services.record_automated_decision(
+            step,
+            message=message,
+            value=computed.value,
+            decided_value=None,
+            status="rejected",
+            reason=decision.reason,
+        )
+        raise CheckpointRejectedError(f"rejected automatically: {decision.reason}")
+    if isinstance(decision, Modify):
+        value = _user_call(definition, "validator", spec.modified_value, review, decision.value)
+        approval_services.record_automated_decision(
+            step,
+            message=message,
+            value=computed.value,
+            decided_value=value,
+            status="modified",
+            reason="",
+        )
+        return value, False
+    if isinstance(decision, Approve):
+        approval_services.record_automated_decision(
+            step,
+            message=message,
+            value=computed.value,
+            decided_value=None,
+            status="approved",
+            reason="",
+        )
+        return computed.value, False
+    raise ExecutionError(
+        f"the decide function of the checkpoint on {definition.name!r} returned {decision!r}; "
+        "return Approve(), Modify(value) or Reject(reason)"
+    )
+
+
+def _require_json(value: Any, definition: AssetDefinition) -> None:
+    """A value waiting for review is kept in the database, so it must be JSON."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailedError(
+            f"the value of checkpointed asset {definition.name!r} must be JSON to wait for review: "
+            f"{exc}"
+        ) from exc
+
+
+def _resume(
+    registry: Registry,
+    definition: AssetDefinition,
+    step: Materialization,
+    config: RunConfig,
+    approval: Approval,
+) -> tuple[Any, list[Materialization], StoredOutput]:
+    """Finish a step whose approval was decided: store the (modified) value, or fail it."""
+    spec = definition.checkpoint
+    review = Review(
+        asset=step.asset,
+        partition=decode_partition_key(step.partition_key),
+        partition_key=step.partition_key,
+        run_id=str(step.run_id),
+        value=approval.proposed_value,
+    )
+    if approval.status in (Approval.Status.APPROVED, Approval.Status.MODIFIED):
+        value = approval.final_value
+        if spec is not None and spec.on_approve is not None:
+            _user_call(definition, "approve handler", spec.on_approve, review, value)
+        consumed = list(Materialization.objects.filter(pk__in=approval.consumed))
+        return value, consumed, _store(registry, definition, step, config, value)
+    reason = approval.reason or approval.status
+    if spec is not None and spec.on_reject is not None:
+        _user_call(definition, "reject handler", spec.on_reject, review, reason)
+    who = approval.decided_by or "nobody"
+    raise CheckpointRejectedError(f"checkpoint {approval.status} by {who}: {reason}")
 
 
 def execute_step(
@@ -169,13 +318,24 @@ def execute_step(
     """Run a step that ``owner`` has claimed (status ``running``) and record the outcome.
 
     A retryable error returns the step to ``queued`` with a ``not_before`` time while attempts
-    remain; any other error marks it ``failed`` once, with the structured error.
+    remain; any other error marks it ``failed`` once, with the structured error. A checkpoint that
+    needs a human parks the step in ``waiting_approval``; the decision brings it back here.
     """
     ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
     definition = registry.get(step.asset)
+    approval = approval_services.approval_for_step(step.pk)
     try:
         with lease_heartbeat(step.pk, owner):
-            value, consumed, stored = _produce(registry, definition, step, config)
+            if approval is not None and not approval.is_pending:
+                value, consumed, stored = _resume(registry, definition, step, config, approval)
+            else:
+                computed = _compute(registry, definition, step, config)
+                value, must_wait = _gate(definition, step, computed, owner=owner)
+                if must_wait:
+                    logger.info("step waits for approval", extra=ids)
+                    return StepOutcome(status=StepStatus.WAITING_APPROVAL, value=value)
+                consumed = computed.consumed
+                stored = _store(registry, definition, step, config, value)
     except FlowStoneError as exc:
         error = exc.with_context(**ids)
         retries_left = definition.spec.retry_policy.max_retries - (step.attempt - 1)

@@ -1,0 +1,70 @@
+"""Approval requests: one per checkpoint materialization."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from assets.models import ASSET_NAME_LENGTH, Materialization, Run
+
+
+class Approval(models.Model):
+    """A checkpoint's request for a human (or automated) decision on a step's value."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        MODIFIED = "modified"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        ESCALATED = "escalated"
+
+    class ActorType(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        API = "api"
+
+    materialization = models.OneToOneField(
+        Materialization, on_delete=models.CASCADE, related_name="approval"
+    )
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    asset = models.CharField(max_length=ASSET_NAME_LENGTH)
+    partition_key = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    message = models.TextField(blank=True)
+    proposed_value = models.JSONField(null=True, blank=True)
+    decided_value = models.JSONField(null=True, blank=True)
+    consumed = models.JSONField(
+        default=list, blank=True, help_text="Ids of the upstream materializations the value read."
+    )
+    requested_by = models.CharField(max_length=150, blank=True, help_text="The run's requester.")
+    assignee = models.CharField(max_length=150, blank=True, help_text="Escalation target.")
+    escalations = models.PositiveIntegerField(default=0)
+    extensions = models.PositiveIntegerField(default=0)
+    requested_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_by_type = models.CharField(max_length=16, choices=ActorType.choices, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        permissions = (("decide_approval", "Can approve, modify or reject approvals"),)
+        indexes = (
+            models.Index(fields=("status", "expires_at"), name="approval_status_expiry"),
+            models.Index(fields=("status", "requested_at"), name="approval_queue"),
+        )
+        ordering = ("requested_at", "id")
+
+    def __str__(self) -> str:
+        return f"approval {self.pk} for {self.asset}[{self.partition_key}]: {self.status}"
+
+    @property
+    def is_pending(self) -> bool:
+        """Whether the approval still waits for a decision."""
+        return self.status == self.Status.PENDING
+
+    @property
+    def final_value(self) -> object:
+        """The value to store: the reviewer's edit if modified, else the proposed value."""
+        return self.decided_value if self.status == self.Status.MODIFIED else self.proposed_value

@@ -1,0 +1,167 @@
+"""Checkpoints: approval gates declared on assets with ``@checkpoint``.
+
+A checkpoint looks at the value an asset just computed. When its ``condition`` holds, the step
+does not store the value: it records an approval request and waits (no worker waits with it).
+A reviewer approves, modifies (edits the value) or rejects; an automated gate (``decide``) does
+the same at once. Only then is the value stored and the step completed, or the step failed with
+a ``checkpoint_rejected`` error.
+
+::
+
+    @checkpoint(
+        condition=lambda review: review.value["total"] > 10_000,
+        message=lambda review: f"Pay {review.value['total']} EUR to {review.partition}?",
+        timeout=dt.timedelta(hours=4),
+        on_timeout="escalate",
+        escalate_to="finance-leads",
+    )
+    @asset(partitions=DAILY)
+    def payouts(invoices: list[dict]) -> dict: ...
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from flowstone.definitions import DEFINITION_ATTRIBUTE, AssetFunction, definition_of
+from flowstone.errors import DefinitionError, ValidationFailedError
+
+if TYPE_CHECKING:
+    from flowstone.partitions import PartitionValue
+
+OnTimeout = Literal["auto_approve", "auto_reject", "escalate", "extend"]
+ON_TIMEOUT_POLICIES: Final = ("auto_approve", "auto_reject", "escalate", "extend")
+DEFAULT_ON_TIMEOUT: Final[OnTimeout] = "auto_reject"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Review:
+    """What a checkpoint's functions see: the step, the proposed value and the upstream values."""
+
+    asset: str
+    partition: PartitionValue | None
+    partition_key: str
+    run_id: str
+    value: Any
+    upstream: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    """An automated decision: store the value as computed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Modify:
+    """An automated decision: store ``value`` instead of the computed value."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An automated decision: fail the step with ``reason``."""
+
+    reason: str
+
+
+Decision = Approve | Modify | Reject
+ReviewFunction = Callable[[Review], Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckpointSpec:
+    """The approval gate of one asset."""
+
+    condition: Callable[[Review], bool] | None = None
+    message: str | Callable[[Review], str] = "Approve this value?"
+    timeout: dt.timedelta | None = None
+    on_timeout: OnTimeout = DEFAULT_ON_TIMEOUT
+    escalate_to: str | None = None
+    extend_by: dt.timedelta | None = None
+    decide: Callable[[Review], Decision] | None = None
+    validate_modification: Callable[[Review, Any], Any] | None = None
+    on_approve: Callable[[Review, Any], None] | None = None
+    on_reject: Callable[[Review, str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_timeout not in ON_TIMEOUT_POLICIES:
+            raise DefinitionError(
+                f"on_timeout must be one of {', '.join(ON_TIMEOUT_POLICIES)}, "
+                f"got {self.on_timeout!r}"
+            )
+        if self.timeout is not None and self.timeout <= dt.timedelta(0):
+            raise DefinitionError("a checkpoint timeout must be positive")
+        if self.on_timeout == "escalate" and not self.escalate_to:
+            raise DefinitionError("on_timeout='escalate' needs escalate_to (a group or user name)")
+        if self.on_timeout == "extend" and (
+            self.extend_by is None or self.extend_by <= dt.timedelta(0)
+        ):
+            raise DefinitionError("on_timeout='extend' needs a positive extend_by")
+        if self.timeout is None and self.on_timeout != DEFAULT_ON_TIMEOUT:
+            raise DefinitionError(f"on_timeout={self.on_timeout!r} needs a timeout")
+
+    def needs_review(self, review: Review) -> bool:
+        """Whether this value must pass the gate (the condition, or always without one)."""
+        return True if self.condition is None else bool(self.condition(review))
+
+    def message_for(self, review: Review) -> str:
+        """The reviewer's message for this value."""
+        return self.message if isinstance(self.message, str) else str(self.message(review))
+
+    def modified_value(self, review: Review, value: Any) -> Any:
+        """Check a reviewer's edited value (JSON, then the asset's validator) and return it."""
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationFailedError(f"the modified value must be JSON: {exc}") from exc
+        if self.validate_modification is None:
+            return value
+        return self.validate_modification(review, value)
+
+
+def checkpoint(
+    *,
+    condition: Callable[[Review], bool] | None = None,
+    message: str | Callable[[Review], str] = "Approve this value?",
+    timeout: dt.timedelta | None = None,
+    on_timeout: OnTimeout = DEFAULT_ON_TIMEOUT,
+    escalate_to: str | None = None,
+    extend_by: dt.timedelta | None = None,
+    decide: Callable[[Review], Decision] | None = None,
+    validate_modification: Callable[[Review, Any], Any] | None = None,
+    on_approve: Callable[[Review, Any], None] | None = None,
+    on_reject: Callable[[Review, str], None] | None = None,
+) -> Callable[[AssetFunction], AssetFunction]:
+    """Put an approval gate on an asset; apply it above ``@asset``."""
+    spec = CheckpointSpec(
+        condition=condition,
+        message=message,
+        timeout=timeout,
+        on_timeout=on_timeout,
+        escalate_to=escalate_to,
+        extend_by=extend_by,
+        decide=decide,
+        validate_modification=validate_modification,
+        on_approve=on_approve,
+        on_reject=on_reject,
+    )
+
+    def decorate(function: AssetFunction) -> AssetFunction:
+        definition = definition_of(function)
+        if definition is None:
+            raise DefinitionError(
+                "@checkpoint must be applied above @asset "
+                f"({getattr(function, '__name__', function)!r})"
+            )
+        if definition.checkpoint is not None:
+            raise DefinitionError(f"asset {definition.name!r} already has a checkpoint")
+        setattr(function, DEFINITION_ATTRIBUTE, replace(definition, checkpoint=spec))
+        return function
+
+    return decorate
