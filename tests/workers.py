@@ -33,10 +33,10 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
 
 
-def flowstone_settings_for(data_dir: Path) -> dict[str, Any]:
+def flowstone_settings_for(data_dir: Path, definitions: str = DEFINITIONS) -> dict[str, Any]:
     """The FLOWSTONE setting that matches what the worker processes use."""
     return {
-        "DEFINITIONS": [DEFINITIONS],
+        "DEFINITIONS": [definitions],
         "IO_MANAGERS": {
             "default": {
                 "CLASS": "flowstone.io.FilesystemIOManager",
@@ -54,6 +54,7 @@ class Services:
 
     broker_url: str
     data_dir: Path
+    definitions: str = DEFINITIONS
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
@@ -63,7 +64,7 @@ class Services:
             "DJANGO_SETTINGS_MODULE": "flowstone.settings",
             "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": self.broker_url,
-            "FLOWSTONE_DEFINITIONS": DEFINITIONS,
+            "FLOWSTONE_DEFINITIONS": self.definitions,
             "FLOWSTONE_DATA_DIR": str(self.data_dir),
             "FLOWSTONE_STEP_LEASE_SECONDS": str(LEASE_SECONDS),
             "FLOWSTONE_SWEEP_SECONDS": "1",
@@ -153,10 +154,12 @@ class Services:
 
 
 @contextmanager
-def running_services(broker_url: str, data_dir: Path) -> Iterator[Services]:
+def running_services(
+    broker_url: str, data_dir: Path, definitions: str = DEFINITIONS
+) -> Iterator[Services]:
     """Yield a ``Services`` whose processes are all stopped afterwards."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    services = Services(broker_url=broker_url, data_dir=data_dir)
+    services = Services(broker_url=broker_url, data_dir=data_dir, definitions=definitions)
     try:
         yield services
     finally:

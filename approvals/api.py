@@ -1,0 +1,125 @@
+"""DRF endpoints for approvals: list, detail and decide."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from approvals import services
+from approvals.models import Approval
+from flowstone.errors import ValidationFailedError
+from flowstone.execution.resume import continue_after_decision
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+
+
+class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """An approval as the API shows it."""
+
+    class Meta:
+        model = Approval
+        fields = (
+            "id",
+            "asset",
+            "partition_key",
+            "run",
+            "status",
+            "message",
+            "proposed_value",
+            "decided_value",
+            "requested_by",
+            "assignee",
+            "requested_at",
+            "expires_at",
+            "decided_at",
+            "decided_by",
+            "reason",
+        )
+        read_only_fields = fields
+
+
+class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A decision: ``approve``, ``modify`` (with ``value``) or ``reject`` (with ``reason``)."""
+
+    decision = serializers.ChoiceField(choices=("approve", "modify", "reject"))
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    value = serializers.JSONField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """A rejection needs a reason; a modification needs a value."""
+        if attrs["decision"] == "reject" and not attrs.get("reason", "").strip():
+            raise serializers.ValidationError({"reason": "A rejection needs a reason."})
+        if attrs["decision"] == "modify" and "value" not in attrs:
+            raise serializers.ValidationError({"value": "A modification needs a value."})
+        return attrs
+
+
+class CanDecideApprovals(permissions.BasePermission):
+    """The dedicated ``approvals.decide_approval`` permission."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        """Whether the user holds the permission."""
+        return bool(request.user and request.user.has_perm("approvals.decide_approval"))
+
+
+class ViewApprovals(permissions.DjangoModelPermissions):
+    """Reading approvals needs ``approvals.view_approval``."""
+
+    def __init__(self) -> None:
+        self.perms_map = {
+            **permissions.DjangoModelPermissions.perms_map,
+            "GET": ["%(app_label)s.view_%(model_name)s"],
+            "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        }
+
+
+class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """List approvals (``?status=pending``), show one, and decide it."""
+
+    serializer_class = ApprovalSerializer
+    permission_classes = (permissions.IsAuthenticated, ViewApprovals)
+
+    def get_queryset(self) -> QuerySet[Approval]:
+        """Approvals, filtered by ``status`` when given."""
+        queryset = Approval.objects.all().order_by("requested_at", "id")
+        wanted = self.request.query_params.get("status")
+        if wanted:
+            queryset = queryset.filter(status=wanted)
+        return queryset
+
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[permissions.IsAuthenticated, CanDecideApprovals],
+    )
+    def decide(self, request: Request, pk: str | None = None) -> Response:
+        """Record a decision and resume the run."""
+        decision = DecisionSerializer(data=request.data)
+        decision.is_valid(raise_exception=True)
+        data = decision.validated_data
+        try:
+            continuation = services.decide_approval(
+                pk,
+                data["decision"],
+                actor=request.user.get_username(),
+                actor_type=Approval.ActorType.API,
+                reason=data.get("reason", ""),
+                value=data.get("value"),
+            )
+        except services.ApprovalNotFoundError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+        except services.ApprovalForbiddenError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+        except services.ApprovalDecidedError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except ValidationFailedError as exc:
+            return Response({"value": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        continue_after_decision(continuation)
+        approval = services.get_approval(pk)
+        return Response(ApprovalSerializer(approval).data)
