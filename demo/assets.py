@@ -4,7 +4,11 @@
 
     customers ─┐
                ├─► enriched_orders ─► daily_revenue ─► weekly_report
-    raw_orders ┘   (daily, fan-in)     (daily)         (weekly over 7 daily partitions)
+    raw_orders ┘   (daily, fan-in)     (daily)         (weekly over 7 daily partitions,
+                                                        gated by a checkpoint)
+
+``weekly_report`` is published only after a person approves it when a region's revenue is above
+``REVIEW_THRESHOLD`` (the week of 2025-12-08 is; the week of 2025-12-01 is not).
 """
 
 from __future__ import annotations
@@ -14,12 +18,32 @@ import random
 from typing import Any
 
 from flowstone import AssetContext, asset
+from flowstone.checkpoints import Review, checkpoint
 from flowstone.partitions import DailyPartitions, TimeWindowPartitionMapping, WeeklyPartitions
 
 DAILY = DailyPartitions(start=dt.date(2025, 12, 1))
 WEEKLY = WeeklyPartitions(start=dt.date(2025, 12, 1))
 
 Rows = list[dict[str, Any]]
+REVIEW_THRESHOLD = 21_000.0
+REVIEW_TIMEOUT = dt.timedelta(days=2)
+
+
+def _largest_region(review: Review) -> tuple[str, float]:
+    revenue: dict[str, float] = review.value["revenue"]
+    return max(revenue.items(), key=lambda item: item[1])
+
+
+def _needs_review(review: Review) -> bool:
+    return _largest_region(review)[1] > REVIEW_THRESHOLD
+
+
+def _review_message(review: Review) -> str:
+    region, revenue = _largest_region(review)
+    return (
+        f"{region} revenue {revenue:,.2f} for the week of {review.partition} is above the "
+        f"{REVIEW_THRESHOLD:,.0f} review threshold. Publish the weekly report?"
+    )
 
 
 @asset(tags={"layer": "raw"}, code_version="1")
@@ -72,6 +96,12 @@ def daily_revenue(enriched_orders: Rows) -> Rows:
     return [{"region": r, "revenue": round(v, 2)} for r, v in sorted(totals.items())]
 
 
+@checkpoint(
+    condition=_needs_review,
+    message=_review_message,
+    timeout=REVIEW_TIMEOUT,
+    on_timeout="auto_reject",
+)
 @asset(
     partitions=WEEKLY,
     partition_mappings={"daily_revenue": TimeWindowPartitionMapping()},

@@ -7,9 +7,11 @@ import io
 from typing import TYPE_CHECKING
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from approvals.models import Approval
 from assets.models import Materialization
 from lineage.models import LineageEdge
 
@@ -52,8 +54,8 @@ def test_demo_materializes_the_week_and_prints_the_table(
 def test_demo_is_deterministic_per_day(use_definitions: UseDefinitions) -> None:
     use_definitions("demo.assets", resources=CATALOG)
     first, second = io.StringIO(), io.StringIO()
-    call_command("demo", "--week", str(dt.date(2025, 12, 8)), stdout=first)
-    call_command("demo", "--week", str(dt.date(2025, 12, 8)), stdout=second)
+    call_command("demo", "--week", str(dt.date(2025, 12, 15)), stdout=first)
+    call_command("demo", "--week", str(dt.date(2025, 12, 15)), stdout=second)
     assert (
         first.getvalue().split("weekly_report for")[1]
         == second.getvalue().split("weekly_report for")[1]
@@ -64,3 +66,27 @@ def test_demo_rejects_a_date_that_is_not_a_week_start(use_definitions: UseDefini
     use_definitions("demo.assets", resources=CATALOG)
     with pytest.raises(CommandError, match="validation_error"):
         call_command("demo", "--week", "2025-12-03", stdout=io.StringIO())
+
+
+def test_demo_week_above_the_threshold_waits_for_approval_then_finishes(
+    use_definitions: UseDefinitions,
+) -> None:
+    use_definitions("demo.assets", resources=CATALOG)
+    out = io.StringIO()
+    call_command("demo", "--week", "2025-12-08", stdout=out)
+    text = out.getvalue()
+    approval = Approval.objects.get()
+    assert "waiting_approval (23 steps)" in text
+    assert f"weekly_report waits for approval {approval.pk}:" in text
+    assert approval.message == (
+        "amer revenue 22,539.50 for the week of 2025-12-08 is above the 21,000 review threshold. "
+        "Publish the weekly report?"
+    )
+    reviewer = User.objects.create_user("reviewer")
+    reviewer.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+    call_command(
+        "approvals", "approve", str(approval.pk), "--user", "reviewer", stdout=io.StringIO()
+    )
+    weekly = Materialization.objects.get(asset="weekly_report")
+    assert weekly.status == "success"
+    assert weekly.run.status == "success"

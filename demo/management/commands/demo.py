@@ -9,7 +9,9 @@ from urllib.parse import unquote, urlparse
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from approvals.models import Approval
 from flowstone import FlowStoneError, materialize_all
+from flowstone.status import RunStatus
 
 if TYPE_CHECKING:
     from flowstone.results import RunResult
@@ -54,6 +56,15 @@ def render_table(result: RunResult) -> list[str]:
     return lines
 
 
+APPROVAL_HELP = """
+weekly_report waits for approval {approval_id}:
+  {message}
+Decide it in the admin at /admin/approvals/approval/{approval_id}/decide/
+(python manage.py createsuperuser, then python manage.py runserver), or here:
+  python manage.py approvals approve {approval_id} --user <a user with approvals.decide_approval>
+The run continues in the process that records the decision."""
+
+
 class Command(BaseCommand):
     """Run the demo pipeline's weekly report and everything upstream of it."""
 
@@ -79,9 +90,19 @@ class Command(BaseCommand):
         self.stdout.write(f"run {result.run_id}: {result.status} ({len(result.steps)} steps)\n")
         for line in render_table(result):
             self.stdout.write(line)
+        if result.status == RunStatus.WAITING_APPROVAL:
+            self._explain_approval(result.run_id)
+            return
         if not result.is_success:
             raise CommandError("; ".join(str(error) for error in result.errors))
         report = result.value("weekly_report", options["week"])
-        self.stdout.write(f"\nweekly_report for the week of {options['week']}:")
+        self._print_report(options["week"], report)
+
+    def _explain_approval(self, run_id: str) -> None:
+        approval = Approval.objects.get(run_id=run_id)
+        self.stdout.write(APPROVAL_HELP.format(approval_id=approval.pk, message=approval.message))
+
+    def _print_report(self, week: dt.date, report: dict[str, Any]) -> None:
+        self.stdout.write(f"\nweekly_report for the week of {week}:")
         for region, revenue in report["revenue"].items():
             self.stdout.write(f"  {region:<6} {revenue:>10.2f}")
