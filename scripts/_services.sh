@@ -438,3 +438,25 @@ fs_resolve_redis() {
     echo "Redis: not available ($reason); CELERY_BROKER_URL is not set, so tests that need" \
         "Redis will skip or fail. Install Redis (Debian/Ubuntu: apt-get install redis-server)."
 }
+
+# Chromium for the admin end-to-end test (driven by Playwright, which downloads no browser).
+# Uses FLOWSTONE_TEST_CHROMIUM or `chromium` on PATH; otherwise, as root with apt-get, installs
+# Debian's package; otherwise says that the browser test will be skipped.
+fs_resolve_chromium() {
+    local found="${FLOWSTONE_TEST_CHROMIUM:-}"
+    [[ -z "$found" ]] && found="$(command -v chromium || true)"
+    if [[ -z "$found" && "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "Chromium: not found; installing Debian's chromium package (apt-get)..."
+        if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; then
+            found="$(command -v chromium || true)"
+        fi
+    fi
+    if [[ -n "$found" ]]; then
+        export FLOWSTONE_TEST_CHROMIUM="$found"
+        echo "Chromium: using $found"
+    else
+        echo "Chromium: not available; the admin browser test will be skipped"
+    fi
+}

@@ -41,6 +41,7 @@ fs_on_exit rm -rf "$WORK"
 
 fs_resolve_postgres
 fs_resolve_redis
+fs_resolve_chromium
 export FLOWSTONE_DATA_DIR="$WORK/data"
 
 GATES=8
