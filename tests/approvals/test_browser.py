@@ -1,4 +1,4 @@
-"""End to end in a real headless browser: log in, open the pending queue, approve, see the run end."""
+"""End to end in headless Chromium: log in, open the pending queue, approve, see the run end."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.conftest import UseDefinitions
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
+PASSWORD = "test-only-password"  # noqa: S105  # a throwaway user in the test database
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -63,7 +64,7 @@ def test_a_reviewer_approves_in_the_admin_and_the_run_finishes(
     use_definitions: UseDefinitions, live_server: Any, browser_page: Any
 ) -> None:
     use_definitions("tests.pipelines.gates", resources={})
-    reviewer = User.objects.create_user("reviewer", password="s3cret-pass", is_staff=True)
+    reviewer = User.objects.create_user("reviewer", password=PASSWORD, is_staff=True)
     for codename in ("decide_approval", "view_approval", "view_run"):
         reviewer.user_permissions.add(Permission.objects.get(codename=codename))
     result = flowstone.materialize_all("g_ledger", "large", requested_by="alice")
@@ -73,7 +74,7 @@ def test_a_reviewer_approves_in_the_admin_and_the_run_finishes(
     page = browser_page
     page.goto(f"{live_server.url}/admin/login/?next=/admin/approvals/approval/")
     page.fill("#id_username", "reviewer")
-    page.fill("#id_password", "s3cret-pass")
+    page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
     page.wait_for_url("**/admin/approvals/approval/")
     assert "Pay 500 EUR to large?" in page.content()
