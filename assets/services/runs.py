@@ -23,6 +23,7 @@ from assets.models import (
 from assets.services.locks import lock_run
 from assets.services.steps import finish_run_if_done, release_ready_steps
 from flowstone.errors import RunNotFoundError
+from flowstone.signals import send_after_commit
 from flowstone.status import (
     TERMINAL_STEP_STATUSES,
     RunKind,
@@ -148,6 +149,7 @@ def create_run(request: RunRequest) -> CreatedRun:
                 "tags": dict(request.tags),
             },
         )
+        send_after_commit("run_started", run_id=str(run.pk))
         finish_run_if_done(run.pk)
         ready = release_ready_steps(run.pk)
         run.refresh_from_db()

@@ -20,6 +20,7 @@ from assets.services.locks import lock_assets, lock_run
 from flowstone.conf import flowstone_settings
 from flowstone.errors import FlowStoneError
 from flowstone.registry import get_registry
+from flowstone.signals import send_after_commit
 from flowstone.status import RunStatus, StepStatus, derive_run_status
 from lineage.models import AuditEvent
 from lineage.services import record_audit, record_lineage
@@ -149,7 +150,23 @@ def claim_step(step_id: int, owner: str) -> bool:
             not_before=None,
         )
     )
+    if updated:
+        step = Materialization.objects.only("run_id", "asset", "partition_key", "attempt").get(
+            pk=step_id
+        )
+        send_after_commit("step_started", **_step_payload(step))
     return updated == 1
+
+
+def _step_payload(step: Materialization, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": str(step.run_id),
+        "asset": step.asset,
+        "partition": step.partition_key,
+        "materialization_id": step.pk,
+        "attempt": step.attempt,
+        **extra,
+    }
 
 
 def renew_lease(step_id: int, owner: str) -> bool:
@@ -169,6 +186,7 @@ def finish_run_if_done(run_id: uuid.UUID | str) -> RunStatus | None:
     statuses = Materialization.objects.filter(run_id=run.pk).values_list("status", flat=True)
     status = derive_run_status(statuses.distinct())
     Run.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now())
+    send_after_commit("run_finished", run_id=str(run.pk), status=str(status))
     return status
 
 
@@ -203,6 +221,8 @@ def complete_step(
         if not won:
             return StepEnd(won=False)
         record_lineage(step, consumed)
+        duration = (timezone.now() - step.started_at).total_seconds() if step.started_at else None
+        send_after_commit("step_succeeded", **_step_payload(step, duration=duration))
         record_audit(
             AuditEvent.Action.ASSET_MATERIALIZED,
             run_id=step.run_id,
@@ -266,6 +286,7 @@ def fail_step(step: Materialization, error: FlowStoneError, *, owner: str | None
         )
         if not won:
             return StepEnd(won=False)
+        send_after_commit("step_failed", **_step_payload(step, error=error.to_dict()))
         _count_ended(step.run_id, 1 + _fail_downstream(step))
         return _end(step)
 
