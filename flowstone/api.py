@@ -30,6 +30,7 @@ from flowstone.status import RunKind
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
+    from flowstone.execution.inprocess import Progress
     from flowstone.results import RunResult
 
 BACKFILL_BATCH: Final = 1000
@@ -252,18 +253,22 @@ def backfill(
     *,
     force: bool = False,
     include_values: bool = False,
+    progress: Progress | None = None,
     **options: Any,
 ) -> RunResult:
     """Materialize many partitions of one asset in this process, one after another.
 
     ``partitions=None`` means every partition of the asset. Partitions whose latest
-    materialization succeeded are skipped unless ``force``.
+    materialization succeeded are skipped unless ``force``. ``progress`` is called after each
+    step attempt.
     """
     registry, request = _backfill_request(
         asset, partitions, RunOptions(**options), max_parallel=None, force=force, is_in_process=True
     )
     created = services.create_run(request)
-    return run_in_process(registry, created.run.pk, created.ready, include_values=include_values)
+    return run_in_process(
+        registry, created.run.pk, created.ready, include_values=include_values, progress=progress
+    )
 
 
 def backfill_async(

@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from assets import services
 from flowstone.errors import FlowStoneError
-from flowstone.execution.step import execute_step
+from flowstone.execution.step import StepOutcome, execute_step
 from flowstone.partitions import decode_partition_key
 from flowstone.results import RunResult, StepResult
 from flowstone.status import RunStatus, StepStatus
@@ -23,17 +24,30 @@ if TYPE_CHECKING:
     from flowstone.registry import Registry
 
 
+# Called after each step attempt with (outcome, steps ended, steps in the run).
+Progress = Callable[[StepOutcome, int, int], None]
+
+
 def process_owner(prefix: str) -> str:
     """A lease owner name unique to this process and call."""
     return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def run_in_process(
-    registry: Registry, run_id: uuid.UUID | str, ready_ids: list[int], *, include_values: bool
+    registry: Registry,
+    run_id: uuid.UUID | str,
+    ready_ids: list[int],
+    *,
+    include_values: bool,
+    progress: Progress | None = None,
 ) -> RunResult:
-    """Execute released steps of a run here, and what they release, until nothing is left."""
+    """Execute released steps of a run here, and what they release, until nothing is left.
+
+    ``progress(outcome, steps_ended, steps_total)`` is called after each attempt.
+    """
     owner = process_owner("inprocess")
-    config = services.get_run(run_id).config
+    run = services.get_run(run_id)
+    config = run.config
     ready: deque[int] = deque(ready_ids)
     values: dict[tuple[str, str], Any] = {}
     while ready:
@@ -48,6 +62,9 @@ def run_in_process(
                 ready.extend(services.release_for_asset(outcome.end.freed_asset))
             if outcome.status == StepStatus.SUCCESS and include_values:
                 values[(step.asset, step.partition_key)] = outcome.value
+            if progress is not None:
+                remaining = services.get_run(run_id).steps_remaining
+                progress(outcome, run.steps_total - remaining, run.steps_total)
             if outcome.status != StepStatus.QUEUED or outcome.not_before is None:
                 break
             # A retryable failure: wait out the backoff in this (the caller's) process.
