@@ -39,9 +39,21 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    idempotency_key = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="A client's key: the same requester and key start one run, however often sent.",
+    )
 
     class Meta:
         ordering = ("-created_at", "-id")
+        constraints = (
+            models.UniqueConstraint(
+                fields=("requested_by", "idempotency_key"),
+                condition=~models.Q(idempotency_key=""),
+                name="run_idempotency_key_unique",
+            ),
+        )
 
     def __str__(self) -> str:
         return f"run {self.id} ({self.status})"

@@ -20,6 +20,7 @@ from typing import Any
 from flowstone import AssetContext, asset
 from flowstone.checkpoints import Review, checkpoint
 from flowstone.partitions import DailyPartitions, TimeWindowPartitionMapping, WeeklyPartitions
+from flowstone.scheduling import schedule
 
 DAILY = DailyPartitions(start=dt.date(2025, 12, 1))
 WEEKLY = WeeklyPartitions(start=dt.date(2025, 12, 1))
@@ -94,6 +95,11 @@ def daily_revenue(enriched_orders: Rows) -> Rows:
     for order in enriched_orders:
         totals[order["region"]] = totals.get(order["region"], 0.0) + order["amount"]
     return [{"region": r, "revenue": round(v, 2)} for r, v in sorted(totals.items())]
+
+
+@schedule(cron="0 2 * * *", timezone="UTC", assets=[daily_revenue], include_upstreams=True)
+def nightly_revenue() -> None:
+    """Yesterday's revenue and everything it reads (materialize_all), every night at 02:00 UTC."""
 
 
 @checkpoint(

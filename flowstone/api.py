@@ -63,6 +63,8 @@ class RunOptions:
     resources: Mapping[str, Mapping[str, Any] | None] | None = None
     tags: Mapping[str, Any] | None = None
     requested_by: str = ""
+    idempotency_key: str = ""
+    actor_type: str = "system"
 
     def request(
         self,
@@ -94,6 +96,8 @@ class RunOptions:
             resource_overrides=_json_object(given, what="resource overrides"),
             tags=_json_object(self.tags, what="tags"),
             requested_by=self.requested_by,
+            actor_type=self.actor_type,
+            idempotency_key=self.idempotency_key,
         )
 
 

@@ -17,7 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowstone.settings")
 
 app = Celery("flowstone")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["assets", "approvals"])
+app.autodiscover_tasks(["assets", "approvals", "schedules"])
 
 MAX_RECORDED_BODY: Final = 2000
 

@@ -439,24 +439,31 @@ fs_resolve_redis() {
         "Redis will skip or fail. Install Redis (Debian/Ubuntu: apt-get install redis-server)."
 }
 
-# Chromium for the admin end-to-end test (driven by Playwright, which downloads no browser).
-# Uses FLOWSTONE_TEST_CHROMIUM or `chromium` on PATH; otherwise, as root with apt-get, installs
-# Debian's package; otherwise says that the browser test will be skipped.
-fs_resolve_chromium() {
+# Debian packages some tests use: Chromium (the admin end-to-end tests, driven by Playwright, which
+# downloads no browser) and Graphviz (the admin's asset graph). Missing ones are installed with
+# apt-get when running as root; otherwise the affected tests skip or check the fallback.
+fs_resolve_browser_tools() {
+    local missing=()
+    [[ -z "${FLOWSTONE_TEST_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null 2>&1 && missing+=(chromium)
+    ! command -v dot >/dev/null 2>&1 && missing+=(graphviz)
+    if ((${#missing[@]})) && [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "Debian packages: installing ${missing[*]} (apt-get)..."
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; } ||
+            echo "Debian packages: could not install ${missing[*]}"
+    fi
     local found="${FLOWSTONE_TEST_CHROMIUM:-}"
     [[ -z "$found" ]] && found="$(command -v chromium || true)"
-    if [[ -z "$found" && "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "Chromium: not found; installing Debian's chromium package (apt-get)..."
-        if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
-            { apt-get update -qq >/dev/null 2>&1 &&
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; then
-            found="$(command -v chromium || true)"
-        fi
-    fi
     if [[ -n "$found" ]]; then
         export FLOWSTONE_TEST_CHROMIUM="$found"
         echo "Chromium: using $found"
     else
-        echo "Chromium: not available; the admin browser test will be skipped"
+        echo "Chromium: not available; the admin browser tests will be skipped"
+    fi
+    if command -v dot >/dev/null 2>&1; then
+        echo "Graphviz: using $(command -v dot)"
+    else
+        echo "Graphviz: not available; the asset graph page shows its edge list instead"
     fi
 }

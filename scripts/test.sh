@@ -41,7 +41,7 @@ fs_on_exit rm -rf "$WORK"
 
 fs_resolve_postgres
 fs_resolve_redis
-fs_resolve_chromium
+fs_resolve_browser_tools
 export FLOWSTONE_DATA_DIR="$WORK/data"
 
 GATES=8

@@ -59,6 +59,16 @@ def storage_dir(tmp_path: Path) -> Path:
     return tmp_path / "storage"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--long``: run the fault suite at full size (1,000+ steps per scenario)."""
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="fault suite: 1,000 steps per scenario and a 20 s PostgreSQL outage (slow)",
+    )
+
+
 def is_postgres() -> bool:
     """Whether the tests run against PostgreSQL."""
     return connection.vendor == "postgresql"

@@ -56,13 +56,17 @@ class Services:
     data_dir: Path
     definitions: str = DEFINITIONS
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    database: str | None = None
+    """A database URL for the processes; ``None``: pytest-django's test database."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Variables set last in every process's environment (they win over the defaults)."""
 
     def env(self) -> dict[str, str]:
         """The environment of a worker or beat process."""
         return {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "flowstone.settings",
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": self.database or database_url(),
             "CELERY_BROKER_URL": self.broker_url,
             "FLOWSTONE_DEFINITIONS": self.definitions,
             "FLOWSTONE_DATA_DIR": str(self.data_dir),
@@ -70,6 +74,7 @@ class Services:
             "FLOWSTONE_SWEEP_SECONDS": "1",
             "FLOWSTONE_REQUEUE_AFTER_SECONDS": "5",
             "FLOWSTONE_LOG_LEVEL": "INFO",
+            **self.extra_env,
         }
 
     def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
@@ -86,9 +91,14 @@ class Services:
         return process
 
     def start_worker(
-        self, name: str, *, queues: str = "flowstone,later", concurrency: int = 2
+        self,
+        name: str,
+        *,
+        queues: str = "flowstone,later",
+        concurrency: int = 2,
+        wait: bool = True,
     ) -> subprocess.Popen[bytes]:
-        """Start a prefork worker and wait until it is ready to consume."""
+        """Start a prefork worker and (unless ``wait=False``) wait until it is ready to consume."""
         log_path = self.data_dir / f"{name}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         process = self._spawn(
@@ -105,22 +115,35 @@ class Services:
                 "--without-heartbeat",
             ],
         )
+        if wait:
+            self.wait_ready(name, process, offset=offset)
+        return process
+
+    def wait_ready(
+        self, name: str, process: subprocess.Popen[bytes], *, offset: int = 0
+    ) -> None:
+        """Wait until worker ``name`` logs that it is ready (past ``offset`` in its log)."""
+        log_path = self.data_dir / f"{name}.log"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             text = log_path.read_bytes()[offset:].decode(errors="replace")
             if " ready." in text:
-                return process
+                return
             if process.poll() is not None:
                 raise RuntimeError(f"worker {name} exited early:\n{text[-4000:]}")
             time.sleep(0.1)
         raise RuntimeError(f"worker {name} did not become ready:\n{log_path.read_text()[-4000:]}")
 
-    def start_beat(self) -> subprocess.Popen[bytes]:
-        """Start Celery beat (it runs the stale-step sweeper every second here)."""
-        return self._spawn(
-            "beat",
-            ["beat", "--loglevel=INFO", f"--schedule={self.data_dir / 'beat-schedule'}"],
-        )
+    def start_beat(self, *, scheduler: str | None = None) -> subprocess.Popen[bytes]:
+        """Start Celery beat (it runs the stale-step sweeper every second here).
+
+        ``scheduler`` overrides ``CELERY_BEAT_SCHEDULER`` (e.g. django-celery-beat's
+        ``django_celery_beat.schedulers:DatabaseScheduler``).
+        """
+        args = ["beat", "--loglevel=INFO", f"--schedule={self.data_dir / 'beat-schedule'}"]
+        if scheduler is not None:
+            args.append(f"--scheduler={scheduler}")
+        return self._spawn("beat", args)
 
     def kill(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Signal a process's whole group (worker parent and its children) and reap it."""

@@ -62,6 +62,7 @@ class RunRequest:
     tags: Mapping[str, Any] = field(default_factory=dict)
     requested_by: str = ""
     actor_type: str = AuditEvent.ActorType.SYSTEM
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,6 +123,7 @@ def create_run(request: RunRequest) -> CreatedRun:
             requested_by=request.requested_by,
             is_in_process=request.is_in_process,
             max_parallel=request.max_parallel,
+            idempotency_key=request.idempotency_key,
         )
         RunConfig.objects.create(
             run=run,
@@ -154,6 +156,11 @@ def create_run(request: RunRequest) -> CreatedRun:
         ready = release_ready_steps(run.pk)
         run.refresh_from_db()
     return CreatedRun(run=run, ready=ready)
+
+
+def run_for_idempotency_key(requested_by: str, key: str) -> Run | None:
+    """The run a requester already started with this idempotency key, if any."""
+    return Run.objects.filter(requested_by=requested_by, idempotency_key=key).first()
 
 
 def get_run(run_id: uuid.UUID | str) -> Run:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from flowstone.errors import IOManagerError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,6 +63,44 @@ class IOManager(Protocol):
         ...
 
 
+@runtime_checkable
+class ValidatesOptions(Protocol):
+    """An IO manager that checks an asset's ``io_options`` when definitions are validated.
+
+    Optional: managers without ``validate_options`` accept any options. Each returned string is
+    one problem (``flowstone.E009``); an empty list means the options are valid.
+    """
+
+    def validate_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Return one message per problem with ``options``; empty when they are valid."""
+        ...
+
+
+def unknown_option_problems(options: Mapping[str, Any], known: Collection[str]) -> list[str]:
+    """Name every key of ``options`` that is not in ``known`` (typos must not pass silently)."""
+    listed = ", ".join(sorted(known)) or "none"
+    return [
+        f"unknown option {key!r} (known: {listed})"
+        for key in sorted(options, key=str)
+        if key not in known
+    ]
+
+
+def invalid_options_error(target: IOTarget, problems: Collection[str]) -> IOManagerError:
+    """The non-retryable error for options that reach ``store``/``load`` invalid (run overrides)."""
+    return IOManagerError(
+        f"invalid IO options for asset {target.asset!r}: " + "; ".join(problems),
+        asset=target.asset,
+        partition=target.partition_key,
+        retryable=False,
+    )
+
+
+def hash_content(body: bytes) -> str:
+    """The content hash recorded on a materialization: ``sha256:<hex digest>``."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
 def encode_json(target: IOTarget, value: Any) -> bytes:
     """Serialize ``value`` as canonical JSON, or raise a non-retryable ``IOManagerError``."""
     try:
@@ -94,5 +132,5 @@ def describe_output(uri: str, value: Any, body: bytes) -> StoredOutput:
         uri=uri,
         size_bytes=len(body),
         row_count=len(value) if isinstance(value, list) else None,
-        content_hash="sha256:" + hashlib.sha256(body).hexdigest(),
+        content_hash=hash_content(body),
     )

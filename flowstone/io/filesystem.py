@@ -31,6 +31,25 @@ def partition_file_stem(partition_key: str) -> str:
     return stem
 
 
+def write_atomically(path: Path, body: bytes) -> None:
+    """Write ``body`` to a temporary file beside ``path``, fsync it, then rename it into place.
+
+    Readers see the old or the new content, never a torn file; the temporary file is removed if
+    anything fails. Raises ``OSError``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(temp_name).replace(path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
 class FilesystemIOManager:
     """Stores JSON values under ``base_dir/<asset>/<partition>.json`` with atomic writes."""
 
@@ -54,19 +73,7 @@ class FilesystemIOManager:
         body = encode_json(target, value)
         path = self.path_for(target)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor, temp_name = tempfile.mkstemp(
-                dir=path.parent, prefix=".tmp-", suffix=".json"
-            )
-            try:
-                with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(body)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                Path(temp_name).replace(path)
-            except BaseException:
-                Path(temp_name).unlink(missing_ok=True)
-                raise
+            write_atomically(path, body)
         except OSError as exc:
             raise self._error(target, "write", exc) from exc
         return describe_output(path.resolve().as_uri(), value, body)

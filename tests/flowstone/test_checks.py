@@ -117,3 +117,112 @@ def test_manage_py_check_fails_on_each(
     use_definitions(*(f"{P}.{m}" for m in module.split(",")), resources={})
     with pytest.raises(SystemCheckError, match=check_id.replace(".", r"\.")):
         call_command("check")
+
+
+MEMORY = {"CLASS": "flowstone.io.MemoryIOManager", "OPTIONS": {}}
+OBJECTS = {"CLASS": "flowstone.io.s3.S3IOManager", "OPTIONS": {"bucket": "flowstone-checks"}}
+
+
+def _io_errors(use_definitions: UseDefinitions, module: str, **managers: object) -> list[Error]:
+    use_definitions(module, resources={}, io_managers={"default": MEMORY, **managers})
+    return [m for m in check_definitions() if isinstance(m, Error)]
+
+
+def test_e008_io_manager_without_the_protocol(use_definitions: UseDefinitions) -> None:
+    not_a_manager = {"CLASS": "flowstone.errors.FlowStoneError", "OPTIONS": {"message": "x"}}
+    (error,) = _io_errors(use_definitions, "tests.pipelines.diamond", broken=not_a_manager)
+    assert error.id == "flowstone.E008"
+    assert error.msg == (
+        "IO manager 'broken' (flowstone.errors.FlowStoneError) does not implement "
+        "store/load/exists/delete (missing: store, load, exists, delete)"
+    )
+    assert error.obj == "FLOWSTONE['IO_MANAGERS']['broken']"
+    assert error.hint == (
+        "Implement the flowstone.io.IOManager protocol, or point CLASS at a class that does."
+    )
+
+
+def test_e008_io_manager_that_cannot_be_imported(use_definitions: UseDefinitions) -> None:
+    missing = {"CLASS": "flowstone.io.nowhere.NowhereIOManager"}
+    (error,) = _io_errors(use_definitions, "tests.pipelines.diamond", broken=missing)
+    assert error.id == "flowstone.E008"
+    assert error.msg.startswith(
+        "IO manager 'broken': cannot import 'flowstone.io.nowhere.NowhereIOManager': "
+    )
+    assert error.hint == "Fix FLOWSTONE['IO_MANAGERS']['broken']; see docs/io-managers.md."
+
+
+def test_e008_io_manager_that_rejects_its_options(use_definitions: UseDefinitions) -> None:
+    bad = {"CLASS": "flowstone.io.s3.S3IOManager", "OPTIONS": {"bucket": "Bad_Bucket"}}
+    (error,) = _io_errors(use_definitions, "tests.pipelines.diamond", objects=bad)
+    assert error.id == "flowstone.E008"
+    assert error.msg == (
+        "IO manager 'objects' (flowstone.io.s3.S3IOManager) rejects its OPTIONS: bucket "
+        "'Bad_Bucket' is not a valid S3 bucket name (3-63 lower-case letters, digits, dots and "
+        "hyphens, starting and ending with a letter or digit)"
+    )
+
+
+def test_e008_io_manager_with_an_unknown_option(use_definitions: UseDefinitions) -> None:
+    typo = {"CLASS": "flowstone.io.FilesystemIOManager", "OPTIONS": {"base_dri": "var"}}
+    (error,) = _io_errors(use_definitions, "tests.pipelines.diamond", files=typo)
+    assert error.id == "flowstone.E008"
+    assert error.msg.startswith(
+        "IO manager 'files' (flowstone.io.FilesystemIOManager) rejects its OPTIONS: "
+    )
+    assert "base_dri" in error.msg
+
+
+def test_e009_io_options_invalid_for_the_manager(use_definitions: UseDefinitions) -> None:
+    errors = _io_errors(use_definitions, f"{P}.bad_io_options", objects=OBJECTS)
+    assert [error.id for error in errors] == ["flowstone.E009", "flowstone.E009"]
+    prefix = "asset 'misplaced' has invalid io_options for IO manager 'objects': "
+    assert [error.msg for error in errors] == [
+        prefix + "unknown option 'colour' (known: bucket, file_format, key_template, prefix)",
+        prefix + "bucket 'Not_A_Bucket' is not a valid S3 bucket name (3-63 lower-case letters, "
+        "digits, dots and hyphens, starting and ending with a letter or digit)",
+    ]
+    assert errors[0].obj == "misplaced"
+    assert errors[0].hint == (
+        "Fix @asset(io_options=...); docs/io-managers.md lists each manager's options."
+    )
+
+
+@pytest.mark.postgres
+def test_e009_hostile_table_name(use_definitions: UseDefinitions) -> None:
+    warehouse = {"CLASS": "flowstone.io.postgres.PostgresIOManager", "OPTIONS": {}}
+    (error,) = _io_errors(use_definitions, f"{P}.hostile_table", warehouse=warehouse)
+    assert error.id == "flowstone.E009"
+    assert error.msg == (
+        "asset 'hostile_rows' has invalid io_options for IO manager 'warehouse': table "
+        "'a\"; DROP TABLE x;--' is not a valid name: each part must start with a letter or "
+        "underscore, contain only letters, digits and underscores, and be at most 63 characters"
+    )
+
+
+def test_e008_postgres_manager_on_another_database(use_definitions: UseDefinitions) -> None:
+    warehouse = {
+        "CLASS": "flowstone.io.postgres.PostgresIOManager",
+        "OPTIONS": {"database": "nope"},
+    }
+    (error,) = _io_errors(use_definitions, "tests.pipelines.diamond", warehouse=warehouse)
+    assert error.id == "flowstone.E008"
+    assert error.msg == (
+        "IO manager 'warehouse' (flowstone.io.postgres.PostgresIOManager) rejects its OPTIONS: "
+        "database 'nope' is not in settings.DATABASES"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "managers", "check_id"),
+    [
+        ("tests.pipelines.diamond", {"broken": {"CLASS": "flowstone.io.nowhere.X"}}, "E008"),
+        (f"{P}.bad_io_options", {"objects": OBJECTS}, "E009"),
+    ],
+)
+def test_manage_py_check_fails_on_io_problems(
+    use_definitions: UseDefinitions, module: str, managers: dict[str, object], check_id: str
+) -> None:
+    use_definitions(module, resources={}, io_managers={"default": MEMORY, **managers})
+    with pytest.raises(SystemCheckError, match=rf"flowstone\.{check_id}"):
+        call_command("check")

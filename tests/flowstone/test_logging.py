@@ -44,8 +44,12 @@ def test_the_asset_context_logger_adds_the_step_fields() -> None:
         logging.getLogger("flowstone.asset"), {"run_id": "r", "asset": "a", "partition": "s:p"}
     )
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
     logging.getLogger("flowstone.asset").addHandler(handler)
     try:
         logger.warning("step says %s", "hi", extra={"rows": 3})

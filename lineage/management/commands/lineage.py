@@ -1,0 +1,86 @@
+"""``manage.py lineage``: the upstream, downstream or impact of an asset partition."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Final
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from flowstone.errors import AssetNotFoundError, FlowStoneError
+from lineage.errors import MaterializationNotFoundError
+from lineage.queries import ImpactResult, downstream, impact, parse_partition, upstream
+from lineage.render import render_impact, render_tree
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from lineage.queries import LineageResult
+
+EXIT_NOT_FOUND: Final = 1
+"""The asset is unknown, or the partition has no successful materialization."""
+EXIT_INVALID: Final = 2
+"""The partition, the depth or another argument is invalid (as for argparse's own errors)."""
+
+QUERIES: Final[dict[str, Callable[..., LineageResult | ImpactResult]]] = {
+    "upstream": upstream,
+    "downstream": downstream,
+    "impact": impact,
+}
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a positive integer."""
+    value = int(text)
+    if value < 1:
+        msg = f"{text} is not a positive integer"
+        raise ValueError(msg)
+    return value
+
+
+class Command(BaseCommand):
+    """Show the lineage of an asset partition as a tree, or as JSON."""
+
+    help = (
+        "Show what the latest successful materialization of an asset partition was made from "
+        "(upstream), what was made from it (downstream), or what is stale because it is newer "
+        "(impact). Exit codes: 0 answered, 1 unknown asset or no successful materialization, "
+        "2 invalid arguments."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Accept the asset, the partition, the direction, a depth limit and ``--json``."""
+        parser.add_argument("asset", help="Asset name.")
+        partition = parser.add_mutually_exclusive_group()
+        partition.add_argument(
+            "--partition-key", help="Encoded partition key, e.g. s:eu or d:2025-12-01."
+        )
+        partition.add_argument(
+            "--partition",
+            help="Partition as text, read by the asset's partitions definition (e.g. 2025-12-01).",
+        )
+        parser.add_argument("--direction", choices=sorted(QUERIES), default="upstream")
+        parser.add_argument("--depth", type=_positive, help="Follow at most this many edges.")
+        parser.add_argument("--json", action="store_true", help="Print the answer as JSON.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Parse the partition, run the query and print the tree or the JSON."""
+        asset = options["asset"]
+        try:
+            partition = (
+                None
+                if options["partition"] is None
+                else parse_partition(asset, options["partition"])
+            )
+            result = QUERIES[options["direction"]](
+                asset, partition, options["depth"], partition_key=options["partition_key"]
+            )
+        except (AssetNotFoundError, MaterializationNotFoundError) as exc:
+            raise CommandError(str(exc), returncode=EXIT_NOT_FOUND) from exc
+        except FlowStoneError as exc:
+            raise CommandError(str(exc), returncode=EXIT_INVALID) from exc
+        if options["json"]:
+            self.stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+            return
+        lines = render_impact(result) if isinstance(result, ImpactResult) else render_tree(result)
+        self.stdout.write("\n".join(lines))

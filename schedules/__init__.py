@@ -1,0 +1,1 @@
+"""Schedules and sensors on Celery beat: tick history, sensor cursors, beat sync."""

@@ -1,0 +1,77 @@
+"""Starting the run of a tick or run request: one run for several targets, on the workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from assets import services as run_services
+from flowstone.api import RunOptions
+from flowstone.execution.dispatch import dispatch_after_commit
+from flowstone.execution.plan import plan_steps, validate_partition
+from flowstone.partitions import encode_partition_key
+from flowstone.registry import get_registry
+from flowstone.status import RunKind
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StartedRun:
+    """The run a tick started and the encoded partition key of each target."""
+
+    run_id: str
+    selection: list[str]
+    partition_keys: list[str]
+
+
+def start_run(
+    targets: Sequence[tuple[str, object]],
+    *,
+    include_upstreams: bool,
+    tags: Mapping[str, Any],
+    requested_by: str,
+) -> StartedRun:
+    """Create one run for ``targets`` and publish its ready steps after commit.
+
+    The same planning as ``materialize_async`` (``materialize_all_async`` with
+    ``include_upstreams``), for several targets at once. Bad targets raise before anything is
+    written: an unknown asset, a partition outside the asset's partitions.
+    """
+    registry = get_registry()
+    store = run_services.DatabaseDynamicKeyStore()
+    normalized = []
+    for asset, partition in targets:
+        definition = registry.get(asset)
+        normalized.append((definition.name, validate_partition(definition, partition, store)))
+    plan = plan_steps(registry, normalized, include_upstreams=include_upstreams, store=store)
+    in_plan = {step.key for step in plan}
+    steps = [
+        run_services.StepRequest(
+            asset=step.asset,
+            partition_key=step.partition_key,
+            code_version=registry.get(step.asset).spec.code_version or "",
+            upstream_keys=tuple(
+                (i.asset, key)
+                for i in step.inputs
+                for key in i.partition_keys
+                if (i.asset, key) in in_plan
+            ),
+        )
+        for step in plan
+    ]
+    request = RunOptions(tags=tags, requested_by=requested_by).request(
+        registry,
+        kind=RunKind.MATERIALIZE_ALL if include_upstreams else RunKind.MATERIALIZE,
+        selection=[name for name, _ in normalized],
+        steps=steps,
+        is_in_process=False,
+    )
+    created = run_services.create_run(request)
+    dispatch_after_commit(run_services.StepEnd(won=True, ready=created.ready))
+    return StartedRun(
+        run_id=str(created.run.pk),
+        selection=[name for name, _ in normalized],
+        partition_keys=[encode_partition_key(value) for _, value in normalized],
+    )

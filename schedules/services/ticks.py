@@ -1,0 +1,235 @@
+"""Evaluating schedule ticks and sensor polls, each run started exactly once.
+
+Every tick and run request is a ``Tick`` row unique by ``(kind, name, run_key)``. It is inserted
+first (``ON CONFLICT DO NOTHING``); only the transaction that inserted it evaluates the tick and
+creates the run, and the row, the run and its steps commit together. A second beat process, a
+redelivered message or a sensor that reports the same run key again finds the row and does
+nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from django.db import transaction
+from django.utils import timezone
+
+from flowstone.errors import FlowStoneError
+from flowstone.registry import get_registry
+from flowstone.scheduling import (
+    RunRequest,
+    ScheduleDefinition,
+    SensorContext,
+    SensorDefinition,
+    SkipReason,
+)
+from flowstone.scheduling.requests import MAX_REASON_LENGTH
+from schedules.models import SensorCursor, Tick
+from schedules.services.feed import DatabaseMaterializationFeed
+from schedules.services.launch import StartedRun, start_run
+
+logger = logging.getLogger(__name__)
+
+SCHEDULE_TAG: Final = "flowstone/schedule"
+SENSOR_TAG: Final = "flowstone/sensor"
+RUN_KEY_TAG: Final = "flowstone/run_key"
+NO_RUN_REQUESTS: Final = "the sensor requested no runs"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TickOutcome:
+    """What one tick or run request became; ``is_new`` is false when it was already recorded."""
+
+    name: str
+    run_key: str
+    is_new: bool
+    status: str = ""
+    run_id: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PollOutcome:
+    """One sensor poll: the outcome of each run request, and whether the cursor moved."""
+
+    sensor: str
+    ticks: list[TickOutcome] = field(default_factory=list)
+    cursor_moved: bool = False
+
+
+Launch = Callable[[], StartedRun | SkipReason]
+
+
+def record_once(
+    *, kind: Tick.Kind, name: str, run_key: str, tick_time: dt.datetime, launch: Launch
+) -> TickOutcome:
+    """Insert the tick; if this call inserted it, ``launch`` in the same transaction.
+
+    ``launch`` returns the started run or a ``SkipReason``; a ``FlowStoneError`` it raises marks
+    the tick ``failed`` with the error as the reason (the run, if any, is rolled back).
+    """
+    with transaction.atomic():
+        tick_id = Tick.objects.insert_once(
+            Tick(
+                kind=kind,
+                name=name,
+                run_key=run_key,
+                tick_time=tick_time,
+                status=Tick.Status.REQUESTED,
+            )
+        )
+        if tick_id is None:
+            return TickOutcome(name=name, run_key=run_key, is_new=False)
+        try:
+            with transaction.atomic():
+                launched = launch()
+        except FlowStoneError as exc:
+            reason = str(exc)[:MAX_REASON_LENGTH]
+            Tick.objects.finish(tick_id, status=Tick.Status.FAILED, reason=reason)
+            logger.warning("%s %s tick %s failed: %s", kind, name, run_key, reason)
+            return TickOutcome(
+                name=name, run_key=run_key, is_new=True, status=Tick.Status.FAILED, reason=reason
+            )
+        if isinstance(launched, SkipReason):
+            Tick.objects.finish(tick_id, status=Tick.Status.SKIPPED, reason=launched.reason)
+            return TickOutcome(
+                name=name,
+                run_key=run_key,
+                is_new=True,
+                status=Tick.Status.SKIPPED,
+                reason=launched.reason,
+            )
+        Tick.objects.finish(
+            tick_id,
+            run_id=launched.run_id,
+            selection=launched.selection,
+            partition_keys=launched.partition_keys,
+        )
+    logger.info(
+        "%s %s tick %s requested run %s",
+        kind,
+        name,
+        run_key,
+        launched.run_id,
+        extra={"run_id": launched.run_id},
+    )
+    return TickOutcome(
+        name=name,
+        run_key=run_key,
+        is_new=True,
+        status=Tick.Status.REQUESTED,
+        run_id=launched.run_id,
+    )
+
+
+def evaluate_schedule_tick(definition: ScheduleDefinition, tick_time: dt.datetime) -> TickOutcome:
+    """Evaluate one tick of a schedule (at most once per tick time) and start its run."""
+    run_key = definition.run_key(tick_time)
+
+    def launch() -> StartedRun | SkipReason:
+        evaluated = definition.evaluate(tick_time, get_registry().assets)
+        if evaluated.skip_reason is not None:
+            return evaluated.skip_reason
+        return start_run(
+            evaluated.targets,
+            include_upstreams=definition.spec.include_upstreams,
+            tags={SCHEDULE_TAG: definition.name, RUN_KEY_TAG: run_key},
+            requested_by=f"schedule:{definition.name}",
+        )
+
+    return record_once(
+        kind=Tick.Kind.SCHEDULE,
+        name=definition.name,
+        run_key=run_key,
+        tick_time=tick_time,
+        launch=launch,
+    )
+
+
+def tick_schedule(name: object, *, now: dt.datetime | None = None) -> TickOutcome:
+    """Evaluate the tick of schedule ``name`` that a beat message sent at ``now`` stands for."""
+    definition = get_registry().get_schedule(name)
+    moment = timezone.now() if now is None else now
+    return evaluate_schedule_tick(definition, definition.latest_tick(moment))
+
+
+def _request_run(
+    definition: SensorDefinition, request: RunRequest, now: dt.datetime
+) -> TickOutcome:
+    def launch() -> StartedRun:
+        return start_run(
+            [(request.asset, request.partition)],
+            include_upstreams=request.include_upstreams,
+            tags={**request.tags, SENSOR_TAG: definition.name, RUN_KEY_TAG: request.run_key},
+            requested_by=f"sensor:{definition.name}",
+        )
+
+    return record_once(
+        kind=Tick.Kind.SENSOR,
+        name=definition.name,
+        run_key=request.run_key,
+        tick_time=now,
+        launch=launch,
+    )
+
+
+def _record_poll(
+    definition: SensorDefinition, now: dt.datetime, status: Tick.Status, reason: str
+) -> TickOutcome:
+    """Record a poll that requested nothing (skipped) or raised (failed), keyed by its time."""
+    run_key = f"{status}:{now.astimezone(dt.UTC).isoformat()}"
+    tick_id = Tick.objects.insert_once(
+        Tick(
+            kind=Tick.Kind.SENSOR,
+            name=definition.name,
+            run_key=run_key,
+            tick_time=now,
+            status=status,
+            reason=reason[:MAX_REASON_LENGTH],
+        )
+    )
+    if status == Tick.Status.FAILED:
+        logger.warning("sensor %s failed: %s", definition.name, reason)
+    return TickOutcome(
+        name=definition.name,
+        run_key=run_key,
+        is_new=tick_id is not None,
+        status=status,
+        reason=reason,
+    )
+
+
+def poll_sensor(name: object, *, now: dt.datetime | None = None) -> PollOutcome:
+    """Poll sensor ``name`` once: record its run requests (once per run key), then its cursor.
+
+    The cursor is stored after the requests, with compare-and-set, so a crash in between repeats
+    requests that their run keys then drop, and of two overlapping polls only one moves it.
+    """
+    definition = get_registry().get_sensor(name)
+    moment = timezone.now() if now is None else now
+    cursor = SensorCursor.objects.current(definition.name)
+    context = SensorContext(
+        sensor_name=definition.name,
+        tick_time=moment,
+        cursor=cursor,
+        materializations=DatabaseMaterializationFeed(),
+    )
+    try:
+        result = definition.evaluate(context)
+    except FlowStoneError as exc:
+        failed = _record_poll(definition, moment, Tick.Status.FAILED, str(exc))
+        return PollOutcome(sensor=definition.name, ticks=[failed])
+    ticks = [_request_run(definition, request, moment) for request in result.run_requests]
+    if not result.run_requests:
+        skipped = result.skip_reason.reason if result.skip_reason else NO_RUN_REQUESTS
+        ticks.append(_record_poll(definition, moment, Tick.Status.SKIPPED, skipped))
+    moved = result.cursor is not None and result.cursor != cursor
+    if moved and result.cursor is not None:
+        moved = SensorCursor.objects.compare_and_set(
+            definition.name, expected=cursor, new=result.cursor
+        )
+    return PollOutcome(sensor=definition.name, ticks=ticks, cursor_moved=moved)
