@@ -119,9 +119,7 @@ class Services:
             self.wait_ready(name, process, offset=offset)
         return process
 
-    def wait_ready(
-        self, name: str, process: subprocess.Popen[bytes], *, offset: int = 0
-    ) -> None:
+    def wait_ready(self, name: str, process: subprocess.Popen[bytes], *, offset: int = 0) -> None:
         """Wait until worker ``name`` logs that it is ready (past ``offset`` in its log)."""
         log_path = self.data_dir / f"{name}.log"
         deadline = time.monotonic() + 60
