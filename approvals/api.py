@@ -10,7 +10,12 @@ from rest_framework.response import Response
 
 from approvals import services
 from approvals.models import Approval
-from flowstone.errors import ValidationFailedError
+from flowstone.errors import (
+    ApprovalDecidedError,
+    ApprovalForbiddenError,
+    ApprovalNotFoundError,
+    ValidationFailedError,
+)
 from flowstone.execution.resume import continue_after_decision
 
 if TYPE_CHECKING:
@@ -112,11 +117,11 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                 reason=data.get("reason", ""),
                 value=data.get("value"),
             )
-        except services.ApprovalNotFoundError as exc:
+        except ApprovalNotFoundError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-        except services.ApprovalForbiddenError as exc:
+        except ApprovalForbiddenError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        except services.ApprovalDecidedError as exc:
+        except ApprovalDecidedError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except ValidationFailedError as exc:
             return Response({"value": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)

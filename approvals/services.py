@@ -23,7 +23,12 @@ from approvals.signals import (
 )
 from assets import services as step_services
 from flowstone.conf import flowstone_settings
-from flowstone.errors import FlowStoneError, ValidationFailedError
+from flowstone.errors import (
+    ApprovalDecidedError,
+    ApprovalForbiddenError,
+    ApprovalNotFoundError,
+    ValidationFailedError,
+)
 from lineage.models import AuditEvent
 from lineage.services import record_audit
 
@@ -47,24 +52,6 @@ AUDIT_ACTIONS: Final = {
 }
 MAX_REASON_LENGTH: Final = 2000
 EXPIRY_BATCH: Final = 500
-
-
-class ApprovalNotFoundError(FlowStoneError):
-    """No approval has that id."""
-
-    default_kind = "validation_error"
-
-
-class ApprovalDecidedError(FlowStoneError):
-    """The approval was already decided (or expired); a second decision changes nothing."""
-
-    default_kind = "validation_error"
-
-
-class ApprovalForbiddenError(FlowStoneError):
-    """This actor may not decide this approval (for example, it is their own request)."""
-
-    default_kind = "validation_error"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -14,7 +14,12 @@ Every error that crosses the public API is a ``FlowStoneError``::
     ├── ExecutionError             execution_error       user code raised; original in __cause__
     ├── StepTimeoutError           timeout               retryable
     ├── ResourceUnavailableError   resource_unavailable
-    └── CheckpointRejectedError    checkpoint_rejected
+    ├── CheckpointRejectedError    checkpoint_rejected
+    ├── ApprovalNotFoundError      validation_error      no approval has that id
+    ├── ApprovalDecidedError       validation_error      a second decision (or after expiry)
+    ├── ApprovalForbiddenError     validation_error      e.g. deciding one's own run
+    ├── MaterializationNotFoundError  validation_error   no successful materialization to use
+    └── LineageCycleError          validation_error      an edge would close a cycle
 
 Each error carries a ``kind``, a ``retryable`` flag and keyword-only context (``asset``,
 ``partition``, ``run_id``). ``to_dict()`` gives the structured JSON form stored on a
@@ -195,6 +200,36 @@ class CheckpointRejectedError(FlowStoneError):
     default_kind = "checkpoint_rejected"
 
 
+class ApprovalNotFoundError(FlowStoneError):
+    """No approval has that id."""
+
+    default_kind = "validation_error"
+
+
+class ApprovalDecidedError(FlowStoneError):
+    """The approval was already decided (or expired); a second decision changes nothing."""
+
+    default_kind = "validation_error"
+
+
+class ApprovalForbiddenError(FlowStoneError):
+    """This actor may not decide this approval (for example, it is their own request)."""
+
+    default_kind = "validation_error"
+
+
+class MaterializationNotFoundError(FlowStoneError):
+    """The asset partition has no successful materialization (or the id names none)."""
+
+    default_kind = "validation_error"
+
+
+class LineageCycleError(FlowStoneError):
+    """Recording an edge would make a materialization (transitively) consume itself."""
+
+    default_kind = "validation_error"
+
+
 _ERROR_CLASSES: Final[dict[str, type[FlowStoneError]]] = {
     error_class.__name__: error_class
     for error_class in (
@@ -211,11 +246,19 @@ _ERROR_CLASSES: Final[dict[str, type[FlowStoneError]]] = {
         StepTimeoutError,
         ResourceUnavailableError,
         CheckpointRejectedError,
+        ApprovalNotFoundError,
+        ApprovalDecidedError,
+        ApprovalForbiddenError,
+        MaterializationNotFoundError,
+        LineageCycleError,
     )
 }
 
 __all__ = [
     "ERROR_KINDS",
+    "ApprovalDecidedError",
+    "ApprovalForbiddenError",
+    "ApprovalNotFoundError",
     "AssetNotFoundError",
     "CheckpointRejectedError",
     "DefinitionError",
@@ -225,6 +268,8 @@ __all__ = [
     "ExecutionError",
     "FlowStoneError",
     "IOManagerError",
+    "LineageCycleError",
+    "MaterializationNotFoundError",
     "PartitionKeyError",
     "ResourceUnavailableError",
     "RunNotFoundError",

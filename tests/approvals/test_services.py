@@ -13,12 +13,17 @@ from pytest_django import Settings
 import flowstone
 from approvals import services
 from approvals.models import Approval
-from approvals.services import ApprovalDecidedError, ApprovalForbiddenError
 from approvals.signals import approval_decided, approval_requested
 from assets.models import Materialization
 from flowstone import asset
 from flowstone.checkpoints import checkpoint
-from flowstone.errors import DefinitionError, ValidationFailedError
+from flowstone.errors import (
+    ApprovalDecidedError,
+    ApprovalForbiddenError,
+    ApprovalNotFoundError,
+    DefinitionError,
+    ValidationFailedError,
+)
 from flowstone.execution.resume import continue_after_decision
 from flowstone.io import IOTarget
 from flowstone.partitions import encode_partition_key
@@ -145,9 +150,9 @@ def test_unknown_decisions_and_approvals_are_clear_errors() -> None:
     _, approval = _waiting()
     with pytest.raises(ValidationFailedError, match="decision must be one of"):
         services.decide_approval(approval.pk, "maybe", actor="bob")
-    with pytest.raises(services.ApprovalNotFoundError):
+    with pytest.raises(ApprovalNotFoundError):
         services.decide_approval(10**9, "approve", actor="bob")
-    with pytest.raises(services.ApprovalNotFoundError):
+    with pytest.raises(ApprovalNotFoundError):
         services.decide_approval("1; drop table", "approve", actor="bob")
 
 
