@@ -73,46 +73,48 @@ def release_ready_steps(run_id: uuid.UUID | str) -> list[int]:
     asset's ``concurrency_limit`` across all runs. Returns the released ids (to dispatch).
     """
     with transaction.atomic():
-        run = lock_run(run_id)
-        if run.cancel_requested_at is not None:
+        return _release_locked(lock_run(run_id))
+
+
+def _release_locked(run: Run) -> list[int]:
+    """``release_ready_steps`` for a run whose row this transaction has locked."""
+    if run.cancel_requested_at is not None:
+        return []
+    eligible = Materialization.objects.filter(
+        run_id=run.pk, status=StepStatus.PENDING, remaining_upstreams=0
+    ).order_by("id")
+    if run.max_parallel is not None:
+        active = Materialization.objects.filter(run_id=run.pk, status__in=ACTIVE_STATUSES).count()
+        free = run.max_parallel - active
+        if free <= 0:
             return []
-        eligible = Materialization.objects.filter(
-            run_id=run.pk, status=StepStatus.PENDING, remaining_upstreams=0
-        ).order_by("id")
-        if run.max_parallel is not None:
-            active = Materialization.objects.filter(
-                run_id=run.pk, status__in=ACTIVE_STATUSES
-            ).count()
-            free = run.max_parallel - active
-            if free <= 0:
-                return []
-            eligible = eligible[:free]
-        candidates = list(eligible.values_list("pk", "asset"))
-        # An in-process run executes one step at a time in its caller; limits govern workers.
-        limits = {} if run.is_in_process else _asset_limits()
-        limited = {asset for _, asset in candidates if asset in limits}
-        if limited:
-            lock_assets(limited)
-            active_by_asset = dict(
-                Materialization.objects.filter(asset__in=limited, status__in=ACTIVE_STATUSES)
-                .values_list("asset")
-                .annotate(n=Count("id"))
-                .values_list("asset", "n")
-            )
-            free_by_asset = {a: limits[a] - active_by_asset.get(a, 0) for a in limited}
-            kept = []
-            for pk, asset in candidates:
-                if asset in free_by_asset:
-                    if free_by_asset[asset] <= 0:
-                        continue
-                    free_by_asset[asset] -= 1
-                kept.append((pk, asset))
-            candidates = kept
-        ids = [pk for pk, _ in candidates]
-        if ids:
-            Materialization.objects.filter(pk__in=ids, status=StepStatus.PENDING).update(
-                status=StepStatus.QUEUED, queued_at=timezone.now()
-            )
+        eligible = eligible[:free]
+    candidates = list(eligible.values_list("pk", "asset"))
+    # An in-process run executes one step at a time in its caller; limits govern workers.
+    limits = {} if run.is_in_process else _asset_limits()
+    limited = {asset for _, asset in candidates if asset in limits}
+    if limited:
+        lock_assets(limited)
+        active_by_asset = dict(
+            Materialization.objects.filter(asset__in=limited, status__in=ACTIVE_STATUSES)
+            .values_list("asset")
+            .annotate(n=Count("id"))
+            .values_list("asset", "n")
+        )
+        free_by_asset = {a: limits[a] - active_by_asset.get(a, 0) for a in limited}
+        kept = []
+        for pk, asset in candidates:
+            if asset in free_by_asset:
+                if free_by_asset[asset] <= 0:
+                    continue
+                free_by_asset[asset] -= 1
+            kept.append((pk, asset))
+        candidates = kept
+    ids = [pk for pk, _ in candidates]
+    if ids:
+        Materialization.objects.filter(pk__in=ids, status=StepStatus.PENDING).update(
+            status=StepStatus.QUEUED, queued_at=timezone.now()
+        )
     return ids
 
 
@@ -134,8 +136,11 @@ def release_for_asset(asset: str) -> list[int]:
     return released
 
 
-def claim_step(step_id: int, owner: str) -> bool:
-    """Start a queued step that is due: ``queued -> running`` with a lease for ``owner``."""
+def claim_step(step_id: int, owner: str) -> Materialization | None:
+    """Start a queued step that is due: ``queued -> running`` with a lease for ``owner``.
+
+    Returns the claimed row (as it is now), or ``None`` if this call did not win.
+    """
     now = timezone.now()
     lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
     updated = (
@@ -150,12 +155,11 @@ def claim_step(step_id: int, owner: str) -> bool:
             not_before=None,
         )
     )
-    if updated:
-        step = Materialization.objects.only("run_id", "asset", "partition_key", "attempt").get(
-            pk=step_id
-        )
-        send_after_commit("step_started", **_step_payload(step))
-    return updated == 1
+    if not updated:
+        return None
+    step = Materialization.objects.get(pk=step_id)
+    send_after_commit("step_started", **_step_payload(step))
+    return step
 
 
 def _step_payload(step: Materialization, **extra: Any) -> dict[str, Any]:
@@ -190,17 +194,22 @@ def finish_run_if_done(run_id: uuid.UUID | str) -> RunStatus | None:
     return status
 
 
-def _count_ended(run_id: uuid.UUID, ended: int) -> None:
-    Run.objects.filter(pk=run_id).update(
-        steps_remaining=F("steps_remaining") - ended, status=RunStatus.RUNNING
-    )
-    finish_run_if_done(run_id)
+def _count_ended(run: Run, ended: int) -> None:
+    """Count steps that ended, on a run row this transaction has locked; finish the run at 0."""
+    run.steps_remaining -= ended
+    if run.steps_remaining > 0:
+        Run.objects.filter(pk=run.pk).update(
+            steps_remaining=F("steps_remaining") - ended, status=RunStatus.RUNNING
+        )
+        return
+    Run.objects.filter(pk=run.pk).update(steps_remaining=F("steps_remaining") - ended)
+    finish_run_if_done(run.pk)
 
 
-def _end(step: Materialization) -> StepEnd:
+def _end(step: Materialization, run: Run) -> StepEnd:
     """The outcome of a won terminal transition: release the run's next steps."""
     freed = step.asset if step.asset in _asset_limits() else None
-    return StepEnd(won=True, ready=release_ready_steps(step.run_id), freed_asset=freed)
+    return StepEnd(won=True, ready=_release_locked(run), freed_asset=freed)
 
 
 def complete_step(
@@ -208,7 +217,7 @@ def complete_step(
 ) -> StepEnd:
     """Mark a running step successful, with lineage, audit and downstream release, atomically."""
     with transaction.atomic():
-        lock_run(step.run_id)
+        run = lock_run(step.run_id)
         won = Materialization.objects.filter(
             pk=step.pk, status=StepStatus.RUNNING, lease_owner=owner
         ).update(
@@ -234,8 +243,8 @@ def complete_step(
         Materialization.objects.filter(pk__in=downstream).update(
             remaining_upstreams=F("remaining_upstreams") - 1
         )
-        _count_ended(step.run_id, 1)
-        return _end(step)
+        _count_ended(run, 1)
+        return _end(step, run)
 
 
 def _fail_downstream(step: Materialization) -> int:
@@ -274,7 +283,7 @@ def _fail_downstream(step: Materialization) -> int:
 def fail_step(step: Materialization, error: FlowStoneError, *, owner: str | None) -> StepEnd:
     """Mark a running step failed with its structured error, once, and fail its downstream."""
     with transaction.atomic():
-        lock_run(step.run_id)
+        run = lock_run(step.run_id)
         running = Materialization.objects.filter(pk=step.pk, status=StepStatus.RUNNING)
         if owner is not None:
             running = running.filter(lease_owner=owner)
@@ -287,8 +296,8 @@ def fail_step(step: Materialization, error: FlowStoneError, *, owner: str | None
         if not won:
             return StepEnd(won=False)
         send_after_commit("step_failed", **_step_payload(step, error=error.to_dict()))
-        _count_ended(step.run_id, 1 + _fail_downstream(step))
-        return _end(step)
+        _count_ended(run, 1 + _fail_downstream(step))
+        return _end(step, run)
 
 
 def requeue_step(
@@ -351,7 +360,7 @@ def _recover(step_id: int, now: dt.datetime) -> StepEnd:
     """Requeue one step whose lease expired, or fail it (poison step, or an in-process run)."""
     step = Materialization.objects.select_related("run").get(pk=step_id)
     with transaction.atomic():
-        lock_run(step.run_id)
+        run = lock_run(step.run_id)
         stale = Materialization.objects.filter(
             pk=step.pk, status=StepStatus.RUNNING, lease_expires_at__lt=now
         )
@@ -376,8 +385,8 @@ def _recover(step_id: int, now: dt.datetime) -> StepEnd:
             )
             if not won:
                 return StepEnd(won=False)
-            _count_ended(step.run_id, 1 + _fail_downstream(step))
-            return _end(step)
+            _count_ended(run, 1 + _fail_downstream(step))
+            return _end(step, run)
         won = stale.update(
             status=StepStatus.QUEUED,
             recoveries=F("recoveries") + 1,

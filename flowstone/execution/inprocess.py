@@ -53,9 +53,9 @@ def run_in_process(
     while ready:
         step_id = ready.popleft()
         while True:
-            if not services.claim_step(step_id, owner):
+            step = services.claim_step(step_id, owner)
+            if step is None:
                 break
-            step = services.get_step(step_id)
             outcome = execute_step(registry, step, config, owner=owner)
             ready.extend(outcome.end.ready)
             if outcome.end.freed_asset:

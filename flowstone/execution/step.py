@@ -323,7 +323,9 @@ def execute_step(
     """
     ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
     definition = registry.get(step.asset)
-    approval = approval_services.approval_for_step(step.pk)
+    approval = (
+        approval_services.approval_for_step(step.pk) if definition.checkpoint is not None else None
+    )
     try:
         with lease_heartbeat(step.pk, owner):
             if approval is not None and not approval.is_pending:

@@ -19,7 +19,7 @@ from flowstone.status import StepStatus
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from assets.models import Materialization
+    from assets.models import Materialization, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,10 @@ def _text(payload: Mapping[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def validate_payload(args: Sequence[Any], payload: Mapping[str, Any]) -> Materialization:
-    """Check every field of a step message and return the step it names.
+def validate_payload(
+    args: Sequence[Any], payload: Mapping[str, Any]
+) -> tuple[Materialization, RunConfig]:
+    """Check every field of a step message; return the step it names and its run's config.
 
     Nothing in the payload is imported or resolved as code: the asset name is only looked up in
     the registry, and the run and step only in the database.
@@ -72,7 +74,7 @@ def validate_payload(args: Sequence[Any], payload: Mapping[str, Any]) -> Materia
         raise ValidationFailedError(
             f"run {run_id} has no step {asset}[{partition_key}]", asset=asset, run_id=str(run_id)
         )
-    return step
+    return step, run.config
 
 
 def printable_payload(args: Sequence[Any], payload: Mapping[str, Any]) -> str:
@@ -93,7 +95,7 @@ def handle_step_message(
     does nothing (the step is claimed by a conditional update).
     """
     try:
-        step = validate_payload(args, payload)
+        step, config = validate_payload(args, payload)
     except FlowStoneError as exc:
         services.record_rejection(
             reason=str(exc),
@@ -103,7 +105,8 @@ def handle_step_message(
         )
         logger.warning("rejected step message %s: %s", task_id, exc)
         return None
-    if not services.claim_step(step.pk, owner):
+    claimed = services.claim_step(step.pk, owner)
+    if claimed is None:
         logger.info(
             "step %s is %s; this delivery does nothing",
             step.pk,
@@ -115,9 +118,7 @@ def handle_step_message(
             },
         )
         return None
-    step.refresh_from_db()
-    config = services.get_run(step.run_id).config
-    outcome = execute_step(get_registry(), step, config, owner=owner)
+    outcome = execute_step(get_registry(), claimed, config, owner=owner)
     dispatch_after_commit(outcome.end)
     if outcome.status == StepStatus.QUEUED:
         dispatch_after_commit(services.StepEnd(won=True, ready=[step.pk]))
