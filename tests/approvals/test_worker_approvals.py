@@ -8,15 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from pytest_django import Settings
 
 import flowstone
 from approvals import services
 from approvals.models import Approval
 from assets.models import Materialization
+from flowstone.celery import app
 from flowstone.execution.dispatch import publish_steps
 from flowstone.execution.resume import continue_after_decision
 from flowstone.status import RunStatus, StepStatus
+from lineage.models import AuditEvent
 from tests.workers import Services, broker_url, flowstone_settings_for, purge, running_services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -107,3 +110,16 @@ def test_approval_requested_once_when_the_step_is_delivered_twice(stack: Service
     assert len(_events(stack, "g_payout")) == 1
     step.refresh_from_db()
     assert step.status == StepStatus.WAITING_APPROVAL
+
+
+def test_the_timeout_task_on_a_worker_applies_the_policy_once(stack: Services) -> None:
+    stack.start_worker("w1")
+    gated = flowstone.materialize_all_async("g_timeout_approve", "large", requested_by="alice")
+    _wait_for(lambda: Approval.objects.filter(run_id=gated.run_id).exists())
+    Approval.objects.filter(run_id=gated.run_id).update(expires_at=timezone.now())
+    for _ in range(3):  # three beat ticks: the policy applies once
+        app.send_task("flowstone.expire_approvals")
+    assert gated.wait(WAIT).status == RunStatus.SUCCESS
+    approval = Approval.objects.get(run_id=gated.run_id)
+    assert (approval.status, approval.decided_by) == ("approved", "timeout")
+    assert AuditEvent.objects.filter(action="checkpoint.approved", run_id=gated.run_id).count() == 1
