@@ -237,6 +237,8 @@ class MaterializationViewSet(
             value = self.request.query_params.get(name)
             if value is None:
                 continue
+            if "\x00" in value:
+                raise ValidationError({name: ["NUL characters are not allowed."]})
             if name == "run":
                 try:
                     value = str(uuid.UUID(value))

@@ -7,7 +7,7 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from assets import services
 from flowstone.conf import flowstone_settings
@@ -32,7 +32,15 @@ def lease_heartbeat(step_id: int, owner: str) -> Iterator[threading.Event]:
     def renew() -> None:
         try:
             while not stop.wait(interval):
-                if not services.renew_lease(step_id, owner):
+                try:
+                    renewed = services.renew_lease(step_id, owner)
+                except DatabaseError:
+                    # A database blip: drop the broken connection and try again at the next
+                    # beat, while the lease (three beats long) still holds.
+                    logger.warning("could not renew the lease of step %s; retrying", step_id)
+                    connection.close()
+                    continue
+                if not renewed:
                     lost.set()
                     logger.warning("lost the lease of step %s", step_id, extra={"step": step_id})
                     return

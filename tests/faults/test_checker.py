@@ -1,0 +1,87 @@
+"""The checker itself: a clean history passes, and a tampered one is reported as lost or doubled.
+
+A checker that always says "0 lost" proves nothing; this one is shown a small real history and
+then the same history with one fault of each kind written into it by hand (the tests share the
+history and run in this order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+import pytest
+import redis
+
+from tests.faults.harness import FAST, Cluster, Scenario
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = [pytest.mark.fault]
+
+
+@pytest.fixture(scope="module")
+def finished(cluster: Cluster, fault_root: Path) -> Iterator[Scenario]:
+    """A small scenario run to the end without any fault."""
+    scenario = Scenario(name="checker_self_test", cluster=cluster, mode=FAST, root=fault_root)
+    try:
+        scenario.start()
+        scenario.launch()
+        scenario.wait_quiescent()
+        yield scenario
+    finally:
+        scenario.close()
+
+
+def test_a_clean_history_passes(finished: Scenario) -> None:
+    report = finished.check()
+    assert (report.lost, report.doubled, report.violations) == (0, 0, [])
+    assert report.effects == report.steps == report.requests
+    assert report.executions == report.requests
+
+
+def test_tampered_history_is_reported(finished: Scenario) -> None:
+    finished.close()  # no worker may consume the stray message below
+    with psycopg.connect(finished.conninfo, autocommit=True) as conn:
+        days = conn.execute(
+            "SELECT id, metadata->>'uri' FROM assets_materialization "
+            "WHERE asset = 'f_day' AND status = 'success' ORDER BY id LIMIT 3"
+        ).fetchall()
+        (corrupt_id, corrupt_uri), (doubled_id, _), (stuck_id, _) = days
+        Path(unquote(urlsplit(corrupt_uri).path)).write_text('{"tampered": true}')
+        conn.execute(
+            "INSERT INTO lineage_auditevent (action, actor_type, actor, run_id, asset, "
+            "partition_key, details, created_at) SELECT action, actor_type, actor, run_id, asset, "
+            "partition_key, details, now() FROM lineage_auditevent "
+            "WHERE details->>'materialization_id' = %s",
+            (str(doubled_id),),
+        )
+        conn.execute(
+            "UPDATE assets_materialization SET status = 'running', "
+            "lease_expires_at = now() - interval '1 minute' WHERE id = %s",
+            (stuck_id,),
+        )
+        conn.execute(
+            "DELETE FROM lineage_lineageedge WHERE id = (SELECT e.id FROM lineage_lineageedge e "
+            "JOIN assets_materialization d ON d.id = e.downstream_id "
+            "WHERE d.asset = 'f_week' LIMIT 1)"
+        )
+    client = redis.Redis.from_url(finished.cluster.redis.url())
+    client.lpush("flowstone", b"{}")
+    client.close()
+
+    report = finished.check()
+    text = "\n".join(report.violations)
+    assert report.lost == 2  # the corrupt output and the stuck step
+    assert report.doubled == 2  # the second audit event, and the stuck step's audit event
+    assert f"success {corrupt_id} f_day" in text
+    assert "output hash" in text
+    assert f"success {doubled_id} f_day" in text
+    assert "2 audit events" in text
+    assert f"step {stuck_id} f_day" in text
+    assert "still running" in text
+    assert "lineage of" in text
+    assert "1 messages left in the step queues" in text
