@@ -68,13 +68,13 @@ def _run(scenario: Scenario, inject: Callable[[Scenario], None]) -> Report:
 def _sleep_left(scenario: Scenario, partition_key: str, attempt: int) -> float:
     """How long the body of this attempt will still sleep (negative: not started or done)."""
     started = [
-        line["at"]
+        float(line["at"])
         for line in scenario.executions_of("f_day", partition_key)
         if line["attempt"] == attempt
     ]
     if not started:
         return -1.0
-    return started[-1] + body_seconds(partition_key) - time.time()
+    return float(started[-1] + body_seconds(partition_key) - time.time())
 
 
 def _kill_newest_claim(scenario: Scenario) -> tuple[int, float, float]:
