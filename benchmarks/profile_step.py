@@ -1,0 +1,154 @@
+"""Where a FlowStone worker's time and SQL go for one step (a profiling aid for issue 10).
+
+    .venv/bin/python benchmarks/profile_step.py [--server postgres://postgres@127.0.0.1:5432]
+        [--database flowstone_bench_profile] [--redis redis://127.0.0.1:6379/9] [--steps 200]
+        [--shape single|diamond] [--top 25] [--keep-connection]
+
+Creates ``--database`` (dropped at the end), migrates it, creates runs of the benchmark graphs
+(``benchmarks.flowstone_defs``) without publishing them, then executes their steps in this process
+exactly as the Celery task does (``handle_step_message``; the Django connection is closed after
+each step, as Celery's Django fixup does before and after every task unless ``CELERY_DB_REUSE_MAX``
+is set; ``--keep-connection`` keeps it open instead, to price that). ``--top 0`` skips cProfile,
+for clean timings. Prints the SQL statements of
+one step in order, the statement count per step, and the functions with the most cumulative time
+(cProfile). Released downstream steps are published to ``--redis`` (database 9, flushed after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.run import (  # noqa: E402  # needs ROOT on sys.path when run as a script
+    DEFAULT_REDIS,
+    DEFAULT_SERVER,
+    drop_database,
+    flush_redis,
+    recreate_database,
+)
+from benchmarks.workloads import assets_of, partition_keys  # noqa: E402
+
+SQL_PREVIEW: Final = 150
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Profile ``--steps`` steps and print what they did."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--server", default=DEFAULT_SERVER)
+    parser.add_argument("--database", default="flowstone_bench_profile")
+    parser.add_argument("--redis", default=DEFAULT_REDIS)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--shape", choices=("single", "diamond"), default="single")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--keep-connection", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.database.startswith("flowstone_bench"):
+        parser.error("--database must start with flowstone_bench")
+    recreate_database(args.server, args.database)
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "flowstone.settings",
+            "DATABASE_URL": f"{args.server}/{args.database}",
+            "CELERY_BROKER_URL": args.redis,
+            "FLOWSTONE_DEFINITIONS": "benchmarks.flowstone_defs",
+            "FLOWSTONE_DATA_DIR": tempfile.mkdtemp(prefix="flowstone-bench-profile-"),
+            "FLOWSTONE_LOG_LEVEL": "WARNING",
+            "BENCH_SINGLE_PARTITIONS": str(args.steps),
+            "BENCH_DIAMOND_PARTITIONS": str(max(args.steps // 10, 1)),
+        }
+    )
+    import django  # noqa: PLC0415  # configured from the environment set just above
+    from django.core.management import call_command  # noqa: PLC0415
+    from django.db import connections  # noqa: PLC0415
+
+    django.setup()
+    try:
+        call_command("migrate", verbosity=0)
+        profile(args.shape, args.steps, args.top, keep_connection=args.keep_connection)
+    finally:
+        connections.close_all()
+        drop_database(args.server, args.database)
+        flush_redis(args.redis)
+    return 0
+
+
+def profile(shape: str, steps: int, top: int, *, keep_connection: bool) -> None:
+    """Create the runs, run their steps under cProfile and an SQL recorder, print the results."""
+    from django.db import close_old_connections, connection  # noqa: PLC0415
+
+    from assets import services  # noqa: PLC0415
+    from flowstone.api import RunOptions, _backfill_request, _planned_request  # noqa: PLC0415
+    from flowstone.execution.worker import handle_step_message  # noqa: PLC0415
+    from flowstone.status import RunKind  # noqa: PLC0415
+
+    pending: list[int] = []
+    if shape == "single":
+        _, request = _backfill_request(
+            "single_noop",
+            None,
+            RunOptions(),
+            max_parallel=None,
+            force=False,
+            is_in_process=False,
+        )
+        pending += services.create_run(request).ready
+    else:
+        target = assets_of("diamond", "noop")[-1]
+        for key in partition_keys(max(steps // 10, 1)):
+            _, request = _planned_request(
+                target, key, RunOptions(), kind=RunKind.MATERIALIZE_ALL, is_in_process=False
+            )
+            pending += services.create_run(request).ready
+    recorded: list[list[str]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:  # noqa: FBT001
+        recorded[-1].append(sql)
+        return execute(sql, params, many, context)
+
+    profiler = cProfile.Profile()
+    done = 0
+    started = time.perf_counter()
+    while pending and done < steps:
+        step = services.get_step(pending.pop(0))
+        payload = {"run_id": str(step.run_id), "asset": step.asset, "partition": step.partition_key}
+        close_old_connections()
+        recorded.append([])
+        if top:
+            profiler.enable()
+        with connection.execute_wrapper(record):
+            outcome = handle_step_message((), payload, owner=f"profile:{done}")
+        if not keep_connection:
+            connection.close()  # what Celery's Django fixup does after each task
+        if top:
+            profiler.disable()
+        if outcome is not None:
+            pending += outcome.end.ready
+        done += 1
+    seconds = time.perf_counter() - started
+    counts = Counter(len(statements) for statements in recorded)
+    print(f"{done} steps ({shape}) in {seconds:.2f} s: {seconds / done * 1000:.1f} ms per step")
+    print(f"statements per step (count: steps): {dict(sorted(counts.items()))}")
+    sample = recorded[len(recorded) // 2]
+    print(f"\nthe statements of a step in the middle ({len(sample)}):")
+    for number, sql in enumerate(sample, 1):
+        text = " ".join(sql.split())
+        print(f"{number:>3}. {text[:SQL_PREVIEW]}{'...' if len(text) > SQL_PREVIEW else ''}")
+    if top:
+        print(f"\ncProfile, top {top} by cumulative time:")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
