@@ -20,6 +20,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -57,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.database.startswith("flowstone_bench"):
         parser.error("--database must start with flowstone_bench")
     recreate_database(args.server, args.database)
+    data_dir = tempfile.mkdtemp(prefix="flowstone-bench-profile-")
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "flowstone.settings",
             "DATABASE_URL": f"{args.server}/{args.database}",
             "CELERY_BROKER_URL": args.redis,
             "FLOWSTONE_DEFINITIONS": "benchmarks.flowstone_defs",
-            "FLOWSTONE_DATA_DIR": tempfile.mkdtemp(prefix="flowstone-bench-profile-"),
+            "FLOWSTONE_DATA_DIR": data_dir,
             "FLOWSTONE_LOG_LEVEL": "WARNING",
             "BENCH_SINGLE_PARTITIONS": str(args.steps),
             "BENCH_DIAMOND_PARTITIONS": str(max(args.steps // 10, 1)),
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         connections.close_all()
         drop_database(args.server, args.database)
         flush_redis(args.redis)
+        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 
