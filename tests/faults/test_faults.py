@@ -13,7 +13,7 @@ import datetime as dt
 import os
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -171,24 +171,49 @@ def test_postgres_stopped(open_scenario: Scenario) -> None:
     _run(open_scenario, inject)
 
 
+def _terminate_workers(admin: psycopg.Connection[Any], database: str) -> dict[str, int]:
+    """Terminate every worker backend of ``database`` once; count them by state."""
+    terminated: dict[str, int] = {}
+    backends = admin.execute(
+        "SELECT pid, state FROM pg_stat_activity WHERE datname = %s "
+        "AND application_name <> %s AND backend_type = 'client backend'",
+        (database, HARNESS_APPLICATION),
+    ).fetchall()
+    for pid, state in backends:
+        row = admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+        if row is not None and row[0]:
+            terminated[str(state)] = terminated.get(str(state), 0) + 1
+    return terminated
+
+
 def test_database_connections_terminated_mid_transaction(open_scenario: Scenario) -> None:
+    """Kill worker backends, including ones caught inside a transaction.
+
+    Step bodies sleep outside any transaction, so a backend is mostly idle. To terminate
+    some mid-transaction on every run, the harness holds an EXCLUSIVE lock on the step
+    table for part of the burst: a worker's claim or completion then waits inside its
+    transaction (state ``active``) until it is terminated.
+    """
+
     def inject(scenario: Scenario) -> None:
         scenario.mark_fault(window=TERMINATE_BURST + 1.0)
         terminated: dict[str, int] = {}
         database = f"fault_{scenario.name}"
-        with psycopg.connect(scenario.cluster.postgres.conninfo(), autocommit=True) as admin:
+        with (
+            psycopg.connect(scenario.cluster.postgres.conninfo(), autocommit=True) as admin,
+            psycopg.connect(scenario.conninfo, application_name=HARNESS_APPLICATION) as locker,
+        ):
+            locker.execute("LOCK TABLE assets_materialization IN EXCLUSIVE MODE")
             ends = time.monotonic() + TERMINATE_BURST
             while time.monotonic() < ends:
-                backends = admin.execute(
-                    "SELECT pid, state FROM pg_stat_activity WHERE datname = %s "
-                    "AND application_name <> %s AND backend_type = 'client backend'",
-                    (database, HARNESS_APPLICATION),
-                ).fetchall()
-                for pid, state in backends:
-                    row = admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
-                    if row is not None and row[0]:
-                        terminated[str(state)] = terminated.get(str(state), 0) + 1
+                if locker.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and (
+                    terminated.get("active", 0) or time.monotonic() > ends - TERMINATE_BURST / 2
+                ):
+                    locker.rollback()  # release the lock: blocked writers are gone or waited
+                for state, count in _terminate_workers(admin, database).items():
+                    terminated[state] = terminated.get(state, 0) + count
                 time.sleep(0.02)
+            locker.rollback()
         scenario.notes["terminated"] = terminated
 
     _run(open_scenario, inject)
