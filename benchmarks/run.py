@@ -1061,8 +1061,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[Workload
     parser.add_argument(
         "--conn-max-age",
         type=int,
-        default=0,
-        help="DATABASE_CONN_MAX_AGE of FlowStone's workers (FlowStone's default: 0)",
+        default=600,
+        help="DATABASE_CONN_MAX_AGE of FlowStone's workers (FlowStone's default: 600)",
     )
     parser.add_argument("--server", default=DEFAULT_SERVER)
     parser.add_argument("--database", default=DEFAULT_DATABASE)

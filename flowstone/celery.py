@@ -11,7 +11,8 @@ import os
 from typing import Any, Final
 
 from celery import Celery
-from celery.signals import task_rejected, task_unknown, worker_init
+from celery.signals import task_postrun, task_prerun, task_rejected, task_unknown, worker_init
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowstone.settings")
 
@@ -28,6 +29,21 @@ def validate_definitions(**kwargs: Any) -> None:  # noqa: ARG001
     from flowstone.registry import get_registry  # noqa: PLC0415  # Django is set up by now
 
     get_registry()
+
+
+@task_prerun.connect(dispatch_uid="flowstone.celery.close_old_connections_before")
+@task_postrun.connect(dispatch_uid="flowstone.celery.close_old_connections_after")
+def close_stale_connections(sender: Any = None, **kwargs: Any) -> None:  # noqa: ARG001
+    """Drop connections that broke or outlived ``CONN_MAX_AGE``, as Django does per request.
+
+    With ``CELERY_DB_REUSE_MAX`` set, Celery's fixup keeps connections across tasks; this is what
+    keeps a terminated backend or a restarted server from failing the tasks that follow
+    (``CONN_HEALTH_CHECKS`` then tests a reused connection before its first query). Like the
+    fixup, it leaves tasks applied in the caller's process (``Task.apply``) alone: their
+    connection belongs to the caller, who may be inside a transaction.
+    """
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
 
 
 def _record(message: Any, reason: str, task_name: str = "") -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dj_database_url
 
+import flowstone
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FLOWSTONE_DATA_DIR", BASE_DIR / "var")).resolve()
 
@@ -71,7 +73,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'flowstone.sqlite3'}"),
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+        # Persistent connections, checked before each reuse: a worker keeps one connection per
+        # pool process across tasks instead of connecting for every step (see CELERY_DB_REUSE_MAX).
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "600")),
+        conn_health_checks=True,
     ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -113,7 +118,7 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "FlowStone API",
-    "VERSION": "0.2.0",
+    "VERSION": flowstone.__version__,
     "DESCRIPTION": "Assets, runs, materializations, lineage and approvals.",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -163,6 +168,10 @@ CELERY_EVENT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
+# Celery's Django fixup closes every connection before and after each task unless this is set;
+# with it, the fixup recycles them every this many tasks, and ``flowstone.celery`` closes broken or
+# older-than-CONN_MAX_AGE ones at each task boundary (Django's ``close_old_connections``).
+CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -77,9 +77,12 @@ def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> int:
     """Insert step rows in batches and the in-run edges between them; return how many.
 
     Steps with in-run upstreams must come as a sequence (a planned DAG, small); a streamed iterable
-    (a backfill) has no edges, so no ids are kept and memory stays flat.
+    (a backfill) has no edges, so no ids are kept and memory stays flat, and on PostgreSQL its
+    rows go in through ``COPY`` rather than as model instances.
     """
     keep_ids = isinstance(steps, Sequence) and any(step.upstream_keys for step in steps)
+    if not keep_ids and connection.vendor == "postgresql":
+        return _copy_steps(run, steps)
     ids: dict[tuple[str, str], int] = {}
     edges: list[StepEdge] = []
     total = 0
@@ -107,6 +110,59 @@ def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> int:
                 for upstream in set(step.upstream_keys)
             )
     StepEdge.objects.bulk_create(edges, batch_size=STEP_BATCH_SIZE)
+    return total
+
+
+COPIED_COLUMNS: Final = (
+    "run_id",
+    "asset",
+    "partition_key",
+    "status",
+    "attempt",
+    "code_version",
+    "remaining_upstreams",
+    "recoveries",
+    "lease_owner",
+    "created_at",
+    "metadata",
+)
+
+
+def _copy_steps(run: Run, steps: Iterable[StepRequest]) -> int:
+    """Stream edge-less pending steps into their table with ``COPY``; return how many.
+
+    Writes every column the model's defaults would (the table has no database defaults); a
+    duplicate step fails the unique constraint as ``bulk_create`` would. One ``COPY`` per batch:
+    producing a batch may query this same connection (a backfill skips partitions that already
+    succeeded), which it cannot do while a ``COPY`` is open.
+    """
+    table = connection.ops.quote_name(Materialization._meta.db_table)  # noqa: SLF001  # documented model API
+    columns = ", ".join(connection.ops.quote_name(name) for name in COPIED_COLUMNS)
+    now = timezone.now()
+    total = 0
+    iterator = iter(steps)
+    while batch := list(itertools.islice(iterator, STEP_BATCH_SIZE)):
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+        ):
+            for step in batch:
+                copy.write_row(
+                    (
+                        run.pk,
+                        step.asset,
+                        step.partition_key,
+                        StepStatus.PENDING.value,
+                        0,
+                        step.code_version,
+                        len(set(step.upstream_keys)),
+                        0,
+                        "",
+                        now,
+                        "{}",
+                    )
+                )
+        total += len(batch)
     return total
 
 
@@ -266,6 +322,21 @@ def steps_by_key(
         condition |= Q(asset=asset, partition_key=partition_key)
     rows = Materialization.objects.filter(condition, run_id=run_id)
     return {(row.asset, row.partition_key): row for row in rows}
+
+
+def find_step(run_id: uuid.UUID, asset: str, partition_key: str) -> Materialization | None:
+    """The step of a run for ``asset`` and ``partition_key``, loaded with its run and config.
+
+    ``None`` for a known run without that step; ``RunNotFoundError`` for an unknown run. One
+    query when the step exists.
+    """
+    try:
+        return Materialization.objects.select_related("run__config").get(
+            run_id=run_id, asset=asset, partition_key=partition_key
+        )
+    except Materialization.DoesNotExist:
+        get_run(run_id)  # raises RunNotFoundError when the run is the unknown part
+        return None
 
 
 def is_terminal(status: str) -> bool:

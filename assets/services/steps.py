@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -28,6 +28,8 @@ from lineage.services import record_audit, record_lineage
 if TYPE_CHECKING:
     import uuid
     from collections.abc import Collection, Iterable
+
+    from django.db.models import Model
 
     from flowstone.io.base import StoredOutput
 
@@ -139,27 +141,69 @@ def release_for_asset(asset: str) -> list[int]:
 def claim_step(step_id: int, owner: str) -> Materialization | None:
     """Start a queued step that is due: ``queued -> running`` with a lease for ``owner``.
 
-    Returns the claimed row (as it is now), or ``None`` if this call did not win.
+    Returns the claimed row (as it is now), or ``None`` if this call did not win. On PostgreSQL
+    the conditional UPDATE returns the row itself (``RETURNING``), one statement per claim.
     """
     now = timezone.now()
     lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
-    updated = (
-        Materialization.objects.filter(pk=step_id, status=StepStatus.QUEUED)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .update(
-            status=StepStatus.RUNNING,
-            attempt=F("attempt") + 1,
-            started_at=now,
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            not_before=None,
+    if connection.vendor == "postgresql":
+        claimed = list(
+            Materialization.objects.raw(
+                f"UPDATE {_table(Materialization)} SET status = %s, attempt = attempt + 1, "  # noqa: S608  # table name from the model
+                "started_at = %s, lease_owner = %s, lease_expires_at = %s, not_before = NULL "
+                "WHERE id = %s AND status = %s AND (not_before IS NULL OR not_before <= %s) "
+                "RETURNING *",
+                [StepStatus.RUNNING, now, owner, now + lease, step_id, StepStatus.QUEUED, now],
+            )
         )
-    )
-    if not updated:
-        return None
-    step = Materialization.objects.get(pk=step_id)
+        if not claimed:
+            return None
+        step = claimed[0]
+    else:
+        updated = (
+            Materialization.objects.filter(pk=step_id, status=StepStatus.QUEUED)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .update(
+                status=StepStatus.RUNNING,
+                attempt=F("attempt") + 1,
+                started_at=now,
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                not_before=None,
+            )
+        )
+        if not updated:
+            return None
+        step = Materialization.objects.get(pk=step_id)
     send_after_commit("step_started", **_step_payload(step))
     return step
+
+
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)  # noqa: SLF001  # Django's documented model API
+
+
+def _lock_run_counting_one_ended(run_id: uuid.UUID | str) -> Run:
+    """Lock the run's row and count one more ended step on it; return the run as it is now.
+
+    One ``UPDATE … RETURNING`` on PostgreSQL (it takes the same row lock as ``lock_run``); the
+    caller rolls the transaction back if its own transition then loses. The run is finished by
+    ``finish_run_if_done`` once its steps are all counted.
+    """
+    if connection.vendor == "postgresql":
+        return next(
+            iter(
+                Run.objects.raw(
+                    f"UPDATE {_table(Run)} SET steps_remaining = steps_remaining - 1, "  # noqa: S608  # table name from the model
+                    "status = CASE WHEN steps_remaining > 1 THEN %s ELSE status END "
+                    "WHERE id = %s RETURNING *",
+                    [RunStatus.RUNNING, run_id],
+                )
+            )
+        )
+    run = lock_run(run_id)
+    _count_ended(run, 1, finish=False)
+    return run
 
 
 def _step_payload(step: Materialization, **extra: Any) -> dict[str, Any]:
@@ -194,7 +238,7 @@ def finish_run_if_done(run_id: uuid.UUID | str) -> RunStatus | None:
     return status
 
 
-def _count_ended(run: Run, ended: int) -> None:
+def _count_ended(run: Run, ended: int, *, finish: bool = True) -> None:
     """Count steps that ended, on a run row this transaction has locked; finish the run at 0."""
     run.steps_remaining -= ended
     if run.steps_remaining > 0:
@@ -203,21 +247,34 @@ def _count_ended(run: Run, ended: int) -> None:
         )
         return
     Run.objects.filter(pk=run.pk).update(steps_remaining=F("steps_remaining") - ended)
-    finish_run_if_done(run.pk)
+    if finish:
+        finish_run_if_done(run.pk)
 
 
-def _end(step: Materialization, run: Run) -> StepEnd:
-    """The outcome of a won terminal transition: release the run's next steps."""
+def _end(step: Materialization, run: Run, *, release: bool = True) -> StepEnd:
+    """The outcome of a won terminal transition: release the run's next steps.
+
+    ``release=False`` when no step of the run can have become ready (see ``complete_step``);
+    a step of a limited asset always releases, since its slot may admit a waiting step.
+    """
     freed = step.asset if step.asset in _asset_limits() else None
-    return StepEnd(won=True, ready=_release_locked(run), freed_asset=freed)
+    ready = _release_locked(run) if release or freed else []
+    return StepEnd(won=True, ready=ready, freed_asset=freed)
 
 
 def complete_step(
     step: Materialization, stored: StoredOutput, consumed: Iterable[Materialization], *, owner: str
 ) -> StepEnd:
-    """Mark a running step successful, with lineage, audit and downstream release, atomically."""
+    """Mark a running step successful, with lineage, audit and downstream release, atomically.
+
+    A step of an asset with no downstream asset has no step edges, so it decrements no counter;
+    and unless the run caps its parallelism or the asset has a concurrency limit, its ending
+    cannot make another step of the run ready, so the release query is skipped too: a backfill
+    step costs three statements here.
+    """
+    has_downstream = bool(get_registry().graph.downstreams.get(step.asset))
     with transaction.atomic():
-        run = lock_run(step.run_id)
+        run = _lock_run_counting_one_ended(step.run_id)
         won = Materialization.objects.filter(
             pk=step.pk, status=StepStatus.RUNNING, lease_owner=owner
         ).update(
@@ -228,6 +285,7 @@ def complete_step(
             lease_expires_at=None,
         )
         if not won:
+            transaction.set_rollback(True)  # undo the count: this ending was someone else's
             return StepEnd(won=False)
         record_lineage(step, consumed)
         duration = (timezone.now() - step.started_at).total_seconds() if step.started_at else None
@@ -239,12 +297,14 @@ def complete_step(
             partition_key=step.partition_key,
             details={"materialization_id": step.pk, "uri": stored.uri},
         )
-        downstream = StepEdge.objects.filter(upstream_id=step.pk).values_list("downstream_id")
-        Materialization.objects.filter(pk__in=downstream).update(
-            remaining_upstreams=F("remaining_upstreams") - 1
-        )
-        _count_ended(run, 1)
-        return _end(step, run)
+        if has_downstream:
+            downstream = StepEdge.objects.filter(upstream_id=step.pk).values_list("downstream_id")
+            Materialization.objects.filter(pk__in=downstream).update(
+                remaining_upstreams=F("remaining_upstreams") - 1
+            )
+        if run.steps_remaining <= 0:
+            finish_run_if_done(run.pk)
+        return _end(step, run, release=has_downstream or run.max_parallel is not None)
 
 
 def _fail_downstream(step: Materialization) -> int:

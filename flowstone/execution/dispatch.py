@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "flowstone"
+PUBLISH_CHUNK = 1000
 
 
 def step_payload(run_id: str, asset: str, partition_key: str) -> dict[str, str]:
@@ -29,30 +30,41 @@ def step_payload(run_id: str, asset: str, partition_key: str) -> dict[str, str]:
 
 
 def publish_steps(step_ids: Sequence[int]) -> int:
-    """Publish a message for each still-queued step; return how many were published."""
+    """Publish a message for each still-queued step; return how many were published.
+
+    Works through the ids a chunk at a time (one SELECT, the publishes and one UPDATE each), so
+    a large release holds one chunk of rows at once, and publishes every message of the call on
+    one producer (one broker connection from the app's pool) rather than acquiring one per message.
+    """
     from assets.tasks import run_step  # noqa: PLC0415  # the Celery app loads on first publish
 
     if not step_ids:
         return 0
     registry = get_registry()
-    rows = Materialization.objects.filter(
-        pk__in=list(step_ids), status=StepStatus.QUEUED
-    ).values_list("pk", "run_id", "asset", "partition_key", "not_before")
-    published: list[int] = []
     latest_eta = timezone.now() + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
-    for pk, run_id, asset, partition_key, not_before in rows:
-        if not_before is not None and not_before > latest_eta:
-            continue  # too far ahead for a broker countdown: the sweeper publishes it when due
-        definition = registry.assets.get(asset)
-        queue = (definition.spec.queue if definition else None) or DEFAULT_QUEUE
-        payload = step_payload(str(run_id), asset, partition_key)
-        if not_before is None:
-            run_step.apply_async(kwargs=payload, queue=queue)
-        else:
-            run_step.apply_async(kwargs=payload, queue=queue, eta=not_before)
-        published.append(pk)
-    services.mark_dispatched(published)
-    return len(published)
+    count = 0
+    with run_step.app.producer_or_acquire() as producer:
+        for start in range(0, len(step_ids), PUBLISH_CHUNK):
+            rows = Materialization.objects.filter(
+                pk__in=list(step_ids[start : start + PUBLISH_CHUNK]), status=StepStatus.QUEUED
+            ).values_list("pk", "run_id", "asset", "partition_key", "not_before")
+            published: list[int] = []
+            for pk, run_id, asset, partition_key, not_before in rows:
+                if not_before is not None and not_before > latest_eta:
+                    continue  # too far ahead for a broker countdown: the sweeper publishes it
+                definition = registry.assets.get(asset)
+                queue = (definition.spec.queue if definition else None) or DEFAULT_QUEUE
+                timing: dict[str, Any] = {} if not_before is None else {"eta": not_before}
+                run_step.apply_async(
+                    kwargs=step_payload(str(run_id), asset, partition_key),
+                    queue=queue,
+                    producer=producer,
+                    **timing,
+                )
+                published.append(pk)
+            services.mark_dispatched(published)
+            count += len(published)
+    return count
 
 
 def dispatch_after_commit(end: services.StepEnd) -> None:

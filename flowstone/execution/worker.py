@@ -68,13 +68,12 @@ def validate_payload(
         decode_partition_key(partition_key)
     except PartitionKeyError as exc:
         raise exc.with_context(asset=asset, run_id=str(run_id)) from None
-    run = services.get_run(run_id)
-    step = services.steps_by_key(run.pk, [(asset, partition_key)]).get((asset, partition_key))
+    step = services.find_step(run_id, asset, partition_key)
     if step is None:
         raise ValidationFailedError(
             f"run {run_id} has no step {asset}[{partition_key}]", asset=asset, run_id=str(run_id)
         )
-    return step, run.config
+    return step, step.run.config
 
 
 def printable_payload(args: Sequence[Any], payload: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from flowstone.errors import PartitionKeyError
 from flowstone.partitions.codec import check_key_text, decode_partition_key, encode_partition_key
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
 
     from flowstone.partitions.codec import PartitionValue
@@ -69,6 +69,16 @@ class PartitionsDefinition(ABC):
         ``store`` holds dynamic keys; ``now`` (aware, default: the current time) bounds open-ended
         time windows.
         """
+
+    def iter_keys(
+        self, *, store: DynamicKeyStore | None = None, now: datetime | None = None
+    ) -> Iterator[PartitionValue]:
+        """Yield every partition value, in order, like ``keys``.
+
+        Definitions that can generate their values one at a time (time windows) override it, so
+        a backfill of every partition does not hold them all at once.
+        """
+        return iter(self.keys(store=store, now=now))
 
     @abstractmethod
     def validate(self, value: object, *, store: DynamicKeyStore | None = None) -> PartitionValue:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flowstone.errors import DefinitionError, PartitionKeyError
@@ -26,6 +26,7 @@ class StaticPartitions(PartitionsDefinition):
     """
 
     partition_keys: tuple[str, ...]
+    _key_set: frozenset[str] = field(compare=False)  # O(1) membership for ``validate``
 
     # The constructor argument is ``keys`` while the attribute is ``partition_keys``: ``keys()`` is
     # the method every PartitionsDefinition has, so a field cannot take that name.
@@ -49,6 +50,7 @@ class StaticPartitions(PartitionsDefinition):
             msg = f"StaticPartitions: duplicate keys {duplicates!r}"
             raise DefinitionError(msg)
         object.__setattr__(self, "partition_keys", checked)
+        object.__setattr__(self, "_key_set", frozenset(checked))
 
     def __repr__(self) -> str:
         return f"StaticPartitions(keys={self.partition_keys!r})"
@@ -75,7 +77,7 @@ class StaticPartitions(PartitionsDefinition):
             msg = f"{self!r} takes str partition values, got {type(value).__name__} ({value!r})"
             raise PartitionKeyError(msg)
         plain = str.__str__(value)
-        if plain not in self.partition_keys:
+        if plain not in self._key_set:
             msg = f"{plain!r} is not one of the partitions of {self!r}"
             raise PartitionKeyError(msg)
         return plain

@@ -107,16 +107,21 @@ class TimeWindowPartitions(PartitionsDefinition):
         ``now`` is only used when there is no ``end``; it must be aware and defaults to the current
         time.
         """
+        return list(self.iter_keys(store=store, now=now))
+
+    def iter_keys(
+        self,
+        *,
+        store: DynamicKeyStore | None = None,
+        now: datetime | None = None,
+    ) -> Iterator[PartitionValue]:
+        """Yield the window starts ``keys`` returns, one at a time."""
         del store  # the shared signature; time windows need no store
-        if self._stop is not None:
-            return [self._key_at(start) for start, _ in self._windows(self._first)]
-        limit = _aware_now(now)
-        result: list[PartitionValue] = []
+        limit = None if self._stop is not None else _aware_now(now)
         for start, end in self._windows(self._first):
-            if end > limit:
-                break
-            result.append(self._key_at(start))
-        return result
+            if limit is not None and end > limit:
+                return
+            yield self._key_at(start)
 
     def validate(
         self,

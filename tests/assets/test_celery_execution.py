@@ -11,8 +11,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from django.db import connection
 from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
 from kombu import Connection, Exchange, Producer, Queue
 from pytest_django import Settings
 
@@ -20,6 +23,7 @@ import flowstone
 from assets import services
 from assets.models import Materialization, RejectedMessage
 from flowstone.execution.dispatch import publish_steps, step_payload
+from flowstone.execution.worker import handle_step_message
 from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus, StepStatus
 from lineage.models import AuditEvent, LineageEdge
@@ -27,6 +31,7 @@ from tests.workers import (
     Services,
     amqp_url,
     broker_url,
+    database_url,
     drive,
     flowstone_settings_for,
     purge,
@@ -303,3 +308,39 @@ def test_the_core_path_works_with_a_rabbitmq_broker(settings: Settings, tmp_path
     ]
     assert Materialization.objects.get(run_id=flaky["run_id"]).attempt == 3
     purge(url)
+
+
+def test_a_worker_process_keeps_its_connection_and_replaces_a_broken_one(
+    stack: Services,
+) -> None:
+    stack.start_worker("w1", concurrency=1)
+    first = flowstone.backfill_async("c_backend", [f"s{n:02d}" for n in range(6)]).wait(WAIT)
+    assert first.status == RunStatus.SUCCESS
+    backends = {e["backend"] for e in stack.executions()}
+    assert len(backends) == 1, backends  # one connection for six steps, not one per step
+
+    (backend,) = backends
+    with psycopg.connect(database_url(), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (backend,)).fetchone() == (True,)
+    second = flowstone.materialize_async("c_backend", "s06").wait(WAIT)
+
+    assert second.status == RunStatus.SUCCESS
+    assert second.step("c_backend", "s06").attempt == 1  # the broken connection failed nothing
+    assert stack.executions()[-1]["backend"] != backend
+
+
+def test_a_backfill_step_costs_five_statements(stack: Services) -> None:
+    """Find, claim, count on the run, succeed, audit: the worker's whole SQL for a leaf step."""
+    handle = flowstone.backfill_async("c_daily", [dt.date(2024, 1, 1), dt.date(2024, 1, 2)])
+    step = Materialization.objects.filter(run_id=handle.run_id).order_by("pk")[0]
+    payload = step_payload(handle.run_id, step.asset, step.partition_key)
+
+    with CaptureQueriesContext(connection) as queries:
+        outcome = handle_step_message((), payload, owner="test-owner")
+
+    assert outcome is not None
+    assert outcome.status == StepStatus.SUCCESS
+    verbs = [query["sql"].split()[0] for query in queries.captured_queries]
+    statements = [verb for verb in verbs if verb not in {"BEGIN", "COMMIT"}]
+    assert statements == ["SELECT", "UPDATE", "UPDATE", "UPDATE", "INSERT"], statements
+    assert handle.result().step("c_daily", dt.date(2024, 1, 1)).status == StepStatus.SUCCESS

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django.db import connection
+
 from flowstone import AssetContext, RetryPolicy, asset
 from flowstone.errors import IOManagerError
 from flowstone.partitions import DailyPartitions, StaticPartitions
@@ -104,3 +106,13 @@ def c_sleepy(context: AssetContext) -> str:
     log_execution(context)
     time.sleep(1.0)
     return str(context.partition)
+
+
+@asset(partitions=SLOTS)
+def c_backend(context: AssetContext) -> int:
+    """Log which PostgreSQL backend (connection) the worker process ran this step on."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone() or (0,)
+    log_execution(context, backend=backend)
+    return int(backend)
