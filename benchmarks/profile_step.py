@@ -2,16 +2,16 @@
 
     .venv/bin/python benchmarks/profile_step.py [--server postgres://postgres@127.0.0.1:5432]
         [--database flowstone_bench_profile] [--redis redis://127.0.0.1:6379/9] [--steps 200]
-        [--shape single|diamond] [--top 25] [--keep-connection]
+        [--shape single|diamond] [--top 25] [--close-connection] [--sort cumulative|tottime]
 
 Creates ``--database`` (dropped at the end), migrates it, creates runs of the benchmark graphs
 (``benchmarks.flowstone_defs``) without publishing them, then executes their steps in this process
-exactly as the Celery task does (``handle_step_message``; the Django connection is closed after
-each step, as Celery's Django fixup does before and after every task unless ``CELERY_DB_REUSE_MAX``
-is set; ``--keep-connection`` keeps it open instead, to price that). ``--top 0`` skips cProfile,
-for clean timings. Prints the SQL statements of
-one step in order, the statement count per step, and the functions with the most cumulative time
-(cProfile). Released downstream steps are published to ``--redis`` (database 9, flushed after).
+exactly as the Celery task does (``handle_step_message``, on one kept connection as FlowStone's
+workers do; ``--close-connection`` closes it after each step, as Celery's Django fixup does when
+``CELERY_DB_REUSE_MAX`` is unset, to price that). ``--top 0`` skips cProfile, for clean timings.
+Prints the SQL statements of one step in order, the statement count per step, and the functions
+with the most cumulative (or, with ``--sort tottime``, internal) time (cProfile). Released
+downstream steps are published to ``--redis`` (database 9, flushed after).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--shape", choices=("single", "diamond"), default="single")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--keep-connection", action="store_true")
+    parser.add_argument("--close-connection", action="store_true")
+    parser.add_argument("--sort", choices=("cumulative", "tottime"), default="cumulative")
     args = parser.parse_args(argv)
     if not args.database.startswith("flowstone_bench"):
         parser.error("--database must start with flowstone_bench")
@@ -78,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     try:
         call_command("migrate", verbosity=0)
-        profile(args.shape, args.steps, args.top, keep_connection=args.keep_connection)
+        profile(
+            args.shape,
+            args.steps,
+            args.top,
+            close_connection=args.close_connection,
+            sort=args.sort,
+        )
     finally:
         connections.close_all()
         drop_database(args.server, args.database)
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def profile(shape: str, steps: int, top: int, *, keep_connection: bool) -> None:
+def profile(shape: str, steps: int, top: int, *, close_connection: bool, sort: str) -> None:
     """Create the runs, run their steps under cProfile and an SQL recorder, print the results."""
     from django.db import close_old_connections, connection  # noqa: PLC0415
 
@@ -132,8 +139,8 @@ def profile(shape: str, steps: int, top: int, *, keep_connection: bool) -> None:
             profiler.enable()
         with connection.execute_wrapper(record):
             outcome = handle_step_message((), payload, owner=f"profile:{done}")
-        if not keep_connection:
-            connection.close()  # what Celery's Django fixup does after each task
+        if close_connection:
+            connection.close()  # what Celery's Django fixup does without CELERY_DB_REUSE_MAX
         if top:
             profiler.disable()
         if outcome is not None:
@@ -150,7 +157,7 @@ def profile(shape: str, steps: int, top: int, *, keep_connection: bool) -> None:
         print(f"{number:>3}. {text[:SQL_PREVIEW]}{'...' if len(text) > SQL_PREVIEW else ''}")
     if top:
         print(f"\ncProfile, top {top} by cumulative time:")
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+        pstats.Stats(profiler).sort_stats(sort).print_stats(top)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from assets import services
 from flowstone.definitions import AssetDefinition, AssetFunction, definition_of
 from flowstone.errors import ValidationFailedError
-from flowstone.execution.dispatch import dispatch_after_commit
+from flowstone.execution.dispatch import publish_after_commit
 from flowstone.execution.handle import RunHandle
 from flowstone.execution.inprocess import run_in_process
 from flowstone.execution.plan import plan_steps, validate_partition
@@ -28,9 +28,10 @@ from flowstone.registry import Registry, get_registry
 from flowstone.status import RunKind
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from flowstone.execution.inprocess import Progress
+    from flowstone.partitions.codec import PartitionValue
     from flowstone.results import RunResult
 
 BACKFILL_BATCH: Final = 1000
@@ -113,14 +114,29 @@ def _planned_request(
     definition = registry.get(_asset_name(asset))
     store = services.DatabaseDynamicKeyStore()
     value = validate_partition(definition, partition, store)
-    plan = plan_steps(
+    steps = planned_steps(
         registry,
         [(definition.name, value)],
         include_upstreams=kind == RunKind.MATERIALIZE_ALL,
         store=store,
     )
+    request = options.request(
+        registry, kind=kind, selection=[definition.name], steps=steps, is_in_process=is_in_process
+    )
+    return registry, request
+
+
+def planned_steps(
+    registry: Registry,
+    targets: Sequence[tuple[str, PartitionValue | None]],
+    *,
+    include_upstreams: bool,
+    store: services.DatabaseDynamicKeyStore,
+) -> list[services.StepRequest]:
+    """The step rows of a run for validated ``targets``, each with its in-run upstream keys."""
+    plan = plan_steps(registry, targets, include_upstreams=include_upstreams, store=store)
     in_plan = {step.key for step in plan}
-    steps = [
+    return [
         services.StepRequest(
             asset=step.asset,
             partition_key=step.partition_key,
@@ -134,15 +150,11 @@ def _planned_request(
         )
         for step in plan
     ]
-    request = options.request(
-        registry, kind=kind, selection=[definition.name], steps=steps, is_in_process=is_in_process
-    )
-    return registry, request
 
 
 def _start_async(request: services.RunRequest) -> RunHandle:
     created = services.create_run(request)
-    dispatch_after_commit(services.StepEnd(won=True, ready=created.ready))
+    publish_after_commit(created.ready)
     return RunHandle(str(created.run.pk))
 
 

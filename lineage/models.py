@@ -31,8 +31,9 @@ class LineageEdge(models.Model):
                 condition=~models.Q(downstream=models.F("upstream")), name="lineage_edge_not_self"
             ),
         )
+        # ``upstream`` and ``downstream`` are indexed as foreign keys; the unique constraint's
+        # index leads with ``downstream``.
         indexes = (
-            models.Index(fields=("upstream",), name="lineage_edge_upstream"),
             models.Index(
                 fields=("downstream_asset", "downstream_partition_key"),
                 name="lineage_edge_down_key",

@@ -7,30 +7,10 @@ code, so nothing here can add or edit them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.contrib import admin
 
+from assets.admin import ReadOnlyAdmin
 from schedules.models import SensorCursor, Tick
-
-if TYPE_CHECKING:
-    from django.http import HttpRequest
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """An admin that shows rows and never changes them (services own the writes)."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        """Rows are written by ticks and polls only."""
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        """History is not edited."""
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        """History is not deleted from the admin."""
-        return False
 
 
 @admin.register(Tick)

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 
 from flowstone.registry import get_registry
+from tests.s3 import MotoServer, start_moto_server
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -78,3 +79,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip ``postgres``-marked tests on the embedded SQLite run."""
     if item.get_closest_marker("postgres") is not None and not is_postgres():
         pytest.skip("needs PostgreSQL (this is the embedded SQLite run)")
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One S3 server for the session; tests isolate themselves with their own bucket."""
+    server = start_moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()

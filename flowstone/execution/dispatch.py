@@ -71,10 +71,18 @@ def dispatch_after_commit(end: services.StepEnd) -> None:
     """Publish what a transition released once its transaction commits; then free limited slots."""
     ready = list(end.ready)
     freed = end.freed_asset
+    if not freed:
+        publish_after_commit(ready)
+        return
 
     def publish() -> None:
-        more = services.release_for_asset(freed) if freed else []
-        publish_steps([*ready, *more])
+        publish_steps([*ready, *services.release_for_asset(freed)])
 
-    if ready or freed:
-        transaction.on_commit(publish)
+    transaction.on_commit(publish)
+
+
+def publish_after_commit(step_ids: Sequence[int]) -> None:
+    """Publish queued steps once the current transaction commits (at once outside one)."""
+    ids = list(step_ids)
+    if ids:
+        transaction.on_commit(lambda: publish_steps(ids))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from assets import services
-from flowstone.execution.dispatch import dispatch_after_commit
+from flowstone.execution.dispatch import publish_after_commit
 from flowstone.execution.inprocess import run_in_process
 from flowstone.registry import get_registry
 
@@ -24,4 +23,4 @@ def continue_after_decision(continuation: Continuation) -> None:
             get_registry(), continuation.run_id, [continuation.step_id], include_values=False
         )
         return
-    dispatch_after_commit(services.StepEnd(won=True, ready=[continuation.step_id]))
+    publish_after_commit([continuation.step_id])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from assets import services
 from flowstone.definitions import ASSET_NAME_PATTERN
 from flowstone.errors import FlowStoneError, PartitionKeyError, ValidationFailedError
-from flowstone.execution.dispatch import dispatch_after_commit
+from flowstone.execution.dispatch import dispatch_after_commit, publish_after_commit
 from flowstone.execution.step import StepOutcome, execute_step
 from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, decode_partition_key
 from flowstone.registry import get_registry
@@ -120,5 +120,5 @@ def handle_step_message(
     outcome = execute_step(get_registry(), claimed, config, owner=owner)
     dispatch_after_commit(outcome.end)
     if outcome.status == StepStatus.QUEUED:
-        dispatch_after_commit(services.StepEnd(won=True, ready=[step.pk]))
+        publish_after_commit([step.pk])
     return outcome

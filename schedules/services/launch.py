@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from assets import services as run_services
-from flowstone.api import RunOptions
-from flowstone.execution.dispatch import dispatch_after_commit
-from flowstone.execution.plan import plan_steps, validate_partition
+from flowstone.api import RunOptions, planned_steps
+from flowstone.execution.dispatch import publish_after_commit
+from flowstone.execution.plan import validate_partition
 from flowstone.partitions import encode_partition_key
 from flowstone.registry import get_registry
 from flowstone.status import RunKind
@@ -45,22 +45,7 @@ def start_run(
     for asset, partition in targets:
         definition = registry.get(asset)
         normalized.append((definition.name, validate_partition(definition, partition, store)))
-    plan = plan_steps(registry, normalized, include_upstreams=include_upstreams, store=store)
-    in_plan = {step.key for step in plan}
-    steps = [
-        run_services.StepRequest(
-            asset=step.asset,
-            partition_key=step.partition_key,
-            code_version=registry.get(step.asset).spec.code_version or "",
-            upstream_keys=tuple(
-                (i.asset, key)
-                for i in step.inputs
-                for key in i.partition_keys
-                if (i.asset, key) in in_plan
-            ),
-        )
-        for step in plan
-    ]
+    steps = planned_steps(registry, normalized, include_upstreams=include_upstreams, store=store)
     request = RunOptions(tags=tags, requested_by=requested_by).request(
         registry,
         kind=RunKind.MATERIALIZE_ALL if include_upstreams else RunKind.MATERIALIZE,
@@ -69,7 +54,7 @@ def start_run(
         is_in_process=False,
     )
     created = run_services.create_run(request)
-    dispatch_after_commit(run_services.StepEnd(won=True, ready=created.ready))
+    publish_after_commit(created.ready)
     return StartedRun(
         run_id=str(created.run.pk),
         selection=[name for name, _ in normalized],

@@ -28,7 +28,7 @@ from flowstone.scheduling import (
 )
 from schedules import services
 from schedules.models import SensorCursor, Tick
-from tests.schedules.conftest import S3Server
+from tests.s3 import MotoServer
 
 NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
 MTIME_NS = 1_750_000_000_000_000_000
@@ -116,12 +116,12 @@ def test_file_sensor_patterns_must_stay_inside_the_directory(tmp_path: Path) -> 
 @pytest.mark.embedded
 @pytest.mark.django_db
 def test_s3_objects_under_a_prefix_on_a_real_s3_server(
-    s3_server: S3Server, install_sensor: InstallSensor
+    moto_server: MotoServer, install_sensor: InstallSensor
 ) -> None:
-    bucket = s3_server.new_bucket()
-    client = s3_server.client()
+    bucket = moto_server.create_bucket()
+    client = moto_server.client()
 
-    @s3_sensor(bucket=bucket, prefix="incoming/", client_options=s3_server.client_options())
+    @s3_sensor(bucket=bucket, prefix="incoming/", client_options=moto_server.boto3_options())
     def incoming(objects: list[S3Arrival]) -> list[RunRequest]:
         return [
             RunRequest(asset="s_regional", partition=o.key.split("/")[1], run_key=o.run_key)

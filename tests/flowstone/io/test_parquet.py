@@ -19,7 +19,7 @@ from flowstone.partitions import encode_partition_key
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.flowstone.io.conftest import MotoServer
+    from tests.s3 import MotoServer
 
 KEYS = [
     "",

@@ -18,13 +18,13 @@ from flowstone.errors import DefinitionError, IOManagerError
 from flowstone.io import IOTarget
 from flowstone.io.s3 import S3IOManager
 from flowstone.partitions import encode_partition_key
-from tests.flowstone.io.conftest import free_port, start_moto_server
+from tests.s3 import free_port, start_moto_server
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.conftest import UseDefinitions
-    from tests.flowstone.io.conftest import MotoServer
+    from tests.s3 import MotoServer
 
 S3_CLASS = "flowstone.io.s3.S3IOManager"
 KEYS = [
