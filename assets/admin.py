@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from assets import services
 from assets.graph import render_asset_graph
 from assets.models import Materialization, Run
 from flowstone.errors import FlowStoneError
@@ -17,6 +18,7 @@ from flowstone.status import StepStatus
 from lineage import queries as lineage_queries
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
     from django.http import HttpRequest, HttpResponse
     from django.urls import URLPattern
 
@@ -66,6 +68,27 @@ class RunAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     change_form_template = "admin/assets/run/change_form.html"
     change_list_template = "admin/assets/run/change_list.html"
+    actions = ("cancel_runs",)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """Cancelling needs the same permission as over the API (``assets.change_run``)."""
+        return bool(request.user.has_perm("assets.change_run"))
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        """Cancel unfinished runs: their pending and queued steps end ``canceled``."""
+        actor = request.user.get_username()
+        runs = steps = 0
+        for run_id in queryset.filter(finished_at__isnull=True).values_list("pk", flat=True):
+            steps += services.cancel_run(run_id, actor=actor, actor_type="user")
+            runs += 1
+        skipped = queryset.count() - runs
+        self.message_user(
+            request,
+            f"Cancelled {runs} run(s): {steps} step(s) will not run; running steps finish."
+            + (f" {skipped} finished run(s) left as they were." if skipped else ""),
+            messages.SUCCESS if runs else messages.WARNING,
+        )
 
     @admin.display(description="steps ended")
     def progress(self, obj: Run) -> str:
