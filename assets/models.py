@@ -31,6 +31,10 @@ class Run(models.Model):
     max_parallel = models.PositiveIntegerField(
         null=True, blank=True, help_text="Most steps of this run queued or running at once."
     )
+    has_step_edges = models.BooleanField(
+        default=False,
+        help_text="Some steps of this run wait for other steps of it (it has StepEdge rows).",
+    )
     steps_total = models.PositiveIntegerField(default=0)
     steps_remaining = models.PositiveIntegerField(
         default=0, help_text="Steps not yet in a terminal state."

@@ -73,8 +73,10 @@ class CreatedRun:
     ready: list[int]
 
 
-def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> int:
-    """Insert step rows in batches and the in-run edges between them; return how many.
+def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> tuple[int, bool]:
+    """Insert step rows in batches and the in-run edges between them.
+
+    Returns how many steps were inserted and whether any edge was.
 
     Steps with in-run upstreams must come as a sequence (a planned DAG, small); a streamed iterable
     (a backfill) has no edges, so no ids are kept and memory stays flat, and on PostgreSQL its
@@ -82,7 +84,7 @@ def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> int:
     """
     keep_ids = isinstance(steps, Sequence) and any(step.upstream_keys for step in steps)
     if not keep_ids and connection.vendor == "postgresql":
-        return _copy_steps(run, steps)
+        return _copy_steps(run, steps), False
     ids: dict[tuple[str, str], int] = {}
     edges: list[StepEdge] = []
     total = 0
@@ -110,7 +112,7 @@ def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> int:
                 for upstream in set(step.upstream_keys)
             )
     StepEdge.objects.bulk_create(edges, batch_size=STEP_BATCH_SIZE)
-    return total
+    return total, bool(edges)
 
 
 COPIED_COLUMNS: Final = (
@@ -144,6 +146,7 @@ def _copy_steps(run: Run, steps: Iterable[StepRequest]) -> int:
     while batch := list(itertools.islice(iterator, STEP_BATCH_SIZE)):
         with (
             connection.cursor() as cursor,
+            connection.wrap_database_errors,  # psycopg's errors as Django's, as for any query
             cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
         ):
             for step in batch:
@@ -189,9 +192,12 @@ def create_run(request: RunRequest) -> CreatedRun:
             tags=dict(request.tags),
             requested_by=request.requested_by,
         )
-        total = _insert_steps(run, request.steps)
+        total, has_edges = _insert_steps(run, request.steps)
         Run.objects.filter(pk=run.pk).update(
-            steps_total=total, steps_remaining=total, started_at=timezone.now()
+            steps_total=total,
+            steps_remaining=total,
+            has_step_edges=has_edges,
+            started_at=timezone.now(),
         )
         record_audit(
             AuditEvent.Action.RUN_REQUESTED,

@@ -191,10 +191,12 @@ def _lock_run_counting_one_ended(run_id: uuid.UUID | str) -> Run:
     ``finish_run_if_done`` once its steps are all counted.
     """
     if connection.vendor == "postgresql":
+        # GREATEST: a caller that has already lost (its step was ended by another) may find
+        # every step counted; its transaction is rolled back, but the row must stay valid.
         return next(
             iter(
                 Run.objects.raw(
-                    f"UPDATE {_table(Run)} SET steps_remaining = steps_remaining - 1, "  # noqa: S608  # table name from the model
+                    f"UPDATE {_table(Run)} SET steps_remaining = GREATEST(steps_remaining - 1, 0), "  # noqa: S608  # table name from the model
                     "status = CASE WHEN steps_remaining > 1 THEN %s ELSE status END "
                     "WHERE id = %s RETURNING *",
                     [RunStatus.RUNNING, run_id],
@@ -202,7 +204,8 @@ def _lock_run_counting_one_ended(run_id: uuid.UUID | str) -> Run:
             )
         )
     run = lock_run(run_id)
-    _count_ended(run, 1, finish=False)
+    if run.steps_remaining > 0:
+        _count_ended(run, 1, finish=False)
     return run
 
 
@@ -267,12 +270,11 @@ def complete_step(
 ) -> StepEnd:
     """Mark a running step successful, with lineage, audit and downstream release, atomically.
 
-    A step of an asset with no downstream asset has no step edges, so it decrements no counter;
-    and unless the run caps its parallelism or the asset has a concurrency limit, its ending
-    cannot make another step of the run ready, so the release query is skipped too: a backfill
-    step costs three statements here.
+    A run without step edges (a backfill, a single step) has no counters to decrement; and
+    unless a counter reached a step, the run caps its parallelism or the asset has a concurrency
+    limit, the ending cannot make another step of the run ready, so the release query is skipped:
+    a backfill step costs three statements here.
     """
-    has_downstream = bool(get_registry().graph.downstreams.get(step.asset))
     with transaction.atomic():
         run = _lock_run_counting_one_ended(step.run_id)
         won = Materialization.objects.filter(
@@ -297,14 +299,15 @@ def complete_step(
             partition_key=step.partition_key,
             details={"materialization_id": step.pk, "uri": stored.uri},
         )
-        if has_downstream:
+        decremented = 0
+        if run.has_step_edges:
             downstream = StepEdge.objects.filter(upstream_id=step.pk).values_list("downstream_id")
-            Materialization.objects.filter(pk__in=downstream).update(
+            decremented = Materialization.objects.filter(pk__in=downstream).update(
                 remaining_upstreams=F("remaining_upstreams") - 1
             )
         if run.steps_remaining <= 0:
             finish_run_if_done(run.pk)
-        return _end(step, run, release=has_downstream or run.max_parallel is not None)
+        return _end(step, run, release=decremented > 0 or run.max_parallel is not None)
 
 
 def _fail_downstream(step: Materialization) -> int:

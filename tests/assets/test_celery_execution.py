@@ -330,7 +330,7 @@ def test_a_worker_process_keeps_its_connection_and_replaces_a_broken_one(
 
 
 def test_a_backfill_step_costs_five_statements(stack: Services) -> None:
-    """Find, claim, count on the run, succeed, audit: the worker's whole SQL for a leaf step."""
+    """Find, claim, count on the run, succeed, audit: the worker's whole SQL for a backfill step."""
     handle = flowstone.backfill_async("c_daily", [dt.date(2024, 1, 1), dt.date(2024, 1, 2)])
     step = Materialization.objects.filter(run_id=handle.run_id).order_by("pk")[0]
     payload = step_payload(handle.run_id, step.asset, step.partition_key)

@@ -168,3 +168,43 @@ def test_retry_waits_for_not_before() -> None:
     assert not services.claim_step(step_id, "w2")  # not due yet
     Materialization.objects.filter(pk=step_id).update(not_before=timezone.now())
     assert services.claim_step(step_id, "w2")
+
+
+def test_fan_in_is_released_when_its_last_upstream_succeeds() -> None:
+    """The run's own edges decide, not today's asset graph (here the graph has no such edge)."""
+    steps = [
+        services.StepRequest(asset="unlimited", partition_key="s:k0"),
+        services.StepRequest(asset="unlimited", partition_key="s:k1"),
+        services.StepRequest(
+            asset="limited",
+            partition_key="s:k0",
+            upstream_keys=(("unlimited", "s:k0"), ("unlimited", "s:k1")),
+        ),
+    ]
+    created = _run(steps)
+    assert Run.objects.get(pk=created.run.pk).has_step_edges
+    first, second = created.ready
+    fan_in = Materialization.objects.get(run=created.run, asset="limited").pk
+
+    assert _finish(first).ready == []
+    assert _status(fan_in) == StepStatus.PENDING
+    assert _finish(second).ready == [fan_in]
+    assert _status(fan_in) == StepStatus.QUEUED
+    assert _finish(fan_in).won
+    assert Run.objects.get(pk=created.run.pk).status == RunStatus.SUCCESS
+
+
+def test_a_completion_that_already_lost_changes_nothing() -> None:
+    """The sweeper failed the step while its worker still ran it; the late success is ignored."""
+    created = _run(_keys("unlimited", 1))
+    assert not Run.objects.get(pk=created.run.pk).has_step_edges
+    (step_id,) = created.ready
+    assert services.claim_step(step_id, "w1")
+    step = Materialization.objects.get(pk=step_id)
+    assert services.fail_step(step, ExecutionError("taken back"), owner=None).won
+
+    assert services.complete_step(step, STORED, [], owner="w1") == services.StepEnd(won=False)
+
+    run = Run.objects.get(pk=created.run.pk)
+    assert (run.steps_remaining, run.status) == (0, RunStatus.FAILED)
+    assert _status(step_id) == StepStatus.FAILED
