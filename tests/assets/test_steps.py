@@ -38,6 +38,19 @@ def _keys(asset: str, n: int) -> list[services.StepRequest]:
     return [services.StepRequest(asset=asset, partition_key=f"s:k{i}") for i in range(n)]
 
 
+def _fan_in_steps() -> list[services.StepRequest]:
+    """``unlimited[k0]`` and ``unlimited[k1]`` both feed ``limited[k0]``."""
+    return [
+        services.StepRequest(asset="unlimited", partition_key="s:k0"),
+        services.StepRequest(asset="unlimited", partition_key="s:k1"),
+        services.StepRequest(
+            asset="limited",
+            partition_key="s:k0",
+            upstream_keys=(("unlimited", "s:k0"), ("unlimited", "s:k1")),
+        ),
+    ]
+
+
 def _status(step_id: int) -> str:
     return Materialization.objects.get(pk=step_id).status
 
@@ -74,19 +87,14 @@ def test_concurrency_limit_holds_across_runs() -> None:
 
 
 def test_fan_in_waits_for_every_upstream_and_failure_cascades() -> None:
-    steps = [
-        services.StepRequest(asset="unlimited", partition_key="s:k0"),
-        services.StepRequest(asset="unlimited", partition_key="s:k1"),
-        services.StepRequest(
-            asset="limited",
-            partition_key="s:k0",
-            upstream_keys=(("unlimited", "s:k0"), ("unlimited", "s:k1")),
-        ),
-        services.StepRequest(
-            asset="limited", partition_key="s:k1", upstream_keys=(("limited", "s:k0"),)
-        ),
-    ]
-    created = _run(steps)
+    created = _run(
+        [
+            *_fan_in_steps(),
+            services.StepRequest(
+                asset="limited", partition_key="s:k1", upstream_keys=(("limited", "s:k0"),)
+            ),
+        ]
+    )
     a, b = created.ready
     rows = {
         (r.asset, r.partition_key): r.pk for r in Materialization.objects.filter(run=created.run)
@@ -172,16 +180,7 @@ def test_retry_waits_for_not_before() -> None:
 
 def test_fan_in_is_released_when_its_last_upstream_succeeds() -> None:
     """The run's own edges decide, not today's asset graph (here the graph has no such edge)."""
-    steps = [
-        services.StepRequest(asset="unlimited", partition_key="s:k0"),
-        services.StepRequest(asset="unlimited", partition_key="s:k1"),
-        services.StepRequest(
-            asset="limited",
-            partition_key="s:k0",
-            upstream_keys=(("unlimited", "s:k0"), ("unlimited", "s:k1")),
-        ),
-    ]
-    created = _run(steps)
+    created = _run(_fan_in_steps())
     assert Run.objects.get(pk=created.run.pk).has_step_edges
     first, second = created.ready
     fan_in = Materialization.objects.get(run=created.run, asset="limited").pk
