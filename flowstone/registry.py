@@ -192,6 +192,16 @@ class Registry:
         default_factory=lambda: MappingProxyType({})
     )
     sensors: Mapping[str, SensorDefinition] = field(default_factory=lambda: MappingProxyType({}))
+    concurrency_limits: Mapping[str, int] = field(init=False, compare=False, repr=False)
+    """Each asset with a ``concurrency_limit``, and that limit (derived, read on every step)."""
+
+    def __post_init__(self) -> None:
+        limits = {
+            name: definition.spec.concurrency_limit
+            for name, definition in self.assets.items()
+            if definition.spec.concurrency_limit is not None
+        }
+        object.__setattr__(self, "concurrency_limits", MappingProxyType(limits))
 
     @classmethod
     def build(

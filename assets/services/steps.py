@@ -60,14 +60,6 @@ def transition_step(
     return updated == 1
 
 
-def _asset_limits() -> dict[str, int]:
-    return {
-        name: definition.spec.concurrency_limit
-        for name, definition in get_registry().assets.items()
-        if definition.spec.concurrency_limit is not None
-    }
-
-
 def release_ready_steps(run_id: uuid.UUID | str) -> list[int]:
     """Move steps whose upstreams all succeeded from ``pending`` to ``queued``.
 
@@ -93,7 +85,7 @@ def _release_locked(run: Run) -> list[int]:
         eligible = eligible[:free]
     candidates = list(eligible.values_list("pk", "asset"))
     # An in-process run executes one step at a time in its caller; limits govern workers.
-    limits = {} if run.is_in_process else _asset_limits()
+    limits = {} if run.is_in_process else get_registry().concurrency_limits
     limited = {asset for _, asset in candidates if asset in limits}
     if limited:
         lock_assets(limited)
@@ -260,7 +252,7 @@ def _end(step: Materialization, run: Run, *, release: bool = True) -> StepEnd:
     ``release=False`` when no step of the run can have become ready (see ``complete_step``);
     a step of a limited asset always releases, since its slot may admit a waiting step.
     """
-    freed = step.asset if step.asset in _asset_limits() else None
+    freed = step.asset if step.asset in get_registry().concurrency_limits else None
     ready = _release_locked(run) if release or freed else []
     return StepEnd(won=True, ready=ready, freed_asset=freed)
 

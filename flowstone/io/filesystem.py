@@ -50,6 +50,16 @@ def write_atomically(path: Path, body: bytes) -> None:
         raise
 
 
+def file_error(target: IOTarget, path: Path, action: str, exc: OSError) -> IOManagerError:
+    """A local file could not be written, read or deleted: not retryable (disk, permissions)."""
+    return IOManagerError(
+        f"could not {action} {path}: {exc.strerror or exc}",
+        asset=target.asset,
+        partition=target.partition_key,
+        retryable=False,
+    )
+
+
 class FilesystemIOManager:
     """Stores JSON values under ``base_dir/<asset>/<partition>.json`` with atomic writes."""
 
@@ -60,14 +70,6 @@ class FilesystemIOManager:
         """Return the file that holds ``target``'s value."""
         return self.base_dir / target.asset / f"{partition_file_stem(target.partition_key)}.json"
 
-    def _error(self, target: IOTarget, action: str, exc: OSError) -> IOManagerError:
-        return IOManagerError(
-            f"could not {action} {self.path_for(target)}: {exc.strerror or exc}",
-            asset=target.asset,
-            partition=target.partition_key,
-            retryable=False,
-        )
-
     def store(self, target: IOTarget, value: Any) -> StoredOutput:
         """Write the value to a temporary file, fsync it, then rename it into place."""
         body = encode_json(target, value)
@@ -75,7 +77,7 @@ class FilesystemIOManager:
         try:
             write_atomically(path, body)
         except OSError as exc:
-            raise self._error(target, "write", exc) from exc
+            raise file_error(target, self.path_for(target), "write", exc) from exc
         return describe_output(path.resolve().as_uri(), value, body)
 
     def load(self, target: IOTarget) -> Any:
@@ -84,7 +86,7 @@ class FilesystemIOManager:
         try:
             body = path.read_bytes()
         except OSError as exc:
-            raise self._error(target, "read", exc) from exc
+            raise file_error(target, self.path_for(target), "read", exc) from exc
         return decode_json(target, body)
 
     def exists(self, target: IOTarget) -> bool:
@@ -96,4 +98,4 @@ class FilesystemIOManager:
         try:
             self.path_for(target).unlink(missing_ok=True)
         except OSError as exc:
-            raise self._error(target, "delete", exc) from exc
+            raise file_error(target, self.path_for(target), "delete", exc) from exc

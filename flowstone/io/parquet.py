@@ -21,7 +21,7 @@ from flowstone.io.base import (
     invalid_options_error,
     unknown_option_problems,
 )
-from flowstone.io.filesystem import partition_file_stem, write_atomically
+from flowstone.io.filesystem import file_error, partition_file_stem, write_atomically
 from flowstone.io.s3 import S3IOManager
 from flowstone.io.tabular import (
     DEFAULT_COMPRESSION,
@@ -116,14 +116,6 @@ class ParquetIOManager:
             self.base_dir / target.asset / (partition_file_stem(target.partition_key) + ".parquet")
         )
 
-    def _os_error(self, target: IOTarget, action: str, exc: OSError) -> IOManagerError:
-        return IOManagerError(
-            f"could not {action} {self.path_for(target)}: {exc.strerror or exc}",
-            asset=target.asset,
-            partition=target.partition_key,
-            retryable=False,
-        )
-
     def store(self, target: IOTarget, value: Any) -> StoredOutput:
         """Write the value as Parquet (atomically on disk; one PUT on S3)."""
         compression = self._compression(target)
@@ -138,7 +130,7 @@ class ParquetIOManager:
             try:
                 write_atomically(path, body)
             except OSError as exc:
-                raise self._os_error(target, "write", exc) from exc
+                raise file_error(target, self.path_for(target), "write", exc) from exc
             uri = path.resolve().as_uri()
         return StoredOutput(
             uri=uri,
@@ -163,7 +155,7 @@ class ParquetIOManager:
                 retryable=False,
             ) from exc
         except OSError as exc:
-            raise self._os_error(target, "read", exc) from exc
+            raise file_error(target, self.path_for(target), "read", exc) from exc
         return decode_parquet(target, body, as_pandas=self.as_pandas)
 
     def exists(self, target: IOTarget) -> bool:
@@ -180,4 +172,4 @@ class ParquetIOManager:
         try:
             self.path_for(target).unlink(missing_ok=True)
         except OSError as exc:
-            raise self._os_error(target, "delete", exc) from exc
+            raise file_error(target, self.path_for(target), "delete", exc) from exc

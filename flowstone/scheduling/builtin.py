@@ -179,18 +179,13 @@ def file_sensor(
         raise DefinitionError(f"file_sensor: pattern {pattern!r} may not leave the directory")
     root = Path(directory)
 
-    def decorate(function: SensorFunction) -> SensorFunction:
-        definition = build_sensor_definition(
-            function,
-            name=name,
-            interval=interval,
-            description=description,
-            poller=_file_poller(root, pattern),
-            parameter="the list of new FileArrival",
-        )
-        return attach_sensor(function, definition)
-
-    return decorate
+    return _builtin_sensor(
+        _file_poller(root, pattern),
+        name=name,
+        interval=interval,
+        description=description,
+        parameter="the list of new FileArrival",
+    )
 
 
 def _list_objects(client: Any, bucket: str, prefix: str) -> Iterable[tuple[str, str, S3Arrival]]:
@@ -248,18 +243,13 @@ def s3_sensor(
     if any(not isinstance(key, str) for key in options):
         raise DefinitionError("s3_sensor: client_options keys must be strings")
 
-    def decorate(function: SensorFunction) -> SensorFunction:
-        definition = build_sensor_definition(
-            function,
-            name=name,
-            interval=interval,
-            description=description,
-            poller=_s3_poller(bucket, prefix, options),
-            parameter="the list of new S3Arrival",
-        )
-        return attach_sensor(function, definition)
-
-    return decorate
+    return _builtin_sensor(
+        _s3_poller(bucket, prefix, options),
+        name=name,
+        interval=interval,
+        description=description,
+        parameter="the list of new S3Arrival",
+    )
 
 
 def _asset_poller(asset: str) -> Callable[[SensorFunction], Poller]:
@@ -300,15 +290,36 @@ def asset_sensor(
     """Report each new successful materialization of ``asset`` (cursor: the last id reported)."""
     watched = asset_name_of(asset, what="asset watched by asset_sensor")
 
+    return _builtin_sensor(
+        _asset_poller(watched),
+        name=name,
+        interval=interval,
+        description=description,
+        parameter="the list of new MaterializationEvent",
+        watched_assets=(watched,),
+    )
+
+
+def _builtin_sensor(
+    poller: Callable[[SensorFunction], Poller],
+    *,
+    name: str | None,
+    interval: int | dt.timedelta,
+    description: str | None,
+    parameter: str,
+    watched_assets: Sequence[str] = (),
+) -> Callable[[SensorFunction], SensorFunction]:
+    """The decorator of a built-in sensor: the user's function receives what ``poller`` found."""
+
     def decorate(function: SensorFunction) -> SensorFunction:
         definition = build_sensor_definition(
             function,
             name=name,
             interval=interval,
             description=description,
-            poller=_asset_poller(watched),
-            watched_assets=(watched,),
-            parameter="the list of new MaterializationEvent",
+            poller=poller,
+            watched_assets=watched_assets,
+            parameter=parameter,
         )
         return attach_sensor(function, definition)
 
