@@ -187,6 +187,21 @@ def running_services(
         services.stop_all()
 
 
+@contextmanager
+def worker_stack(
+    settings: Any, tmp_path: Path, definitions: str = DEFINITIONS
+) -> Iterator[Services]:
+    """A test's ``Services``: the same FLOWSTONE settings here and in the worker processes, the
+    test queues purged before and after, every process stopped afterwards.
+    """
+    data_dir = tmp_path / "data"
+    settings.FLOWSTONE = flowstone_settings_for(data_dir, definitions)
+    purge(broker_url())
+    with running_services(broker_url(), data_dir, definitions) as started:
+        yield started
+    purge(broker_url())
+
+
 def purge(broker_url: str, queues: Sequence[str] = ("flowstone", "later")) -> None:
     """Drop every message left in the test queues."""
     with Connection(broker_url) as conn:

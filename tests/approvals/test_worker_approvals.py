@@ -20,7 +20,7 @@ from flowstone.execution.dispatch import publish_steps
 from flowstone.execution.resume import continue_after_decision
 from flowstone.status import RunStatus, StepStatus
 from lineage.models import AuditEvent
-from tests.workers import Services, broker_url, flowstone_settings_for, purge, running_services
+from tests.workers import Services, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -30,12 +30,8 @@ WAIT = 90
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[Services]:
-    data_dir = tmp_path / "data"
-    settings.FLOWSTONE = flowstone_settings_for(data_dir, GATES)
-    purge(broker_url())
-    with running_services(broker_url(), data_dir, GATES) as started:
+    with worker_stack(settings, tmp_path, GATES) as started:
         yield started
-    purge(broker_url())
 
 
 def _events(stack: Services, name: str) -> list[dict[str, object]]:

@@ -36,6 +36,7 @@ from tests.workers import (
     flowstone_settings_for,
     purge,
     running_services,
+    worker_stack,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -46,12 +47,8 @@ WAIT = 90
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[Services]:
     """Matching settings here and in the worker processes; queues purged; workers stopped after."""
-    data_dir = tmp_path / "data"
-    settings.FLOWSTONE = flowstone_settings_for(data_dir)
-    purge(broker_url())
-    with running_services(broker_url(), data_dir) as started:
+    with worker_stack(settings, tmp_path) as started:
         yield started
-    purge(broker_url())
 
 
 def _overlap(rows: list[Materialization]) -> int:

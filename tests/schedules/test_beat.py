@@ -14,7 +14,7 @@ from pytest_django import Settings
 from assets.models import Run
 from schedules.models import Tick
 from tests.pipelines.beat_flow import MARKER
-from tests.workers import Services, broker_url, flowstone_settings_for, purge, running_services
+from tests.workers import Services, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -26,12 +26,8 @@ WAIT = 150
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[Services]:
-    data_dir = tmp_path / "data"
-    settings.FLOWSTONE = flowstone_settings_for(data_dir, DEFINITIONS)
-    purge(broker_url())
-    with running_services(broker_url(), data_dir, DEFINITIONS) as started:
+    with worker_stack(settings, tmp_path, DEFINITIONS) as started:
         yield started
-    purge(broker_url())
 
 
 def _eventually(check: Callable[[], object], what: str, stack: Services) -> None:

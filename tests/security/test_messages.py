@@ -24,7 +24,7 @@ import flowstone
 from assets.models import Materialization, RejectedMessage
 from flowstone.execution.worker import MAX_RECORDED_PAYLOAD, handle_step_message
 from flowstone.status import RunStatus, StepStatus
-from tests.workers import Services, broker_url, flowstone_settings_for, purge, running_services
+from tests.workers import Services, broker_url, flowstone_settings_for, purge, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -44,12 +44,8 @@ class _OpensAFile:
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[Services]:
-    data_dir = tmp_path / "data"
-    settings.FLOWSTONE = flowstone_settings_for(data_dir)
-    purge(broker_url())
-    with running_services(broker_url(), data_dir) as started:
+    with worker_stack(settings, tmp_path) as started:
         yield started
-    purge(broker_url())
 
 
 def _publish(body: bytes, content_type: str) -> str:
