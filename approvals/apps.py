@@ -13,8 +13,13 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Connect the email notifier to the approval signals."""
-        from approvals import notifications, signals  # noqa: PLC0415  # apps are loading
+        """Connect the email notifier to the approval signals, and cancels to approvals."""
+        from approvals import notifications, services, signals  # noqa: PLC0415  # apps are loading
+        from assets.services import waiting_steps_canceled  # noqa: PLC0415
+
+        waiting_steps_canceled.connect(
+            services.cancel_approvals_of_steps, dispatch_uid="approvals.cancel_with_run"
+        )
 
         signals.approval_requested.connect(
             notifications.on_requested, dispatch_uid="approvals.notify.requested"

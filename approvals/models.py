@@ -18,6 +18,7 @@ class Approval(models.Model):
         REJECTED = "rejected"
         EXPIRED = "expired"
         ESCALATED = "escalated"
+        CANCELED = "canceled"
 
     class ActorType(models.TextChoices):
         SYSTEM = "system"

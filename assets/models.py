@@ -7,7 +7,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from flowstone.status import RunKind, RunStatus, StepStatus
+from flowstone.status import RunKind, RunStatus, StepCount, StepStatus
 
 ASSET_NAME_LENGTH = 128
 
@@ -35,10 +35,17 @@ class Run(models.Model):
         default=False,
         help_text="Some steps of this run wait for other steps of it (it has StepEdge rows).",
     )
+    # The run's counters: how many of its steps are in each ``StepCount``. Only the engine
+    # (``assets.services.engine``) writes them, with the status derived from them, in one UPDATE.
     steps_total = models.PositiveIntegerField(default=0)
-    steps_remaining = models.PositiveIntegerField(
-        default=0, help_text="Steps not yet in a terminal state."
+    steps_pending = models.PositiveIntegerField(default=0)
+    steps_active = models.PositiveIntegerField(default=0, help_text="Queued or running steps.")
+    steps_waiting = models.PositiveIntegerField(default=0, help_text="Steps waiting for approval.")
+    steps_succeeded = models.PositiveIntegerField(default=0)
+    steps_failed = models.PositiveIntegerField(
+        default=0, help_text="Failed and upstream-failed steps."
     )
+    steps_canceled = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -61,6 +68,15 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.id} ({self.status})"
+
+    @property
+    def steps_remaining(self) -> int:
+        """Steps not yet in a terminal state."""
+        return self.steps_pending + self.steps_active + self.steps_waiting
+
+    def step_counts(self) -> dict[StepCount, int]:
+        """The run's counters by ``StepCount``."""
+        return {count: getattr(self, f"steps_{count.value}") for count in StepCount}
 
 
 class RunConfig(models.Model):
@@ -103,7 +119,14 @@ class Materialization(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True, help_text="Earliest next attempt.")
     created_at = models.DateTimeField(default=timezone.now)
-    queued_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the step last became queued."
+    )
+    dispatched_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its message was handed to the broker; a queued step without it is unsent.",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
@@ -123,6 +146,11 @@ class Materialization(models.Model):
             models.Index(fields=("run", "status"), name="materialization_run_status"),
             models.Index(fields=("status", "lease_expires_at"), name="materialization_lease"),
             models.Index(fields=("asset", "status"), name="materialization_asset_status"),
+            models.Index(
+                fields=("queued_at",),
+                condition=models.Q(status="queued", dispatched_at__isnull=True),
+                name="materialization_outbox",
+            ),
         )
 
     def __str__(self) -> str:

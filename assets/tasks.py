@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from assets import services
 from flowstone.celery import app
-from flowstone.execution.dispatch import publish_steps
 from flowstone.execution.worker import handle_step_message
 
 if TYPE_CHECKING:
@@ -24,6 +23,11 @@ def run_step(self: Task[Any, None], *args: Any, **payload: Any) -> None:
 
 @app.task(name="flowstone.recover_stale_steps")
 def recover_stale_steps() -> int:
-    """Take back steps of dead workers and re-offer quiet queued steps; run by Celery beat."""
-    end = services.recover_stale_steps()
-    return publish_steps(end.ready)
+    """Take back steps of dead workers; send again messages the broker lost; run by beat."""
+    return len(services.recover_stale_steps()) + services.republish_quiet()
+
+
+@app.task(name="flowstone.relay_outbox")
+def relay_outbox() -> int:
+    """Send steps whose messages were never sent (a crash after commit, a broker outage)."""
+    return services.relay_outbox()

@@ -186,7 +186,7 @@ class Generator:
 
 
 RUN_COLUMNS: Final = (
-    "id, kind, selection, status, requested_by, is_in_process, steps_total, steps_remaining, "
+    "id, kind, selection, status, requested_by, is_in_process, steps_total, steps_pending, "
     "created_at, started_at, finished_at"
 )
 MATERIALIZATION_COLUMNS: Final = (

@@ -34,8 +34,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     "STEP_LEASE_SECONDS": 60,
     # A step taken back from dead workers more often than this fails instead of running again.
     "MAX_RECOVERIES": 3,
-    # A queued step whose message was published this long ago is published again by the sweeper.
+    # A queued step whose message was published this long ago, and whose queue holds no waiting
+    # message, is published again by the sweeper (the broker lost it).
     "REQUEUE_AFTER_SECONDS": 600,
+    # A released step whose message is still unsent this long after it was queued (the process
+    # that released it died before publishing, or the broker was down) is sent by the relay.
+    "RELAY_AFTER_SECONDS": 2,
     # Retry delays up to this long become a broker countdown; longer ones wait for the sweeper.
     "MAX_COUNTDOWN_SECONDS": 300,
     # Whether the user who requested a run may decide its approvals.

@@ -28,6 +28,7 @@ materialization and ``FlowStoneError.from_dict()`` rebuilds an equivalent error 
 
 from __future__ import annotations
 
+import traceback
 from typing import Any, ClassVar, Final, Literal
 
 ErrorKind = Literal[
@@ -44,6 +45,23 @@ ErrorKind = Literal[
 ]
 
 ERROR_KINDS: Final[frozenset[str]] = frozenset(ErrorKind.__args__)  # type: ignore[attr-defined]
+MAX_ERROR_TEXT: Final = 10_000
+MAX_TRACEBACK_TEXT: Final = 30_000
+
+
+def _bounded(text: str, limit: int = MAX_ERROR_TEXT, *, keep_end: bool = False) -> str:
+    """``text`` with NUL escaped (PostgreSQL cannot store it) and cut to ``limit`` characters."""
+    text = text.replace("\x00", "\\x00")
+    if len(text) <= limit:
+        return text
+    cut = f"... [{len(text) - limit} characters cut] ..."
+    return cut + text[-limit:] if keep_end else text[:limit] + cut
+
+
+def _formatted_traceback(error: BaseException) -> str:
+    """The traceback of ``error`` and the exceptions that caused it, innermost frames kept."""
+    text = "".join(traceback.format_exception(error))
+    return _bounded(text, MAX_TRACEBACK_TEXT, keep_end=True)
 
 
 class FlowStoneError(Exception):
@@ -72,6 +90,8 @@ class FlowStoneError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         # The "Type: message" of the original exception when rebuilt from stored JSON.
         self.recorded_cause: str | None = None
+        # The formatted traceback when rebuilt from stored JSON.
+        self.recorded_traceback: str | None = None
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -85,19 +105,29 @@ class FlowStoneError(Exception):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the structured, JSON-safe form stored on a materialization."""
+        """Return the structured, JSON-safe form stored on a materialization.
+
+        ``cause`` is the original exception's ``"Type: message"`` and ``traceback`` the formatted
+        traceback of the error and its cause chain (the innermost frames kept when it is long).
+        Texts are bounded and NUL characters escaped, so any exception can be stored.
+        """
         cause = self.__cause__
-        cause_text = self.recorded_cause if cause is None else f"{type(cause).__name__}: {cause}"
+        cause_text = (
+            self.recorded_cause if cause is None else _bounded(f"{type(cause).__name__}: {cause}")
+        )
         return {
             "type": type(self).__name__,
             "kind": self.kind,
-            "message": self.message,
+            "message": _bounded(self.message),
             "retryable": self.retryable,
             "asset": self.asset,
             "partition": self.partition,
             "run_id": self.run_id,
             "details": self.details,
             "cause": cause_text,
+            "traceback": self.recorded_traceback
+            if self.__traceback__ is None and cause is None
+            else _formatted_traceback(self),
         }
 
     @classmethod
@@ -116,6 +146,8 @@ class FlowStoneError(Exception):
         )
         cause = data.get("cause")
         error.recorded_cause = None if cause is None else str(cause)
+        recorded = data.get("traceback")
+        error.recorded_traceback = None if recorded is None else str(recorded)
         return error
 
     def with_context(

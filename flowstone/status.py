@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 
 class StepStatus(StrEnum):
@@ -48,21 +48,68 @@ FAILED_STEP_STATUSES: Final = frozenset({StepStatus.FAILED, StepStatus.UPSTREAM_
 TERMINAL_RUN_STATUSES: Final = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED})
 
 
-def derive_run_status(step_statuses: Iterable[str]) -> RunStatus:
-    """Return a run's status from its steps' statuses.
+class StepCount(StrEnum):
+    """The counters a run keeps of its steps; each step status counts in exactly one."""
 
-    Unfinished work wins over finished work; among finished runs a failure wins over a
-    cancellation, which wins over success. A run without steps has succeeded trivially.
-    """
-    statuses = {StepStatus(s) for s in step_statuses}
-    if statuses & {StepStatus.RUNNING, StepStatus.QUEUED}:
-        return RunStatus.RUNNING
-    if StepStatus.WAITING_APPROVAL in statuses:
-        return RunStatus.WAITING_APPROVAL
-    if StepStatus.PENDING in statuses:
-        return RunStatus.PENDING if statuses == {StepStatus.PENDING} else RunStatus.RUNNING
-    if statuses & FAILED_STEP_STATUSES:
-        return RunStatus.FAILED
-    if StepStatus.CANCELED in statuses:
-        return RunStatus.CANCELED
+    PENDING = "pending"
+    ACTIVE = "active"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+COUNTER_OF: Final[dict[StepStatus, StepCount]] = {
+    StepStatus.PENDING: StepCount.PENDING,
+    StepStatus.QUEUED: StepCount.ACTIVE,
+    StepStatus.RUNNING: StepCount.ACTIVE,
+    StepStatus.WAITING_APPROVAL: StepCount.WAITING,
+    StepStatus.SUCCESS: StepCount.SUCCEEDED,
+    StepStatus.FAILED: StepCount.FAILED,
+    StepStatus.UPSTREAM_FAILED: StepCount.FAILED,
+    StepStatus.CANCELED: StepCount.CANCELED,
+}
+UNFINISHED_COUNTS: Final = frozenset({StepCount.PENDING, StepCount.ACTIVE, StepCount.WAITING})
+
+# The status precedence, first match wins: (status, counters that are all > 0, counters that
+# are all 0). A run with no rule matching has succeeded (a run without steps too).
+RUN_STATUS_RULES: Final[
+    tuple[tuple[RunStatus, frozenset[StepCount], frozenset[StepCount]], ...]
+] = (
+    # Work is queued for or running on a worker.
+    (RunStatus.RUNNING, frozenset({StepCount.ACTIVE}), frozenset()),
+    # Nothing runs, and a human decision is what the run waits for.
+    (RunStatus.WAITING_APPROVAL, frozenset({StepCount.WAITING}), frozenset()),
+    # Nothing has started or ended yet (e.g. every step waits for a concurrency slot).
+    (
+        RunStatus.PENDING,
+        frozenset({StepCount.PENDING}),
+        frozenset({StepCount.SUCCEEDED, StepCount.FAILED, StepCount.CANCELED}),
+    ),
+    # Some steps ended and others wait for a slot.
+    (RunStatus.RUNNING, frozenset({StepCount.PENDING}), frozenset()),
+    # Every step ended: a failure wins over a cancellation, which wins over success.
+    (RunStatus.FAILED, frozenset({StepCount.FAILED}), frozenset()),
+    (RunStatus.CANCELED, frozenset({StepCount.CANCELED}), frozenset()),
+)
+
+
+def run_status(counts: Mapping[StepCount, int]) -> RunStatus:
+    """The one derivation of a run's status, from how many of its steps are in each counter."""
+    for status, positive, zero in RUN_STATUS_RULES:
+        if all(counts.get(c, 0) > 0 for c in positive) and all(counts.get(c, 0) == 0 for c in zero):
+            return status
     return RunStatus.SUCCESS
+
+
+def count_steps(step_statuses: Iterable[str]) -> dict[StepCount, int]:
+    """Count step statuses into the run's counters."""
+    counts = dict.fromkeys(StepCount, 0)
+    for status in step_statuses:
+        counts[COUNTER_OF[StepStatus(status)]] += 1
+    return counts
+
+
+def derive_run_status(step_statuses: Iterable[str]) -> RunStatus:
+    """A run's status from its steps' statuses (``run_status`` of their counts)."""
+    return run_status(count_steps(step_statuses))

@@ -62,6 +62,7 @@ class AuditEvent(models.Model):
         CHECKPOINT_REJECTED = "checkpoint.rejected"
         CHECKPOINT_ESCALATED = "checkpoint.escalated"
         CHECKPOINT_EXPIRED = "checkpoint.expired"
+        CHECKPOINT_CANCELED = "checkpoint.canceled"
 
     class ActorType(models.TextChoices):
         SYSTEM = "system"

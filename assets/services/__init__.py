@@ -1,10 +1,36 @@
 """The only code that creates or changes runs and materializations (steps).
 
-``runs`` creates, reads and cancels runs; ``steps`` moves steps through their state machine.
+``engine`` owns every step transition and a run's counters and status; ``outbox`` sends what
+the engine released to the workers; ``runs`` creates and reads runs.
 """
 
 from __future__ import annotations
 
+from assets.services.engine import (
+    Canceled,
+    Parked,
+    StepEnd,
+    cancel_steps,
+    claim_step,
+    complete_step,
+    fail_step,
+    lock_run,
+    park_step,
+    recover_stale_steps,
+    release_for_asset,
+    release_ready_steps,
+    renew_lease,
+    resume_step,
+    retry_step,
+    waiting_steps_canceled,
+)
+from assets.services.outbox import (
+    publish_steps,
+    relay_outbox,
+    republish_quiet,
+    reschedule_early,
+    step_payload,
+)
 from assets.services.runs import (
     CreatedRun,
     DatabaseDynamicKeyStore,
@@ -19,60 +45,49 @@ from assets.services.runs import (
     keys_with_success,
     latest_successful,
     record_rejection,
-    refresh_run_status,
     run_for_idempotency_key,
     steps_by_key,
     steps_of_run,
     upsert_materialization,
 )
-from assets.services.steps import (
-    StepEnd,
-    claim_step,
-    complete_step,
-    fail_step,
-    finish_run_if_done,
-    mark_dispatched,
-    recover_stale_steps,
-    release_for_asset,
-    release_ready_steps,
-    renew_lease,
-    requeue_step,
-    resume_step,
-    transition_step,
-    wait_for_approval,
-)
 
 __all__ = [
+    "Canceled",
     "CreatedRun",
     "DatabaseDynamicKeyStore",
+    "Parked",
     "RunRequest",
     "StepEnd",
     "StepRequest",
     "cancel_run",
+    "cancel_steps",
     "claim_step",
     "complete_step",
     "create_run",
     "fail_step",
     "find_step",
-    "finish_run_if_done",
     "get_run",
     "get_step",
     "is_terminal",
     "keys_with_success",
     "latest_successful",
-    "mark_dispatched",
+    "lock_run",
+    "park_step",
+    "publish_steps",
     "record_rejection",
     "recover_stale_steps",
-    "refresh_run_status",
+    "relay_outbox",
     "release_for_asset",
     "release_ready_steps",
     "renew_lease",
-    "requeue_step",
+    "republish_quiet",
+    "reschedule_early",
     "resume_step",
+    "retry_step",
     "run_for_idempotency_key",
+    "step_payload",
     "steps_by_key",
     "steps_of_run",
-    "transition_step",
     "upsert_materialization",
-    "wait_for_approval",
+    "waiting_steps_canceled",
 ]

@@ -6,16 +6,8 @@ from typing import TYPE_CHECKING
 
 from django.db import connection
 
-from assets.models import Run
-
 if TYPE_CHECKING:
-    import uuid
     from collections.abc import Iterable
-
-
-def lock_run(run_id: uuid.UUID | str) -> Run:
-    """Lock the run's row until the transaction ends and return it (fresh)."""
-    return Run.objects.select_for_update().get(pk=run_id)
 
 
 def lock_assets(assets: Iterable[str]) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from assets.models import (
@@ -20,17 +20,10 @@ from assets.models import (
     RunConfig,
     StepEdge,
 )
-from assets.services.locks import lock_run
-from assets.services.steps import finish_run_if_done, release_ready_steps
+from assets.services import engine
 from flowstone.errors import RunNotFoundError
 from flowstone.signals import send_after_commit
-from flowstone.status import (
-    TERMINAL_STEP_STATUSES,
-    RunKind,
-    RunStatus,
-    StepStatus,
-    derive_run_status,
-)
+from flowstone.status import TERMINAL_STEP_STATUSES, RunKind, StepStatus
 from lineage.models import AuditEvent
 from lineage.services import record_audit
 
@@ -172,11 +165,13 @@ def _copy_steps(run: Run, steps: Iterable[StepRequest]) -> int:
 def create_run(request: RunRequest) -> CreatedRun:
     """Create the run, its config, its steps and their edges in one transaction.
 
-    Steps with no upstream in the run are released at once (within ``max_parallel``); the caller
-    dispatches the returned ids after commit.
+    Steps with no upstream in the run are released at once (within ``max_parallel``). The
+    engine publishes them after commit for a worker run; an in-process runner executes the
+    returned ids itself.
     """
     with transaction.atomic():
         run = Run.objects.create(
+            started_at=timezone.now(),
             kind=request.kind,
             selection=list(request.selection),
             requested_by=request.requested_by,
@@ -193,12 +188,6 @@ def create_run(request: RunRequest) -> CreatedRun:
             requested_by=request.requested_by,
         )
         total, has_edges = _insert_steps(run, request.steps)
-        Run.objects.filter(pk=run.pk).update(
-            steps_total=total,
-            steps_remaining=total,
-            has_step_edges=has_edges,
-            started_at=timezone.now(),
-        )
         record_audit(
             AuditEvent.Action.RUN_REQUESTED,
             actor_type=request.actor_type,
@@ -214,8 +203,7 @@ def create_run(request: RunRequest) -> CreatedRun:
             },
         )
         send_after_commit("run_started", run_id=str(run.pk))
-        finish_run_if_done(run.pk)
-        ready = release_ready_steps(run.pk)
+        ready = engine.open_run(run.pk, steps=total, has_step_edges=has_edges)
         run.refresh_from_db()
     return CreatedRun(run=run, ready=ready)
 
@@ -234,46 +222,22 @@ def get_run(run_id: uuid.UUID | str) -> Run:
 
 
 def cancel_run(run_id: uuid.UUID | str, *, actor: str = "", actor_type: str = "system") -> int:
-    """Cancel a run: its pending and queued steps become ``canceled``; running steps finish.
+    """Cancel a run (see ``engine.cancel_steps``); return how many steps were canceled.
 
-    Returns how many steps were canceled. Cancelling twice is harmless.
+    Cancelling twice is harmless.
     """
     run = get_run(run_id)
-    with transaction.atomic():
-        lock_run(run.pk)
-        Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(
-            cancel_requested_at=timezone.now()
-        )
-        canceled = Materialization.objects.filter(
-            run_id=run.pk, status__in=(StepStatus.PENDING, StepStatus.QUEUED)
-        ).update(status=StepStatus.CANCELED, finished_at=timezone.now())
-        Run.objects.filter(pk=run.pk).update(steps_remaining=F("steps_remaining") - canceled)
-        record_audit(
-            AuditEvent.Action.RUN_CANCELED,
-            actor_type=actor_type,
-            actor=actor,
-            run_id=run.pk,
-            details={"steps_canceled": canceled},
-        )
-        finish_run_if_done(run.pk)
-    return canceled
-
-
-def refresh_run_status(run_id: uuid.UUID | str) -> RunStatus:
-    """Derive the run's status from its steps and store it (with the finish time if terminal)."""
-    statuses = Materialization.objects.filter(run_id=run_id).values_list("status", flat=True)
-    status = derive_run_status(statuses.distinct())
-    finished = status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)
-    Run.objects.filter(pk=run_id).update(
-        status=status, finished_at=timezone.now() if finished else None
-    )
-    return status
+    return engine.cancel_steps(run.pk, actor=actor, actor_type=actor_type).total
 
 
 def upsert_materialization(
     *, run_id: uuid.UUID | str, asset: str, partition_key: str, **values: Any
 ) -> Materialization:
-    """Insert or update the row of one step (``INSERT ... ON CONFLICT DO UPDATE``)."""
+    """Insert or update the row of one step (``INSERT ... ON CONFLICT DO UPDATE``).
+
+    For recording materializations made outside a run's engine (imports, tests); it does not
+    move the run's counters, so steps of a live run change only through ``engine``.
+    """
     row = Materialization(run_id=run_id, asset=asset, partition_key=partition_key, **values)
     Materialization.objects.bulk_create(
         [row],

@@ -58,8 +58,6 @@ def run_in_process(
                 break
             outcome = execute_step(registry, step, config, owner=owner)
             ready.extend(outcome.end.ready)
-            if outcome.end.freed_asset:
-                ready.extend(services.release_for_asset(outcome.end.freed_asset))
             if outcome.status == StepStatus.SUCCESS and include_values:
                 values[(step.asset, step.partition_key)] = outcome.value
             if progress is not None:
@@ -69,8 +67,6 @@ def run_in_process(
                 break
             # A retryable failure: wait out the backoff in this (the caller's) process.
             time.sleep(max((outcome.not_before - timezone.now()).total_seconds(), 0.0))
-    if services.get_run(run_id).finished_at is None:
-        services.refresh_run_status(run_id)  # e.g. a step now waits for approval
     return load_run_result(run_id, values=values)
 
 

@@ -1,10 +1,9 @@
-"""Continuing a run after an approval decision: the step is ``queued`` again; dispatch it."""
+"""Continuing an in-process run after an approval decision: the step is ``queued`` again."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flowstone.execution.dispatch import publish_after_commit
 from flowstone.execution.inprocess import run_in_process
 from flowstone.registry import get_registry
 
@@ -13,14 +12,13 @@ if TYPE_CHECKING:
 
 
 def continue_after_decision(continuation: Continuation) -> None:
-    """Dispatch a decided step: to the workers, or here for an in-process run.
+    """Execute a decided step of an in-process run here; a worker run's step is already sent.
 
     An in-process run has no worker to hand its steps to, so the process that decides executes
-    the step's continuation and whatever it releases.
+    the step's continuation and whatever it releases. For a worker run the engine published the
+    step when the decision committed.
     """
     if continuation.is_in_process:
         run_in_process(
             get_registry(), continuation.run_id, [continuation.step_id], include_values=False
         )
-        return
-    publish_after_commit([continuation.step_id])

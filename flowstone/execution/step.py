@@ -9,10 +9,12 @@ import datetime as dt
 import json
 import logging
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from approvals import services as approval_services
@@ -27,6 +29,7 @@ from flowstone.errors import (
     DependencyNotReadyError,
     ExecutionError,
     FlowStoneError,
+    IOManagerError,
     ValidationFailedError,
 )
 from flowstone.execution.lease import lease_heartbeat
@@ -37,7 +40,7 @@ from flowstone.resources import open_resources
 from flowstone.status import StepStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from assets.models import RunConfig
     from flowstone.definitions import AssetDefinition
@@ -114,7 +117,8 @@ def _load_inputs(
             consumed.append(source)
             if upstream.name in definition.value_parameters:
                 manager = registry.io_manager_for(upstream)
-                values[partition] = manager.load(io_target(upstream, key, config))
+                with _io_guard(upstream.spec.io_manager, "load"):
+                    values[partition] = manager.load(io_target(upstream, key, config))
         if upstream.name in definition.value_parameters:
             if upstream_input.is_fan_in:
                 kwargs[upstream.name] = values
@@ -185,9 +189,32 @@ def _store(
     config: RunConfig,
     value: Any,
 ) -> StoredOutput:
-    return registry.io_manager_for(definition).store(
-        io_target(definition, step.partition_key, config), value
-    )
+    manager = registry.io_manager_for(definition)
+    with _io_guard(definition.spec.io_manager, "store"):
+        return manager.store(io_target(definition, step.partition_key, config), value)
+
+
+@contextmanager
+def _io_guard(manager: str, operation: str) -> Iterator[None]:
+    """An IO manager's foreign exception becomes an ``IOManagerError`` (not retryable)."""
+    try:
+        yield
+    except FlowStoneError:
+        raise
+    except Exception as exc:  # an IO manager is plug-in code: anything it raises fails the step
+        raise IOManagerError(
+            f"IO manager {manager!r} could not {operation} the value: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def as_step_error(exc: Exception) -> FlowStoneError:
+    """The error a step records for ``exc``: itself, or an ``ExecutionError`` caused by it."""
+    if isinstance(exc, FlowStoneError):
+        return exc
+    error = ExecutionError(f"the step raised {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    error.__traceback__ = exc.__traceback__
+    return error
 
 
 def _user_call(definition: AssetDefinition, what: str, function: Any, *args: Any) -> Any:
@@ -317,39 +344,77 @@ def execute_step(
 ) -> StepOutcome:
     """Run a step that ``owner`` has claimed (status ``running``) and record the outcome.
 
-    A retryable error returns the step to ``queued`` with a ``not_before`` time while attempts
-    remain; any other error marks it ``failed`` once, with the structured error. A checkpoint that
-    needs a human parks the step in ``waiting_approval``; the decision brings it back here.
+    This is the step's one boundary: whatever raises while it executes (asset code, input
+    loading, IO managers, resources, lineage and audit recording) ends the step here, with a
+    typed error that keeps the exception's type, message and traceback. A retryable error
+    returns the step to ``queued`` with a ``not_before`` time while attempts remain; any other
+    error marks it ``failed`` once. A checkpoint that needs a human parks the step in
+    ``waiting_approval``; the decision brings it back here. Only a lost database connection
+    leaves the step to lease recovery.
     """
     ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
-    definition = registry.get(step.asset)
+    definition: AssetDefinition | None = None
+    try:
+        definition = registry.get(step.asset)
+        with lease_heartbeat(step.pk, owner):
+            outcome = _execute(registry, definition, step, config, owner=owner)
+        if outcome is not None:
+            return outcome
+    except Exception as exc:  # the step boundary: every failure is recorded
+        if isinstance(exc, OperationalError | InterfaceError) and not _is_database_usable():
+            raise  # nothing can be recorded; the lease brings the step back to another worker
+        return _record_failure(definition, step, as_step_error(exc).with_context(**ids), owner)
+    logger.warning("step was no longer ours when it ended; nothing recorded", extra=ids)
+    return StepOutcome(status=StepStatus.SUCCESS)
+
+
+def _is_database_usable() -> bool:
+    return connection.connection is not None and connection.is_usable()
+
+
+def _execute(
+    registry: Registry,
+    definition: AssetDefinition,
+    step: Materialization,
+    config: RunConfig,
+    *,
+    owner: str,
+) -> StepOutcome | None:
+    """Compute (or resume), store and record a step; ``None`` if it was no longer ours."""
+    ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
     approval = (
         approval_services.approval_for_step(step.pk) if definition.checkpoint is not None else None
     )
-    try:
-        with lease_heartbeat(step.pk, owner):
-            if approval is not None and not approval.is_pending:
-                value, consumed, stored = _resume(registry, definition, step, config, approval)
-            else:
-                computed = _compute(registry, definition, step, config)
-                value, must_wait = _gate(definition, step, computed, owner=owner)
-                if must_wait:
-                    logger.info("step waits for approval", extra=ids)
-                    return StepOutcome(status=StepStatus.WAITING_APPROVAL, value=value)
-                consumed = computed.consumed
-                stored = _store(registry, definition, step, config, value)
-    except FlowStoneError as exc:
-        error = exc.with_context(**ids)
-        retries_left = definition.spec.retry_policy.max_retries - (step.attempt - 1)
-        if error.retryable and retries_left > 0:
-            not_before = retry_time(definition, step.attempt)
-            services.requeue_step(step, error, owner=owner, not_before=not_before)
-            logger.warning("step will be retried at %s: %s", not_before, error, extra=ids)
-            return StepOutcome(status=StepStatus.QUEUED, error=error, not_before=not_before)
-        end = services.fail_step(step, error, owner=owner)
-        logger.error("step failed: %s", error, extra=ids)  # noqa: TRY400  # recorded
-        return StepOutcome(status=StepStatus.FAILED, error=error, end=end)
+    if approval is not None and not approval.is_pending:
+        value, consumed, stored = _resume(registry, definition, step, config, approval)
+    else:
+        computed = _compute(registry, definition, step, config)
+        value, must_wait = _gate(definition, step, computed, owner=owner)
+        if must_wait:
+            logger.info("step waits for approval", extra=ids)
+            return StepOutcome(status=StepStatus.WAITING_APPROVAL, value=value)
+        consumed = computed.consumed
+        stored = _store(registry, definition, step, config, value)
     end = services.complete_step(step, stored, consumed, owner=owner)
     if not end.won:
-        logger.warning("step was no longer ours when it completed; nothing recorded", extra=ids)
+        return None
     return StepOutcome(status=StepStatus.SUCCESS, value=value, end=end)
+
+
+def _record_failure(
+    definition: AssetDefinition | None,
+    step: Materialization,
+    error: FlowStoneError,
+    owner: str,
+) -> StepOutcome:
+    """Retry the step if its error is retryable and attempts remain, else fail it once."""
+    ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
+    max_retries = definition.spec.retry_policy.max_retries if definition is not None else 0
+    if definition is not None and error.retryable and max_retries - (step.attempt - 1) > 0:
+        not_before = retry_time(definition, step.attempt)
+        end = services.retry_step(step, error, owner=owner, not_before=not_before)
+        logger.warning("step will be retried at %s: %s", not_before, error, extra=ids)
+        return StepOutcome(status=StepStatus.QUEUED, error=error, not_before=not_before, end=end)
+    end = services.fail_step(step, error, owner=owner)
+    logger.error("step failed: %s", error, extra=ids)  # recorded on the step
+    return StepOutcome(status=StepStatus.FAILED, error=error, end=end)

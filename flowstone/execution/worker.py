@@ -10,11 +10,9 @@ from typing import TYPE_CHECKING, Any, Final
 from assets import services
 from flowstone.definitions import ASSET_NAME_PATTERN
 from flowstone.errors import FlowStoneError, PartitionKeyError, ValidationFailedError
-from flowstone.execution.dispatch import dispatch_after_commit, publish_after_commit
 from flowstone.execution.step import StepOutcome, execute_step
 from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, decode_partition_key
 from flowstone.registry import get_registry
-from flowstone.status import StepStatus
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -90,8 +88,9 @@ def handle_step_message(
 ) -> StepOutcome | None:
     """Run the step a message names, if it is valid, due and not already taken.
 
-    Invalid messages are recorded as rejected and acknowledged; a duplicate or early delivery
-    does nothing (the step is claimed by a conditional update).
+    Invalid messages are recorded as rejected and acknowledged; a duplicate delivery does nothing
+    (the step is claimed by a conditional update), and a delivery before a retry's ``not_before``
+    is sent again for that time. What the step's ending released is published by the engine.
     """
     try:
         step, config = validate_payload(args, payload)
@@ -106,6 +105,9 @@ def handle_step_message(
         return None
     claimed = services.claim_step(step.pk, owner)
     if claimed is None:
+        if services.reschedule_early(step.pk):
+            logger.info("step %s is not due yet; its message is sent again for then", step.pk)
+            return None
         logger.info(
             "step %s is %s; this delivery does nothing",
             step.pk,
@@ -117,8 +119,4 @@ def handle_step_message(
             },
         )
         return None
-    outcome = execute_step(get_registry(), claimed, config, owner=owner)
-    dispatch_after_commit(outcome.end)
-    if outcome.status == StepStatus.QUEUED:
-        publish_after_commit([step.pk])
-    return outcome
+    return execute_step(get_registry(), claimed, config, owner=owner)

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from assets import services as run_services
 from flowstone.api import RunOptions, planned_steps
-from flowstone.execution.dispatch import publish_after_commit
 from flowstone.execution.plan import validate_partition
 from flowstone.partitions import encode_partition_key
 from flowstone.registry import get_registry
@@ -53,8 +52,7 @@ def start_run(
         steps=steps,
         is_in_process=False,
     )
-    created = run_services.create_run(request)
-    publish_after_commit(created.ready)
+    created = run_services.create_run(request)  # the engine sends its steps after commit
     return StartedRun(
         run_id=str(created.run.pk),
         selection=[name for name, _ in normalized],

@@ -15,8 +15,8 @@ import flowstone
 from approvals import services
 from approvals.models import Approval
 from assets.models import Materialization
+from assets.services import publish_steps
 from flowstone.celery import app
-from flowstone.execution.dispatch import publish_steps
 from flowstone.execution.resume import continue_after_decision
 from flowstone.status import RunStatus, StepStatus
 from lineage.models import AuditEvent

@@ -20,9 +20,8 @@ from kombu import Connection, Exchange, Producer, Queue
 from pytest_django import Settings
 
 import flowstone
-from assets import services
 from assets.models import Materialization, RejectedMessage
-from flowstone.execution.dispatch import publish_steps, step_payload
+from assets.services import publish_steps, step_payload
 from flowstone.execution.worker import handle_step_message
 from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus, StepStatus
@@ -237,7 +236,6 @@ def test_a_step_delivered_twice_produces_one_materialization(stack: Services) ->
     handle = flowstone.materialize_async("c_source", "eu")
     step = Materialization.objects.get(run_id=handle.run_id)
     for _ in range(3):
-        services.mark_dispatched([step.pk], at=None)
         publish_steps([step.pk])
     stack.start_worker("w1", concurrency=3)
     result = handle.wait(WAIT)

@@ -79,7 +79,7 @@ def test_concurrency_limit_holds_across_runs() -> None:
     assert len(first.ready) == 2
     assert second.ready == []
     end = _finish(first.ready[0])
-    assert end.freed_asset == "limited"
+    assert end.freed_assets == ("limited",)
     assert len(end.ready) == 1
     assert services.release_for_asset("limited") == []  # the freed slot is taken already
     active = Materialization.objects.filter(asset="limited", status__in=["queued", "running"])
@@ -152,12 +152,11 @@ def test_expired_leases_are_recovered_then_a_poison_step_fails() -> None:
     later = timezone.now() + dt.timedelta(hours=1)
     for recovery in range(3):
         assert services.claim_step(step_id, f"worker-{recovery}")
-        end = services.recover_stale_steps(now=later)
-        assert end.ready == [step_id]
+        assert services.recover_stale_steps(now=later) == [step_id]
         step = Materialization.objects.get(pk=step_id)
         assert (step.status, step.recoveries, step.lease_owner) == ("queued", recovery + 1, "")
     assert services.claim_step(step_id, "worker-3")
-    assert services.recover_stale_steps(now=later).ready == []
+    assert services.recover_stale_steps(now=later) == []
     step = Materialization.objects.get(pk=step_id)
     assert step.status == "failed"
     assert step.error is not None
@@ -170,9 +169,9 @@ def test_retry_waits_for_not_before() -> None:
     assert services.claim_step(step_id, "w")
     step = Materialization.objects.get(pk=step_id)
     soon = timezone.now() + dt.timedelta(hours=1)
-    assert services.requeue_step(
+    assert services.retry_step(
         step, ExecutionError("later", retryable=True), owner="w", not_before=soon
-    )
+    ).won
     assert not services.claim_step(step_id, "w2")  # not due yet
     Materialization.objects.filter(pk=step_id).update(not_before=timezone.now())
     assert services.claim_step(step_id, "w2")

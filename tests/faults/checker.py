@@ -250,7 +250,8 @@ class _Check:
         ):
             report.violation(f"step {pk} {asset}[{key}] still {status} (lease {expires})")
         for run_id, status, remaining, finished in self.rows(
-            "SELECT id::text, status, steps_remaining, finished_at FROM assets_run "
+            "SELECT id::text, status, steps_pending + steps_active + steps_waiting, finished_at "
+            "FROM assets_run "
             "WHERE id::text = ANY(%s)",
             self.run_ids,
         ):

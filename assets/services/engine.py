@@ -1,0 +1,617 @@
+"""The run engine: the one owner of step transitions and of a run's counters and status.
+
+Every transition of a step (release, succeed, fail, retry, park, resume, recover, cancel) is one
+function here, and each does the same things in one transaction, in this order:
+
+1. lock the run's row (``SELECT … FOR UPDATE``). Every transition of a run is serialized on it,
+   and locks are always taken run → steps → approvals, so no two transitions deadlock;
+2. the conditional step ``UPDATE`` (``WHERE status = <expected>``), which says whether it won;
+3. release: pending steps whose upstreams all succeeded become ``queued`` (within the run's
+   ``max_parallel`` and the assets' concurrency limits) with no ``dispatched_at``: those rows
+   are the outbox;
+4. settle the run: its counters and its status, ``flowstone.status.run_status`` of the
+   counters, in one ``UPDATE`` (``finished_at`` too once no step is left to end).
+
+Claim and lease renewal move no counter (a queued and a running step count the same), so they
+touch only the step. After commit, the engine itself publishes what a worker run released (the
+fast path; ``outbox.relay_outbox`` sends whatever stayed unsent) and lets limited assets whose
+slots were freed release waiting steps of other runs. No caller has to remember to publish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
+from django.dispatch import Signal
+from django.utils import timezone
+
+from assets.models import Materialization, Run, StepEdge
+from assets.services.locks import lock_assets
+from flowstone.conf import flowstone_settings
+from flowstone.errors import FlowStoneError
+from flowstone.registry import get_registry
+from flowstone.signals import send_after_commit
+from flowstone.status import (
+    UNFINISHED_COUNTS,
+    StepCount,
+    StepStatus,
+    run_status,
+)
+from lineage.models import AuditEvent
+from lineage.services import record_audit, record_lineage
+
+if TYPE_CHECKING:
+    import uuid
+    from collections.abc import Iterable
+
+    from django.db.models import Model
+
+    from flowstone.io.base import StoredOutput
+
+ACTIVE_STATUSES: Final = (StepStatus.QUEUED, StepStatus.RUNNING)
+RECOVERY_BATCH: Final = 1000
+
+# Sent inside the cancelling transaction with ``run_id``, ``step_ids`` (the steps that were
+# waiting for approval), ``actor`` and ``actor_type``; ``approvals`` cancels their approvals in
+# the same transaction. A signal keeps the engine from importing the app that imports it.
+waiting_steps_canceled = Signal()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepEnd:
+    """Whether a transition won, the steps of the run it released, and assets it freed.
+
+    The engine publishes ``ready`` for worker runs itself; an in-process runner executes them.
+    Steps of ``freed_assets`` in other runs are released after commit, each run in a transaction
+    of its own: taking another run's lock while holding this one's could deadlock.
+    """
+
+    won: bool
+    ready: list[int] = field(default_factory=list)
+    freed_assets: tuple[str, ...] = ()
+
+
+LOST: Final = StepEnd(won=False)
+
+
+def lock_run(run_id: uuid.UUID | str) -> Run:
+    """Lock the run's row until the transaction ends and return it as it is now."""
+    return Run.objects.select_for_update().get(pk=run_id)
+
+
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)  # noqa: SLF001  # Django's documented model API
+
+
+def _settle(run: Run, delta: Counter[StepCount], **extra: Any) -> None:
+    """Apply counter changes to a locked run and store its counters and derived status at once.
+
+    ``extra`` are other columns of the run to write in the same statement. Nothing is written
+    when nothing changed.
+    """
+    counts = run.step_counts()
+    for count, change in delta.items():
+        counts[count] += change
+        if counts[count] < 0:
+            msg = f"run {run.pk}: counter {count} would become {counts[count]}"
+            raise AssertionError(msg)  # an engine bug; the transaction rolls back
+    status = run_status(counts)
+    values: dict[str, Any] = {
+        f"steps_{count.value}": n for count, n in counts.items() if n != run.step_counts()[count]
+    }
+    values.update(extra)
+    if status != run.status:
+        values["status"] = status
+    is_finished = not any(counts[count] for count in UNFINISHED_COUNTS)
+    if is_finished and run.finished_at is None:
+        values["finished_at"] = timezone.now()
+        send_after_commit("run_finished", run_id=str(run.pk), status=str(status))
+    if not values:
+        return
+    Run.objects.filter(pk=run.pk).update(**values)
+    for name, value in values.items():
+        setattr(run, name, value)
+
+
+def _after_commit(run: Run, ready: list[int], freed_assets: Iterable[str]) -> StepEnd:
+    """Publish a worker run's released steps, and release other runs' steps of freed assets."""
+    freed = tuple(sorted(set(freed_assets)))
+    if ready and not run.is_in_process:
+        ids = list(ready)
+        transaction.on_commit(lambda: _publish(ids))
+    for asset in freed:
+        transaction.on_commit(functools.partial(release_for_asset, asset))
+    return StepEnd(won=True, ready=list(ready), freed_assets=freed)
+
+
+def _publish(step_ids: list[int]) -> None:
+    from assets.services.outbox import publish_steps  # noqa: PLC0415  # outbox imports the engine
+
+    publish_steps(step_ids)
+
+
+def _limited(assets: Iterable[str]) -> set[str]:
+    limits = get_registry().concurrency_limits
+    return {asset for asset in assets if asset in limits}
+
+
+def _release(run: Run, delta: Counter[StepCount]) -> list[int]:
+    """Queue the run's ready pending steps (run locked); count them into ``delta``."""
+    if run.cancel_requested_at is not None:
+        return []
+    eligible = Materialization.objects.filter(
+        run_id=run.pk, status=StepStatus.PENDING, remaining_upstreams=0
+    ).order_by("id")
+    if run.max_parallel is not None:
+        free = run.max_parallel - (run.steps_active + delta[StepCount.ACTIVE])
+        if free <= 0:
+            return []
+        eligible = eligible[:free]
+    candidates = list(eligible.values_list("pk", "asset"))
+    # An in-process run executes one step at a time in its caller; limits govern workers.
+    limits = {} if run.is_in_process else get_registry().concurrency_limits
+    limited = {asset for _, asset in candidates if asset in limits}
+    if limited:
+        lock_assets(limited)
+        active_by_asset = dict(
+            Materialization.objects.filter(asset__in=limited, status__in=ACTIVE_STATUSES)
+            .values_list("asset")
+            .annotate(n=Count("id"))
+            .values_list("asset", "n")
+        )
+        free_by_asset = {a: limits[a] - active_by_asset.get(a, 0) for a in limited}
+        kept = []
+        for pk, asset in candidates:
+            if asset in free_by_asset:
+                if free_by_asset[asset] <= 0:
+                    continue
+                free_by_asset[asset] -= 1
+            kept.append((pk, asset))
+        candidates = kept
+    ids = [pk for pk, _ in candidates]
+    if ids:
+        released = Materialization.objects.filter(pk__in=ids, status=StepStatus.PENDING).update(
+            status=StepStatus.QUEUED, queued_at=timezone.now(), dispatched_at=None
+        )
+        delta[StepCount.PENDING] -= released
+        delta[StepCount.ACTIVE] += released
+    return ids
+
+
+def open_run(run_id: uuid.UUID | str, *, steps: int, has_step_edges: bool) -> list[int]:
+    """Count a new run's ``steps`` (all pending), release the ready ones and settle the run.
+
+    Called by ``runs.create_run`` in the transaction that inserted the steps.
+    """
+    with transaction.atomic():
+        run = lock_run(run_id)
+        run.has_step_edges = has_step_edges
+        delta: Counter[StepCount] = Counter({StepCount.PENDING: steps})
+        ready = _release(run, delta)
+        _settle(run, delta, steps_total=steps, has_step_edges=has_step_edges)
+        return _after_commit(run, ready, ()).ready
+
+
+def release_ready_steps(run_id: uuid.UUID | str) -> list[int]:
+    """Release a run's ready pending steps (e.g. a concurrency slot was freed elsewhere)."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        delta: Counter[StepCount] = Counter()
+        ready = _release(run, delta)
+        _settle(run, delta)
+        return _after_commit(run, ready, ()).ready
+
+
+def release_for_asset(asset: str) -> list[int]:
+    """Release waiting steps of a concurrency-limited asset in every run (a slot was freed)."""
+    runs = (
+        Materialization.objects.filter(
+            asset=asset,
+            status=StepStatus.PENDING,
+            remaining_upstreams=0,
+            run__is_in_process=False,
+            run__cancel_requested_at__isnull=True,
+        )
+        .values_list("run_id", flat=True)
+        .distinct()
+    )
+    released: list[int] = []
+    for run_id in list(runs):
+        released += release_ready_steps(run_id)
+    return released
+
+
+def claim_step(step_id: int, owner: str) -> Materialization | None:
+    """Start a queued step that is due: ``queued -> running`` with a lease for ``owner``.
+
+    Returns the claimed row (as it is now), or ``None`` if this call did not win. On PostgreSQL
+    the conditional UPDATE returns the row itself (``RETURNING``), one statement per claim. The
+    run is not touched: a queued and a running step are both counted as active.
+    """
+    now = timezone.now()
+    lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
+    if connection.vendor == "postgresql":
+        claimed = list(
+            Materialization.objects.raw(
+                f"UPDATE {_table(Materialization)} SET status = %s, attempt = attempt + 1, "  # noqa: S608  # table name from the model
+                "started_at = %s, lease_owner = %s, lease_expires_at = %s, not_before = NULL "
+                "WHERE id = %s AND status = %s AND (not_before IS NULL OR not_before <= %s) "
+                "RETURNING *",
+                [StepStatus.RUNNING, now, owner, now + lease, step_id, StepStatus.QUEUED, now],
+            )
+        )
+        if not claimed:
+            return None
+        step = claimed[0]
+    else:
+        updated = (
+            Materialization.objects.filter(pk=step_id, status=StepStatus.QUEUED)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .update(
+                status=StepStatus.RUNNING,
+                attempt=F("attempt") + 1,
+                started_at=now,
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                not_before=None,
+            )
+        )
+        if not updated:
+            return None
+        step = Materialization.objects.get(pk=step_id)
+    send_after_commit("step_started", **_step_payload(step))
+    return step
+
+
+def _step_payload(step: Materialization, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": str(step.run_id),
+        "asset": step.asset,
+        "partition": step.partition_key,
+        "materialization_id": step.pk,
+        "attempt": step.attempt,
+        **extra,
+    }
+
+
+def renew_lease(step_id: int, owner: str) -> bool:
+    """Extend the lease of a step this owner is running; ``False`` if it is no longer ours."""
+    lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
+    updated = Materialization.objects.filter(
+        pk=step_id, status=StepStatus.RUNNING, lease_owner=owner
+    ).update(lease_expires_at=timezone.now() + lease)
+    return updated == 1
+
+
+def _running(step: Materialization, owner: str | None) -> Any:
+    running = Materialization.objects.filter(pk=step.pk, status=StepStatus.RUNNING)
+    return running if owner is None else running.filter(lease_owner=owner)
+
+
+def complete_step(
+    step: Materialization, stored: StoredOutput, consumed: Iterable[Materialization], *, owner: str
+) -> StepEnd:
+    """Mark a running step successful, with lineage, audit and downstream release, atomically.
+
+    A run without step edges (a backfill, a single step) has no counters to decrement; and
+    unless a counter reached a step, the run caps its parallelism or the asset has a concurrency
+    limit, the ending cannot make another step of the run ready, so the release query is skipped.
+    """
+    with transaction.atomic():
+        run = lock_run(step.run_id)
+        won = _running(step, owner).update(
+            status=StepStatus.SUCCESS,
+            finished_at=timezone.now(),
+            metadata={**step.metadata, **stored.as_metadata()},
+            error=None,
+            lease_expires_at=None,
+        )
+        if not won:
+            return LOST
+        record_lineage(step, consumed)
+        duration = (timezone.now() - step.started_at).total_seconds() if step.started_at else None
+        send_after_commit("step_succeeded", **_step_payload(step, duration=duration))
+        record_audit(
+            AuditEvent.Action.ASSET_MATERIALIZED,
+            run_id=step.run_id,
+            asset=step.asset,
+            partition_key=step.partition_key,
+            details={"materialization_id": step.pk, "uri": stored.uri},
+        )
+        decremented = 0
+        if run.has_step_edges:
+            downstream = StepEdge.objects.filter(upstream_id=step.pk).values_list("downstream_id")
+            decremented = Materialization.objects.filter(pk__in=downstream).update(
+                remaining_upstreams=F("remaining_upstreams") - 1
+            )
+        delta = Counter({StepCount.ACTIVE: -1, StepCount.SUCCEEDED: 1})
+        freed = _limited([step.asset])
+        ready = _release(run, delta) if decremented or run.max_parallel is not None or freed else []
+        _settle(run, delta)
+        return _after_commit(run, ready, freed)
+
+
+DEPENDENCY_FAILED: Final = "dependency_failed"
+
+
+def _fail_downstream(step: Materialization) -> int:
+    """Mark every pending step that waits, directly or not, on ``step`` as ``upstream_failed``.
+
+    Only pending steps can wait on a step that did not succeed (a step is released once all its
+    upstreams succeeded). Returns how many were marked.
+    """
+    ended = 0
+    frontier = [step.pk]
+    error = {
+        "type": "DependencyFailedError",
+        "kind": DEPENDENCY_FAILED,
+        "message": f"upstream step {step.asset}[{step.partition_key}] did not succeed",
+        "retryable": False,
+        "asset": None,
+        "partition": None,
+        "run_id": str(step.run_id),
+        "details": {"failed_step": step.pk},
+        "cause": None,
+    }
+    while frontier:
+        downstream = StepEdge.objects.filter(upstream_id__in=frontier).values_list(
+            "downstream_id", flat=True
+        )
+        failed = list(
+            Materialization.objects.filter(
+                pk__in=list(downstream), status=StepStatus.PENDING
+            ).values_list("pk", flat=True)
+        )
+        ended += Materialization.objects.filter(pk__in=failed, status=StepStatus.PENDING).update(
+            status=StepStatus.UPSTREAM_FAILED, finished_at=timezone.now(), error=error
+        )
+        frontier = failed
+    return ended
+
+
+def _fail_locked(
+    run: Run, step: Materialization, error: dict[str, Any], *, owner: str | None, **extra: Any
+) -> StepEnd:
+    """``running -> failed`` on a locked run, failing the steps downstream of it."""
+    won = _running(step, owner).update(
+        status=StepStatus.FAILED,
+        finished_at=timezone.now(),
+        error=error,
+        lease_expires_at=None,
+        **extra,
+    )
+    if not won:
+        return LOST
+    send_after_commit("step_failed", **_step_payload(step, error=error))
+    cascaded = _fail_downstream(step) if run.has_step_edges else 0
+    delta = Counter(
+        {StepCount.ACTIVE: -1, StepCount.PENDING: -cascaded, StepCount.FAILED: 1 + cascaded}
+    )
+    ready = _release(run, delta)
+    _settle(run, delta)
+    return _after_commit(run, ready, _limited([step.asset]))
+
+
+def fail_step(step: Materialization, error: FlowStoneError, *, owner: str | None) -> StepEnd:
+    """Mark a running step failed with its structured error, once, and fail its downstream."""
+    with transaction.atomic():
+        return _fail_locked(lock_run(step.run_id), step, error.to_dict(), owner=owner)
+
+
+def _cancel_running_locked(run: Run, step: Materialization, owner: str | None) -> StepEnd:
+    """A running step of a canceled run ends ``canceled`` instead of going on."""
+    won = _running(step, owner).update(
+        status=StepStatus.CANCELED,
+        finished_at=timezone.now(),
+        lease_owner="",
+        lease_expires_at=None,
+    )
+    if not won:
+        return LOST
+    delta = Counter({StepCount.ACTIVE: -1, StepCount.CANCELED: 1})
+    _settle(run, delta)
+    return _after_commit(run, [], _limited([step.asset]))
+
+
+def retry_step(
+    step: Materialization, error: FlowStoneError, *, owner: str, not_before: dt.datetime
+) -> StepEnd:
+    """Return a running step to ``queued`` for another attempt no earlier than ``not_before``.
+
+    The step is unsent again (the outbox): it is published after commit with ``not_before`` as
+    its ETA, or by the relay once the delay fits a broker countdown. In a run being canceled the
+    step ends ``canceled`` instead.
+    """
+    with transaction.atomic():
+        run = lock_run(step.run_id)
+        if run.cancel_requested_at is not None:
+            return _cancel_running_locked(run, step, owner)
+        won = _running(step, owner).update(
+            status=StepStatus.QUEUED,
+            error=error.to_dict(),
+            not_before=not_before,
+            queued_at=timezone.now(),
+            dispatched_at=None,
+            lease_owner="",
+            lease_expires_at=None,
+        )
+        if not won:
+            return LOST
+        return _after_commit(run, [step.pk], ())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Parked:
+    """How ``park_step`` ended: parked (waiting for approval), canceled, or lost."""
+
+    end: StepEnd
+    is_parked: bool
+
+
+def park_step(step: Materialization, *, owner: str) -> Parked:
+    """``running -> waiting_approval``: the worker is free to go; nothing holds a slot.
+
+    The caller records the approval in the same transaction. In a run being canceled the step
+    ends ``canceled`` instead (and no approval is requested).
+    """
+    run = lock_run(step.run_id)
+    if run.cancel_requested_at is not None:
+        return Parked(end=_cancel_running_locked(run, step, owner), is_parked=False)
+    won = _running(step, owner).update(
+        status=StepStatus.WAITING_APPROVAL, lease_owner="", lease_expires_at=None
+    )
+    if not won:
+        return Parked(end=LOST, is_parked=False)
+    delta = Counter({StepCount.ACTIVE: -1, StepCount.WAITING: 1})
+    ready = _release(run, delta)  # its slot (max_parallel, concurrency limit) is free again
+    _settle(run, delta)
+    return Parked(end=_after_commit(run, ready, _limited([step.asset])), is_parked=True)
+
+
+def resume_step(step_id: int) -> StepEnd:
+    """A decision was made: ``waiting_approval -> queued``, sent for its continuation.
+
+    Called by ``approvals`` inside the deciding transaction, after it locked the run.
+    """
+    step = Materialization.objects.only("run_id").get(pk=step_id)
+    run = lock_run(step.run_id)
+    won = Materialization.objects.filter(pk=step_id, status=StepStatus.WAITING_APPROVAL).update(
+        status=StepStatus.QUEUED, queued_at=timezone.now(), dispatched_at=None, not_before=None
+    )
+    if not won:
+        return LOST
+    delta = Counter({StepCount.WAITING: -1, StepCount.ACTIVE: 1})
+    _settle(run, delta)
+    return _after_commit(run, [step_id], ())
+
+
+def recover_stale_steps(*, now: dt.datetime | None = None) -> list[int]:
+    """Take back steps whose worker's lease expired; return the ids requeued (already sent).
+
+    A step recovered more than ``MAX_RECOVERIES`` times fails (a poison step); a step of an
+    in-process run fails (its process is gone); a step of a run being canceled is canceled.
+    """
+    now = now or timezone.now()
+    requeued: list[int] = []
+    expired = Materialization.objects.filter(
+        status=StepStatus.RUNNING, lease_expires_at__lt=now
+    ).values_list("pk", flat=True)
+    for step_id in list(expired[:RECOVERY_BATCH]):
+        requeued += _recover(step_id, now).ready
+    return requeued
+
+
+def _recover(step_id: int, now: dt.datetime) -> StepEnd:
+    """Requeue one step whose lease expired, or fail or cancel it."""
+    step = Materialization.objects.select_related("run").get(pk=step_id)
+    with transaction.atomic():
+        run = lock_run(step.run_id)
+        stale = Materialization.objects.filter(
+            pk=step.pk, status=StepStatus.RUNNING, lease_expires_at__lt=now
+        )
+        if not stale.exists():
+            return LOST
+        if run.cancel_requested_at is not None:
+            return _cancel_running_locked(run, step, None)
+        if run.is_in_process or step.recoveries >= flowstone_settings.MAX_RECOVERIES:
+            reason = (
+                "the process that ran this step stopped renewing its lease"
+                if run.is_in_process
+                else f"step was taken back from {step.recoveries + 1} workers that stopped "
+                "renewing their lease; giving up (a poison step?)"
+            )
+            error = FlowStoneError(
+                reason, asset=step.asset, partition=step.partition_key, run_id=str(step.run_id)
+            )
+            return _fail_locked(
+                run, step, error.to_dict(), owner=None, recoveries=F("recoveries") + 1
+            )
+        won = stale.update(
+            status=StepStatus.QUEUED,
+            recoveries=F("recoveries") + 1,
+            lease_owner="",
+            lease_expires_at=None,
+            queued_at=timezone.now(),
+            dispatched_at=None,
+        )
+        if not won:
+            return LOST
+        return _after_commit(run, [step.pk], ())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Canceled:
+    """What ``cancel_run`` ended: steps that had not started, and steps waiting for approval."""
+
+    not_started: int
+    waiting: int
+
+    @property
+    def total(self) -> int:
+        """Every step this cancel ended."""
+        return self.not_started + self.waiting
+
+
+def cancel_steps(run_id: uuid.UUID | str, *, actor: str, actor_type: str) -> Canceled:
+    """Cancel a run: pending, queued and waiting-for-approval steps end ``canceled``.
+
+    Running steps finish their attempt (their outcome is recorded; a retry or a recovery of
+    them ends ``canceled``). The queued steps' concurrency slots are freed for other runs after
+    commit, and the approvals of waiting steps are canceled (``waiting_steps_canceled``).
+    Cancelling twice is harmless.
+    """
+    with transaction.atomic():
+        run = lock_run(run_id)
+        now = timezone.now()
+        if run.cancel_requested_at is None:
+            Run.objects.filter(pk=run.pk).update(cancel_requested_at=now)
+            run.cancel_requested_at = now
+        steps = Materialization.objects.filter(run_id=run.pk)
+        queued_assets = set(
+            steps.filter(status=StepStatus.QUEUED).values_list("asset", flat=True).distinct()
+        )
+        waiting_ids = list(
+            steps.filter(status=StepStatus.WAITING_APPROVAL).values_list("pk", flat=True)
+        )
+        ended = {
+            count: steps.filter(status__in=statuses).update(
+                status=StepStatus.CANCELED, finished_at=now, lease_owner="", lease_expires_at=None
+            )
+            for count, statuses in (
+                (StepCount.PENDING, [StepStatus.PENDING]),
+                (StepCount.ACTIVE, [StepStatus.QUEUED]),
+                (StepCount.WAITING, [StepStatus.WAITING_APPROVAL]),
+            )
+        }
+        if waiting_ids:
+            waiting_steps_canceled.send(
+                sender=Materialization,
+                run_id=run.pk,
+                step_ids=waiting_ids,
+                actor=actor,
+                actor_type=actor_type,
+            )
+        delta = Counter({count: -n for count, n in ended.items()})
+        delta[StepCount.CANCELED] += sum(ended.values())
+        _settle(run, delta)
+        record_audit(
+            AuditEvent.Action.RUN_CANCELED,
+            actor_type=actor_type,
+            actor=actor,
+            run_id=run.pk,
+            details={
+                "steps_canceled": sum(ended.values()),
+                "approvals_canceled": len(waiting_ids),
+            },
+        )
+        _after_commit(run, [], _limited(queued_assets))
+        return Canceled(
+            not_started=ended[StepCount.PENDING] + ended[StepCount.ACTIVE],
+            waiting=ended[StepCount.WAITING],
+        )

@@ -1,0 +1,219 @@
+"""Sending released steps to the workers: the outbox, its relay, and the lost-message backstop.
+
+A queued step with no ``dispatched_at`` is unsent: the engine made it so in the transaction that
+released it, so a crash between that commit and the publish loses nothing. After commit the
+engine publishes at once (the fast path). ``relay_outbox`` (Celery beat, every second by
+default) publishes whatever stayed unsent for ``RELAY_AFTER_SECONDS`` (a crash, a broker that
+was down, a retry whose delay was too long for a broker countdown), and releases steps of
+concurrency-limited assets whose slots were freed by a process that died before it could.
+
+Messages are published by task name (``flowstone.run_step``) on the project's Celery app, so
+nothing here imports the task modules (which import the engine).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Final
+
+from django.db.models import Q
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from assets.models import Materialization
+from assets.services.engine import release_for_asset
+from flowstone.conf import flowstone_settings
+from flowstone.registry import get_registry
+from flowstone.status import StepStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+RUN_STEP_TASK: Final = "flowstone.run_step"
+DEFAULT_QUEUE: Final = "flowstone"
+PUBLISH_CHUNK: Final = 1000
+RELAY_BATCH: Final = 5000
+BROKER_ERRORS: Final = (OperationalError, OSError)
+
+
+def step_payload(run_id: str, asset: str, partition_key: str) -> dict[str, str]:
+    """The whole task payload: stable identifiers only; the worker loads the rest."""
+    return {"run_id": run_id, "asset": asset, "partition": partition_key}
+
+
+def queue_for(asset: str) -> str:
+    """The broker queue an asset's steps go to (its ``queue`` option, else the default)."""
+    definition = get_registry().assets.get(asset)
+    return (definition.spec.queue if definition else None) or DEFAULT_QUEUE
+
+
+def publish_steps(step_ids: Sequence[int]) -> int:
+    """Publish a message for each still-queued step; return how many were published.
+
+    Works through the ids a chunk at a time (one SELECT, the publishes and one UPDATE each) on
+    one producer. A step whose ``not_before`` is too far ahead for a broker countdown stays
+    unsent for the relay. When the broker cannot be reached, the steps stay unsent and the
+    relay sends them once it is back: this never raises a broker error to its caller.
+    """
+    from flowstone.celery import app  # noqa: PLC0415  # the Celery app loads on first publish
+
+    if not step_ids:
+        return 0
+    latest_eta = timezone.now() + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
+    count = 0
+    published: list[int] = []
+    try:
+        with app.producer_or_acquire() as producer:
+            for start in range(0, len(step_ids), PUBLISH_CHUNK):
+                rows = Materialization.objects.filter(
+                    pk__in=list(step_ids[start : start + PUBLISH_CHUNK]), status=StepStatus.QUEUED
+                ).values_list("pk", "run_id", "asset", "partition_key", "not_before")
+                published = []
+                for pk, run_id, asset, partition_key, not_before in rows:
+                    if not_before is not None and not_before > latest_eta:
+                        continue  # the relay sends it once the delay fits a countdown
+                    timing: dict[str, Any] = {} if not_before is None else {"eta": not_before}
+                    app.send_task(
+                        RUN_STEP_TASK,
+                        kwargs=step_payload(str(run_id), asset, partition_key),
+                        queue=queue_for(asset),
+                        producer=producer,
+                        **timing,
+                    )
+                    published.append(pk)
+                _mark_dispatched(published)
+                count += len(published)
+    except BROKER_ERRORS as exc:
+        _mark_dispatched(published)
+        logger.warning(
+            "could not publish %d step(s) (%s: %s); they stay in the outbox and the relay "
+            "sends them when the broker is back",
+            len(step_ids) - count - len(published),
+            type(exc).__name__,
+            exc,
+        )
+        return count + len(published)
+    return count
+
+
+def _mark_dispatched(step_ids: list[int]) -> None:
+    if step_ids:
+        Materialization.objects.filter(pk__in=step_ids, status=StepStatus.QUEUED).update(
+            dispatched_at=timezone.now()
+        )
+
+
+def relay_outbox(*, now: dt.datetime | None = None) -> int:
+    """Publish steps that stayed unsent, and release limited assets' freed slots; return sent.
+
+    Steps unsent for less than ``RELAY_AFTER_SECONDS`` are left to the fast path that is
+    publishing them. Messages already sent are never sent again here, however long they wait
+    in a queue.
+    """
+    now = now or timezone.now()
+    grace = dt.timedelta(seconds=flowstone_settings.RELAY_AFTER_SECONDS)
+    latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
+    unsent = list(
+        Materialization.objects.filter(
+            status=StepStatus.QUEUED,
+            dispatched_at__isnull=True,
+            queued_at__lt=now - grace,
+            run__is_in_process=False,
+        )
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=latest_eta))
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[:RELAY_BATCH]
+    )
+    if unsent:
+        logger.warning("relaying %d step(s) whose messages were never sent", len(unsent))
+    sent = publish_steps(unsent)
+    for asset in _limited_assets_with_waiting_steps():
+        release_for_asset(asset)
+    return sent
+
+
+def _limited_assets_with_waiting_steps() -> list[str]:
+    """Concurrency-limited assets with ready steps in worker runs that are not canceled."""
+    limits = get_registry().concurrency_limits
+    if not limits:
+        return []
+    return sorted(
+        Materialization.objects.filter(
+            asset__in=list(limits),
+            status=StepStatus.PENDING,
+            remaining_upstreams=0,
+            run__is_in_process=False,
+            run__cancel_requested_at__isnull=True,
+        )
+        .values_list("asset", flat=True)
+        .distinct()
+    )
+
+
+def reschedule_early(step_id: int, *, now: dt.datetime | None = None) -> bool:
+    """A message came before the step's ``not_before``: publish it again for that time.
+
+    Returns whether it was rescheduled (the step is queued and not yet due).
+    """
+    now = now or timezone.now()
+    early = Materialization.objects.filter(
+        pk=step_id, status=StepStatus.QUEUED, not_before__gt=now
+    ).update(dispatched_at=None)
+    if early:
+        publish_steps([step_id])
+    return early == 1
+
+
+def republish_quiet(*, now: dt.datetime | None = None) -> int:
+    """The backstop for a message the broker lost: publish again a due step sent long ago.
+
+    A step whose message was sent more than ``REQUEUE_AFTER_SECONDS`` ago and is still queued
+    is sent again, but only when its queue holds no waiting message: a message that merely waits
+    behind others in a long queue is not duplicated. (A duplicate would do nothing anyway: a
+    step is claimed once.)
+    """
+    now = now or timezone.now()
+    quiet = dt.timedelta(seconds=flowstone_settings.REQUEUE_AFTER_SECONDS)
+    rows = (
+        Materialization.objects.filter(
+            status=StepStatus.QUEUED, dispatched_at__lt=now - quiet, run__is_in_process=False
+        )
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .values_list("pk", "asset")[:RELAY_BATCH]
+    )
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for pk, asset in rows:
+        by_queue[queue_for(asset)].append(pk)
+    sent = 0
+    for queue, ids in sorted(by_queue.items()):
+        waiting = waiting_messages(queue)
+        if waiting:
+            logger.info("%d quiet step(s); queue %s holds %d messages", len(ids), queue, waiting)
+            continue
+        logger.warning("publishing %d step(s) again whose messages were not picked up", len(ids))
+        sent += publish_steps(ids)
+    return sent
+
+
+def waiting_messages(queue: str) -> int | None:
+    """How many messages wait in a broker queue; ``None`` when the broker cannot tell."""
+    from flowstone.celery import app  # noqa: PLC0415
+
+    connection = app.connection_for_write()
+    errors: tuple[type[BaseException], ...] = (
+        *BROKER_ERRORS,
+        *connection.channel_errors,
+        *connection.connection_errors,
+    )
+    try:
+        with connection:
+            channel: Any = connection.default_channel
+            declared = channel.queue_declare(queue=queue, passive=True)
+    except errors as exc:
+        logger.info("cannot count the messages in %s: %s", queue, exc)
+        return None
+    return int(declared.message_count)
