@@ -19,7 +19,7 @@ from django.utils.timesince import timesince, timeuntil
 from approvals import services
 from approvals.forms import DecisionForm
 from approvals.models import Approval
-from flowstone.errors import FlowStoneError
+from flowstone.errors import FlowStoneError, ValidationFailedError
 from flowstone.execution.resume import continue_after_decision
 
 if TYPE_CHECKING:
@@ -172,6 +172,8 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     reason=data.get("reason", ""),
                     value=data.get("parsed_value"),
                 )
+            except ValidationFailedError as exc:
+                form.refuse(exc)
             except FlowStoneError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from approvals import services
 from approvals.models import Approval
-from flowstone.errors import (
-    ApprovalDecidedError,
-    ApprovalForbiddenError,
-    ApprovalNotFoundError,
-    ValidationFailedError,
-)
 from flowstone.execution.resume import continue_after_decision
 
 if TYPE_CHECKING:
@@ -104,27 +98,23 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         permission_classes=[permissions.IsAuthenticated, CanDecideApprovals],
     )
     def decide(self, request: Request, pk: str | None = None) -> Response:
-        """Record a decision and resume the run."""
+        """Record a decision and resume the run.
+
+        A refused decision raises a ``FlowStoneError`` that the API's exception handler
+        (``flowstone.api_errors``) answers: 400 invalid (e.g. the checkpoint refused the value),
+        403 the requester themself, 404 no such approval, 409 already decided.
+        """
         decision = DecisionSerializer(data=request.data)
         decision.is_valid(raise_exception=True)
         data = decision.validated_data
-        try:
-            continuation = services.decide_approval(
-                pk,
-                data["decision"],
-                actor=request.user.get_username(),
-                actor_type=Approval.ActorType.API,
-                reason=data.get("reason", ""),
-                value=data.get("value"),
-            )
-        except ApprovalNotFoundError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-        except ApprovalForbiddenError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        except ApprovalDecidedError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except ValidationFailedError as exc:
-            return Response({"value": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        continuation = services.decide_approval(
+            pk,
+            data["decision"],
+            actor=request.user.get_username(),
+            actor_type=Approval.ActorType.API,
+            reason=data.get("reason", ""),
+            value=data.get("value"),
+        )
         continue_after_decision(continuation)
         approval = services.get_approval(pk)
         return Response(ApprovalSerializer(approval).data)

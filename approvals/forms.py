@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
+
+from flowstone.errors import ValidationFailedError
+from flowstone.inputs import parse_json
 
 DECISION_CHOICES = (("approve", "Approve"), ("modify", "Modify the value"), ("reject", "Reject"))
 
@@ -22,14 +24,19 @@ class DecisionForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        """Require a reason to reject and valid JSON to modify."""
+        """Require a reason to reject and a valid JSON value (``flowstone.inputs``) to modify."""
         data = super().clean() or {}
         decision = data.get("decision")
         if decision == "reject" and not (data.get("reason") or "").strip():
             self.add_error("reason", "A rejection needs a reason.")
         if decision == "modify":
             try:
-                data["parsed_value"] = json.loads(data.get("value") or "")
-            except ValueError as exc:
-                self.add_error("value", f"Not valid JSON: {exc}")
+                data["parsed_value"] = parse_json(data.get("value") or "", what="value")
+            except ValidationFailedError as exc:
+                self.add_error("value", exc.message)
         return data
+
+    def refuse(self, error: ValidationFailedError) -> None:
+        """Show a decision the service refused as invalid (the validator's word) on the form."""
+        field = "value" if self.cleaned_data.get("decision") == "modify" else None
+        self.add_error(field, error.message)

@@ -134,12 +134,21 @@ def _continue(approval: Approval) -> Continuation:
 def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
     if decision != "modify":
         return None
+    """The value a ``modify`` stores: checked as JSON input, then by the checkpoint's validator.
+
+    Anything the validator raises that is not a ``FlowStoneError`` is the reviewer's bad value as
+    far as the caller can tell, so it becomes a ``ValidationFailedError`` (a 400 in the API, a
+    form error in the admin) with the original attached as ``__cause__``.
+    """
     from flowstone.checkpoints import Review  # noqa: PLC0415  # keeps the model import light
     from flowstone.partitions import decode_partition_key  # noqa: PLC0415
     from flowstone.registry import get_registry  # noqa: PLC0415
+    from flowstone.errors import FlowStoneError  # noqa: PLC0415
+    from flowstone.inputs import validate_json_value  # noqa: PLC0415
 
     spec = get_registry().get(approval.asset).checkpoint
     review = Review(
+    value = validate_json_value(value, what="the modified value")
         asset=approval.asset,
         partition=decode_partition_key(approval.partition_key),
         partition_key=approval.partition_key,
@@ -148,7 +157,19 @@ def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
     )
     if spec is None:
         raise ValidationFailedError(f"asset {approval.asset!r} no longer has a checkpoint")
-    return spec.modified_value(review, value)
+    try:
+        checked = spec.modified_value(review, value)
+    except FlowStoneError:
+        raise
+    except Exception as exc:  # the checkpoint's validator is user code
+        cause = f"{type(exc).__name__}: {exc}".replace("\x00", "\\x00")[:1000]
+        raise ValidationFailedError(
+            f"the checkpoint refused the modified value: {cause}",
+            asset=approval.asset,
+            partition=approval.partition_key,
+            run_id=str(approval.run_id),
+        ) from exc
+    return validate_json_value(checked, what="the value the checkpoint's validator returned")
 
 
 def decide_approval(

@@ -6,7 +6,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -24,7 +23,8 @@ from assets.serializers import (
     StepSerializer,
 )
 from flowstone import api
-from flowstone.errors import AssetNotFoundError, FlowStoneError
+from flowstone.errors import ValidationFailedError
+from flowstone.inputs import validate_text
 from flowstone.partitions import decode_partition_key
 from flowstone.registry import get_registry
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from flowstone.partitions import PartitionValue
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_IDEMPOTENCY_KEY = 128
 
 
 class ReadWithViewPermission(permissions.DjangoModelPermissions):
@@ -68,13 +67,6 @@ def _asset_data(definition: AssetDefinition) -> dict[str, Any]:
     }
 
 
-def _registry_asset(name: str) -> AssetDefinition:
-    try:
-        return get_registry().get(name)
-    except AssetNotFoundError as exc:
-        raise Http404(str(exc)) from exc
-
-
 class AssetViewSet(viewsets.ViewSet):
     """The registry's assets (read-only; definitions live in code)."""
 
@@ -90,7 +82,7 @@ class AssetViewSet(viewsets.ViewSet):
     @extend_schema(responses=AssetSerializer)
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         """One asset; 404 for an unknown name."""
-        return Response(_asset_data(_registry_asset(str(pk))))
+        return Response(_asset_data(get_registry().get(str(pk))))
 
     @extend_schema(responses=GraphSerializer)
     @action(detail=False)
@@ -135,7 +127,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request) -> Response:
-        """Start a run (always on the workers); the same ``Idempotency-Key`` starts it once."""
+        """Start a run (always on the workers); the same ``Idempotency-Key`` starts it once.
+
+        Bad options raise ``FlowStoneError`` before any run is recorded, and the API's exception
+        handler (``flowstone.api_errors``) answers with their status code (400, 404).
+        """
         if not request.user.has_perm("assets.add_run"):
             return Response({"detail": "You may not start runs."}, status=status.HTTP_403_FORBIDDEN)
         body = StartRunSerializer(data=request.data)
@@ -143,21 +139,23 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         data = body.validated_data
         user = request.user.get_username()
         key = request.headers.get(IDEMPOTENCY_HEADER) or None
-        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
-            return Response(
-                {IDEMPOTENCY_HEADER: [f"At most {MAX_IDEMPOTENCY_KEY} characters."]},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+        if key is not None:
+            try:
+                key = validate_text(
+                    key, what=IDEMPOTENCY_HEADER, max_length=api.MAX_IDEMPOTENCY_KEY
+                )
+            except ValidationFailedError as exc:
+                return Response(
+                    {IDEMPOTENCY_HEADER: [exc.message]}, status=status.HTTP_400_BAD_REQUEST
+                )
         if key is not None and (existing := services.run_for_idempotency_key(user, key)):
             return Response(RunSerializer(existing).data, status=status.HTTP_200_OK)
-        definition = _registry_asset(data["asset"])
+        definition = get_registry().get(data["asset"])
         try:
             handle = self._start(definition, data, user=user, key=key)
         except IntegrityError:
             existing = services.run_for_idempotency_key(user, str(key))
             return Response(RunSerializer(existing).data, status=status.HTTP_200_OK)
-        except FlowStoneError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         run = services.get_run(handle.run_id)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.core.management.base import CommandError
 
-from flowstone.errors import FlowStoneError, PartitionKeyError
+from flowstone.errors import FlowStoneError, PartitionKeyError, ValidationFailedError
+from flowstone.inputs import parse_json
 from flowstone.partitions import decode_partition_key
 from flowstone.registry import get_registry
 from flowstone.status import RunStatus
@@ -56,15 +57,15 @@ def parse_partition(asset: str, text: str | None, key: str | None) -> PartitionV
 
 
 def parse_json_option(value: str | None, name: str) -> dict[str, Any]:
-    """A JSON object given on the command line."""
+    """A JSON object given on the command line, checked by ``flowstone.inputs`` (else exit 2)."""
     if not value:
         return {}
     try:
-        data = json.loads(value)
-    except ValueError as exc:
-        raise invalid(f"{name} must be JSON: {exc}") from exc
+        data = parse_json(value, what=name)
+    except ValidationFailedError as exc:
+        raise invalid(exc.message) from exc
     if not isinstance(data, dict):
-        raise invalid(f"{name} must be a JSON object")
+        raise invalid(f"{name}: must be a JSON object, not {type(data).__name__}")
     return data
 
 

@@ -22,6 +22,7 @@ from flowstone.errors import ValidationFailedError
 from flowstone.execution.dispatch import publish_after_commit
 from flowstone.execution.handle import RunHandle
 from flowstone.execution.inprocess import run_in_process
+from flowstone.inputs import validate_json_object, validate_text
 from flowstone.execution.plan import plan_steps, validate_partition
 from flowstone.partitions import encode_partition_key
 from flowstone.registry import Registry, get_registry
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     from flowstone.partitions.codec import PartitionValue
     from flowstone.results import RunResult
 
+MAX_REQUESTED_BY: Final = 150
+"""The longest ``requested_by`` a run records (its column's length)."""
+MAX_IDEMPOTENCY_KEY: Final = 128
+"""The longest ``idempotency_key`` a run records (its column's length)."""
 BACKFILL_BATCH: Final = 1000
 
 
@@ -46,12 +51,23 @@ def _asset_name(asset: str | AssetFunction) -> str:
     return definition.name
 
 
-def _json_object(value: Mapping[str, Any] | None, *, what: str) -> dict[str, Any]:
-    data = dict(value or {})
-    try:
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationFailedError(f"{what} must be JSON-serializable: {exc}") from exc
+def _json_object(value: object, *, what: str) -> dict[str, Any]:
+    """A checked copy of a JSON object option; ``None`` means not given (an empty object)."""
+    return {} if value is None else validate_json_object(value, what=what)
+
+
+def _objects_by_name(
+    value: object, *, what: str, allow_null: bool = False
+) -> dict[str, dict[str, Any] | None]:
+    """A checked ``{name: {options}}`` option (``io_overrides``, ``resources``)."""
+    data = _json_object(value, what=what)
+    for name, options in data.items():
+        if not (isinstance(options, dict) or (allow_null and options is None)):
+            kind = "a JSON object or None" if allow_null else "a JSON object"
+            raise ValidationFailedError(
+                f"{what}[{json.dumps(name)[:40]}]: must be {kind} of options, "
+                f"not {type(options).__name__}"
+            )
     return data
 
 
@@ -78,7 +94,8 @@ class RunOptions:
         max_parallel: int | None = None,
     ) -> services.RunRequest:
         """Validate the options and build the run request."""
-        given = {k: v for k, v in (self.resources or {}).items() if v is not None}
+        resources = _objects_by_name(self.resources, what="resources", allow_null=True)
+        given = {k: v for k, v in resources.items() if v is not None}
         unknown = sorted(set(given) - set(registry.resources))
         if unknown:
             raise ValidationFailedError(f"cannot override unknown resource(s) {unknown}")
@@ -93,12 +110,16 @@ class RunOptions:
             is_in_process=is_in_process,
             max_parallel=max_parallel,
             options=_json_object(self.config, what="config"),
-            io_overrides=_json_object(self.io_overrides, what="io_overrides"),
-            resource_overrides=_json_object(given, what="resource overrides"),
+            io_overrides=_objects_by_name(self.io_overrides, what="io_overrides"),
+            resource_overrides=given,
             tags=_json_object(self.tags, what="tags"),
-            requested_by=self.requested_by,
-            actor_type=self.actor_type,
-            idempotency_key=self.idempotency_key,
+            requested_by=validate_text(
+                self.requested_by, what="requested_by", max_length=MAX_REQUESTED_BY
+            ),
+            actor_type=validate_text(self.actor_type, what="actor_type", max_length=16),
+            idempotency_key=validate_text(
+                self.idempotency_key, what="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY
+            ),
         )
 
 

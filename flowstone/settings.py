@@ -115,6 +115,14 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # DRF's defaults, with a JSON parser that refuses bodies nested too deep (a 400, not a 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "flowstone.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # One table maps every FlowStoneError to its status code; views do not catch them.
+    "EXCEPTION_HANDLER": "flowstone.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "FlowStone API",

@@ -2,7 +2,8 @@
 
 ``GET /api/lineage/<query>/?asset=...&partition_key=...&depth=...`` (or ``materialization_id=``
 instead of ``partition_key``). Authenticated users only. Invalid parameters are a 400 with field
-errors; an unknown asset, or a partition with no successful materialization, is a 404.
+errors; an unknown asset, or a partition with no successful materialization, is a 404 (from the
+API's exception handler, ``flowstone.api_errors``, like every other ``FlowStoneError``).
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from assets.models import ASSET_NAME_LENGTH
-from flowstone.errors import AssetNotFoundError, PartitionKeyError, ValidationFailedError
+from flowstone.errors import PartitionKeyError
 from flowstone.partitions import MAX_PARTITION_KEY_LENGTH
 from lineage import queries
-from lineage.errors import MaterializationNotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,12 +80,8 @@ class LineageQueryView(APIView):
         asset = data.pop("asset")
         try:
             result = type(self).query(asset, **data)
-        except (AssetNotFoundError, MaterializationNotFoundError) as exc:
-            raise NotFound(exc.message) from exc
-        except PartitionKeyError as exc:
+        except PartitionKeyError as exc:  # a field error: the key came from one parameter
             raise ValidationError({"partition_key": [exc.message]}) from exc
-        except ValidationFailedError as exc:
-            raise ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [exc.message]}) from exc
         return Response(result.as_dict())
 
 

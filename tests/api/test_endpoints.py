@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,8 +11,11 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 import flowstone
+from approvals.models import Approval
 from assets.models import Materialization, Run
+from flowstone.checkpoints import CheckpointSpec, Review
 from flowstone.registry import get_registry
+from flowstone.status import RunStatus
 from tests.conftest import UseDefinitions
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
@@ -132,7 +136,7 @@ def test_invalid_input_is_a_400_with_field_errors_and_unknown_assets_404(
     ]:
         response = client.post("/api/runs/", body, format="json")
         assert response.status_code == 400, (body, response.content)
-        assert response.json()["detail"].startswith("[validation_error]")
+        assert response.json()["kind"] == "validation_error"
     missing = client.post("/api/runs/", {"kind": "materialize", "asset": "nope"}, format="json")
     assert missing.status_code == 404
     assert Run.objects.count() == 0
@@ -219,3 +223,141 @@ def test_openapi_schema_and_docs(users: dict[str, User | None]) -> None:
     ]:
         assert path in paths, sorted(paths)
     assert client.get("/api/docs/").status_code == 200
+
+
+def _nested_list(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+DEEP_BODIES = [
+    "[" * 100_000 + "]" * 100_000,
+    '{"a": ' * 100_000 + "1" + "}" * 100_000,
+    "[" * 100_000,
+]
+
+
+def _pending_approval() -> Approval:
+    result = flowstone.materialize_all("g_ledger", "large", requested_by="operator")
+    assert result.status == RunStatus.WAITING_APPROVAL
+    return Approval.objects.get(run_id=result.run_id)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"config": {"s": "a\x00b"}},
+        {"config": {"a\x00": 1}},
+        {"tags": {"team": ["x\x00"]}},
+        {"config": {"s": "\ud800"}},
+    ],
+)
+def test_starting_a_run_with_bad_options_is_a_400_and_records_nothing(
+    users: dict[str, User | None], options: dict[str, Any]
+) -> None:
+    body = {"kind": "materialize", "asset": "source", "partition": "eu", **options}
+    response = _client(users["operator"]).post(
+        "/api/runs/", json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["kind"] == "validation_error"
+    assert Run.objects.count() == 0
+
+
+def test_a_config_nested_too_deep_is_a_400_from_the_parser(users: dict[str, User | None]) -> None:
+    client = _client(users["operator"])
+    body = {"kind": "materialize", "asset": "source", "partition": "eu"}
+    within = client.post(
+        "/api/runs/", {**body, "config": {"deep": _nested_list(31)}}, format="json"
+    )
+    assert within.status_code == 201, within.content
+    deep = client.post("/api/runs/", {**body, "config": {"deep": _nested_list(32)}}, format="json")
+    assert deep.status_code == 400, deep.content
+    assert "nested deeper than" in deep.json()["detail"]
+    assert Run.objects.count() == 1
+
+
+@pytest.mark.parametrize("body", ["5", '"x"', "[1]", "null", "[]", '{"kind": "materialize"'])
+def test_non_object_and_malformed_bodies_are_a_400(
+    users: dict[str, User | None], body: str
+) -> None:
+    approval = _pending_approval()
+    for user, url in [
+        (users["operator"], "/api/runs/"),
+        (users["approver"], f"/api/approvals/{approval.pk}/decide/"),
+    ]:
+        response = _client(user).post(url, body, content_type="application/json")
+        assert response.status_code == 400, (url, body, response.content)
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+@pytest.mark.parametrize("body", DEEP_BODIES, ids=["array", "object", "unclosed"])
+def test_a_body_nested_100000_deep_is_a_400_on_every_post(
+    users: dict[str, User | None], body: str
+) -> None:
+    approval = _pending_approval()
+    for user, url in [
+        (users["operator"], "/api/runs/"),
+        (users["approver"], f"/api/approvals/{approval.pk}/decide/"),
+    ]:
+        response = _client(user).post(url, body, content_type="application/json")
+        assert response.status_code == 400, (url, response.content)
+        assert "nested deeper than" in response.json()["detail"]
+    # Cancel takes no body (its schema says so) and never reads one: the body is ignored.
+    cancel = _client(users["operator"]).post(
+        f"/api/runs/{approval.run_id}/cancel/", body, content_type="application/json"
+    )
+    assert cancel.status_code == 200, cancel.content
+    assert Approval.objects.get(pk=approval.pk).status in ("pending", "canceled")
+
+
+def test_a_modified_value_with_a_nul_character_is_a_400(users: dict[str, User | None]) -> None:
+    approval = _pending_approval()
+    response = _client(users["approver"]).post(
+        f"/api/approvals/{approval.pk}/decide/",
+        {"decision": "modify", "value": {"account": "large\x00", "amount": 1}},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "detail": 'the modified value["account"]: string contains a NUL character',
+        "kind": "validation_error",
+    }
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+def test_a_checkpoint_validator_raising_value_error_is_a_400(
+    users: dict[str, User | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: CheckpointSpec, review: Review, value: Any) -> Any:
+        raise ValueError("amounts over 9 need a second reviewer")
+
+    monkeypatch.setattr(CheckpointSpec, "modified_value", refuse)
+    approval = _pending_approval()
+    response = _client(users["approver"]).post(
+        f"/api/approvals/{approval.pk}/decide/",
+        {"decision": "modify", "value": {"account": "large", "amount": 10}},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "detail": "the checkpoint refused the modified value: "
+        "ValueError: amounts over 9 need a second reviewer",
+        "kind": "validation_error",
+    }
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+def test_refused_decisions_answer_from_the_handlers_table(users: dict[str, User | None]) -> None:
+    approval = _pending_approval()
+    url = f"/api/approvals/{approval.pk}/decide/"
+    approver = _client(users["approver"])
+    assert approver.post(url, {"decision": "approve"}, format="json").status_code == 200
+    again = approver.post(url, {"decision": "approve"}, format="json")
+    assert again.status_code == 409
+    assert again.json()["kind"] == "validation_error"
+    missing = approver.post("/api/approvals/999999/decide/", {"decision": "approve"}, format="json")
+    assert missing.status_code == 404
+    assert set(missing.json()) == {"detail", "kind"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -14,7 +15,9 @@ from rest_framework.test import APIClient
 
 import flowstone
 from approvals.models import Approval
+from assets.cli import EXIT_INVALID
 from assets.models import Run
+from flowstone.checkpoints import CheckpointSpec, Review
 from flowstone.status import RunStatus
 from tests.conftest import UseDefinitions
 
@@ -110,7 +113,7 @@ def test_admin_modify_validates_the_edited_value(reviewer: User) -> None:
     client = _client(reviewer)
     url = f"/admin/approvals/approval/{approval.pk}/decide/"
     bad = client.post(url, {"decision": "modify", "value": "{not json"})
-    assert "Not valid JSON" in bad.content.decode()
+    assert "value: not valid JSON" in bad.content.decode()
     refused = client.post(url, {"decision": "modify", "value": '{"amount": -3}'}, follow=True)
     assert "amount must be a non-negative integer" in refused.content.decode()
     client.post(url, {"decision": "modify", "value": '{"account": "large", "amount": 420}'})
@@ -230,3 +233,63 @@ def test_command_lists_and_decides(reviewer: User, viewer: User) -> None:
     assert out.getvalue().startswith(f"approval {approval.pk}: approved")
     with pytest.raises(CommandError, match="already approved"):
         call_command("approvals", "approve", str(approval.pk), "--user", "bob")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('{"account": "large\\u0000", "amount": 1}', "string contains a NUL character"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels"),
+        ('{"amount": NaN}', "nan is not a finite number"),
+    ],
+    ids=["nul", "deep", "nan"],
+)
+def test_admin_modify_refuses_bad_json_values_on_the_form(
+    reviewer: User, text: str, error: str
+) -> None:
+    approval = _pending()
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    page = _client(reviewer).post(url, {"decision": "modify", "value": text})
+    assert page.status_code == 200
+    assert error in page.context["form"].errors["value"][0]
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+def test_admin_shows_a_validator_error_on_the_form(
+    reviewer: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: CheckpointSpec, review: Review, value: Any) -> Any:
+        raise ValueError("amounts over 9 need a second reviewer")
+
+    monkeypatch.setattr(CheckpointSpec, "modified_value", refuse)
+    approval = _pending()
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    page = _client(reviewer).post(url, {"decision": "modify", "value": '{"amount": 10}'})
+    assert page.status_code == 200
+    refused = "the checkpoint refused the modified value: ValueError: amounts over 9 need a"
+    assert page.context["form"].errors["value"] == [f"{refused} second reviewer"]
+    assert "amounts over 9 need a second reviewer" in page.content.decode()
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"account": "\\u0000"}', "{not json", "[" * 100_000],
+    ids=["nul", "malformed", "deep"],
+)
+def test_command_refuses_bad_values_as_invalid_input(reviewer: User, value: str) -> None:
+    approval = _pending()
+    with pytest.raises(CommandError) as caught:
+        call_command("approvals", "modify", str(approval.pk), "--user", "bob", "--value", value)
+    assert caught.value.returncode == EXIT_INVALID
+    assert str(caught.value).startswith("--value")
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+def test_command_reports_a_refused_value_as_invalid_input(reviewer: User) -> None:
+    approval = _pending()
+    with pytest.raises(CommandError, match="amount must be a non-negative") as caught:
+        call_command(
+            "approvals", "modify", str(approval.pk), "--user", "bob", "--value", '{"amount": -1}'
+        )
+    assert caught.value.returncode == EXIT_INVALID

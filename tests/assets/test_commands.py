@@ -91,3 +91,19 @@ def test_runs_list_show_cancel() -> None:
     assert Run.objects.get(pk=queued_id).status == "canceled"
     assert _exit_code("runs", "show", "not-a-run")[0] == 2
     assert _exit_code("runs", "show")[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "error"),
+    [
+        ("--config", '{"s": "a\\u0000b"}', '--config["s"]: string contains a NUL character'),
+        ("--config", "[1]", "--config: must be a JSON object, not list"),
+        ("--config", "{not json", "--config: not valid JSON"),
+        ("--config", "[" * 100_000, "--config: nested deeper than 32 levels"),
+        ("--tags", '{"t": NaN}', '--tags["t"]: nan is not a finite number'),
+    ],
+)
+def test_bad_json_options_exit_2_before_a_run_exists(option: str, text: str, error: str) -> None:
+    code, message = _exit_code("materialize", "source", "--partition", "eu", option, text)
+    assert (code, message.startswith(error)) == (2, True), message
+    assert Run.objects.count() == 0

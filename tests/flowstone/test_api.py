@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -214,11 +215,66 @@ def test_bad_partitions_are_rejected_before_a_run_exists(
 
 
 def test_non_json_options_are_rejected_before_a_run_exists() -> None:
-    with pytest.raises(ValidationFailedError, match="config must be JSON-serializable"):
+    with pytest.raises(ValidationFailedError, match=r'config\["when"\]: object is not a JSON'):
         flowstone.materialize("source", "eu", config={"when": object()})
     with pytest.raises(ValidationFailedError, match="unknown resource"):
         flowstone.materialize("source", "eu", resources={"nope": {}})
     assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"config": {"s": "a\x00b"}}, 'config["s"]: string contains a NUL character'),
+        ({"config": "abc"}, "config: must be a JSON object (a mapping), not str"),
+        ({"config": 5}, "config: must be a JSON object (a mapping), not int"),
+        ({"config": {1: "one"}}, "config: key 1 is not a string (int)"),
+        ({"tags": {"t": ("a", "b")}}, 'tags["t"]: tuple is not a JSON value'),
+        ({"io_overrides": {"source": "x"}}, 'io_overrides["source"]: must be a JSON object'),
+        ({"io_overrides": ["source"]}, "io_overrides: must be a JSON object"),
+        ({"resources": {"counter": "x"}}, 'resources["counter"]: must be a JSON object or None'),
+        ({"resources": {"counter": {"label": "\x00"}}}, "NUL character"),
+        ({"requested_by": "al\x00ice"}, "requested_by: string contains a NUL character"),
+        ({"requested_by": "a" * 151}, "requested_by: longer than 150 characters"),
+        ({"idempotency_key": 7}, "idempotency_key: must be a string"),
+    ],
+)
+@pytest.mark.parametrize(
+    "start",
+    [flowstone.materialize, flowstone.materialize_all, flowstone.materialize_async],
+)
+def test_bad_option_shapes_are_a_validation_error_before_a_run_exists(
+    start: Callable[..., object], options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationFailedError) as caught:
+        start("source", "eu", **options)
+    assert message in caught.value.message
+    assert Run.objects.count() == 0
+    assert RunConfig.objects.count() == 0
+
+
+def test_bad_backfill_options_are_a_validation_error_before_a_run_exists() -> None:
+    for start in (flowstone.backfill, flowstone.backfill_async):
+        with pytest.raises(ValidationFailedError, match="NUL character"):
+            start("source", ["eu", "us"], config={"s": "a\x00b"})
+        with pytest.raises(ValidationFailedError, match="must be a JSON object"):
+            start("source", None, io_overrides={"source": "x"})
+    assert Run.objects.count() == 0
+
+
+def test_none_means_not_given_and_the_stored_options_are_plain_copies() -> None:
+    config: dict[str, Any] = {"nested": {"n": [1, 2]}}
+    result = flowstone.materialize(
+        "source", "eu", config=config, io_overrides=None, resources={"counter": None}, tags=None
+    )
+    config["nested"]["n"].append(3)
+    stored = RunConfig.objects.get(run_id=result.run_id)
+    assert (stored.options, stored.io_overrides, stored.resource_overrides, stored.tags) == (
+        {"nested": {"n": [1, 2]}},
+        {},
+        {},
+        {},
+    )
 
 
 def test_asset_function_is_accepted_in_place_of_its_name() -> None:

@@ -123,7 +123,7 @@ def test_unknown_assets_and_missing_materializations_are_404(api: APIClient, que
 
     unknown = _get(api, query, asset="os.system", partition_key="s:eu")
     assert unknown.status_code == 404
-    assert unknown.json() == {"detail": "unknown asset 'os.system'"}
+    assert unknown.json() == {"detail": "unknown asset 'os.system'", "kind": "asset_not_found"}
     missing = _get(api, query, asset="sink", partition_key="s:us")
     assert missing.status_code == 404
     assert "no successful materialization" in missing.json()["detail"]

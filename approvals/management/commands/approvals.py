@@ -10,8 +10,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from approvals import services
 from approvals.models import Approval
-from flowstone.errors import FlowStoneError
+from assets.cli import invalid
+from flowstone.errors import FlowStoneError, ValidationFailedError
 from flowstone.execution.resume import continue_after_decision
+from flowstone.inputs import parse_json
 
 if TYPE_CHECKING:
     from django.core.management.base import CommandParser
@@ -45,9 +47,9 @@ class Command(BaseCommand):
         value = None
         if options["action"] == "modify":
             try:
-                value = json.loads(options["value"] or "")
-            except ValueError as exc:
-                raise CommandError(f"--value must be JSON: {exc}") from exc
+                value = parse_json(options["value"] or "", what="--value")
+            except ValidationFailedError as exc:
+                raise invalid(exc.message) from exc
         decision = {"approve": "approve", "reject": "reject", "modify": "modify"}[options["action"]]
         try:
             continuation = services.decide_approval(
@@ -59,6 +61,8 @@ class Command(BaseCommand):
                 value=value,
             )
             continue_after_decision(continuation)
+        except ValidationFailedError as exc:
+            raise invalid(str(exc)) from exc
         except FlowStoneError as exc:
             raise CommandError(str(exc)) from exc
         approval = services.get_approval(options["approval_id"])
