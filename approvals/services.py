@@ -34,6 +34,7 @@ from lineage.services import record_audit
 
 if TYPE_CHECKING:
     import datetime as dt
+    import uuid
     from collections.abc import Sequence
 
     from assets.models import Materialization
@@ -77,7 +78,7 @@ def request_approval(
     Returns ``None`` if this process no longer owns the step (nothing is recorded then).
     """
     with transaction.atomic():
-        if not step_services.wait_for_approval(step, owner=owner):
+        if not step_services.park_step(step, owner=owner).is_parked:
             return None
         now = timezone.now()
         Approval.objects.bulk_create(
@@ -123,6 +124,7 @@ def can_decide(approval: Approval, actor: str) -> bool:
 
 
 def _continue(approval: Approval) -> Continuation:
+    """Resume the decided step (the engine sends a worker run's step after commit)."""
     step_services.resume_step(approval.materialization_id)
     return Continuation(
         step_id=approval.materialization_id,
@@ -132,23 +134,23 @@ def _continue(approval: Approval) -> Continuation:
 
 
 def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
-    if decision != "modify":
-        return None
     """The value a ``modify`` stores: checked as JSON input, then by the checkpoint's validator.
 
     Anything the validator raises that is not a ``FlowStoneError`` is the reviewer's bad value as
     far as the caller can tell, so it becomes a ``ValidationFailedError`` (a 400 in the API, a
     form error in the admin) with the original attached as ``__cause__``.
     """
+    if decision != "modify":
+        return None
     from flowstone.checkpoints import Review  # noqa: PLC0415  # keeps the model import light
-    from flowstone.partitions import decode_partition_key  # noqa: PLC0415
-    from flowstone.registry import get_registry  # noqa: PLC0415
     from flowstone.errors import FlowStoneError  # noqa: PLC0415
     from flowstone.inputs import validate_json_value  # noqa: PLC0415
+    from flowstone.partitions import decode_partition_key  # noqa: PLC0415
+    from flowstone.registry import get_registry  # noqa: PLC0415
 
+    value = validate_json_value(value, what="the modified value")
     spec = get_registry().get(approval.asset).checkpoint
     review = Review(
-    value = validate_json_value(value, what="the modified value")
         asset=approval.asset,
         partition=decode_partition_key(approval.partition_key),
         partition_key=approval.partition_key,
@@ -201,6 +203,7 @@ def decide_approval(
     decided_value = _checked_value(approval, decision, value)
     status = DECISIONS[decision]
     with transaction.atomic():
+        step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
         won = Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(
             status=status,
             decided_value=decided_value,
@@ -246,6 +249,7 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         pk=approval.pk, status=Approval.Status.PENDING, expires_at=approval.expires_at
     )
     with transaction.atomic():
+        step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
         if spec is not None and spec.timeout is not None:
             if policy == "escalate" and approval.escalations == 0:
                 if overdue.update(
@@ -303,6 +307,46 @@ def expire_overdue(*, now: dt.datetime | None = None) -> list[Continuation]:
     )[:EXPIRY_BATCH]
     continuations = [_expire_one(approval, now) for approval in overdue]
     return [c for c in continuations if c is not None]
+
+
+def cancel_approvals_of_steps(
+    sender: object,  # noqa: ARG001  # a signal receiver
+    *,
+    run_id: uuid.UUID,
+    step_ids: Sequence[int],
+    actor: str,
+    actor_type: str,
+    **kwargs: Any,  # noqa: ARG001
+) -> int:
+    """The run of these waiting steps is being canceled: cancel their undecided approvals.
+
+    Runs inside the cancelling transaction (``assets.services.waiting_steps_canceled``), so a
+    decision that comes later finds the approval ``canceled`` (``ApprovalDecidedError``, 409).
+    Each canceled approval is audited with the actor who canceled the run.
+    """
+    undecided = Approval.objects.filter(
+        materialization_id__in=list(step_ids),
+        status__in=(Approval.Status.PENDING, Approval.Status.ESCALATED),
+    )
+    canceled = list(undecided.values_list("pk", "asset", "partition_key"))
+    undecided.update(
+        status=Approval.Status.CANCELED,
+        decided_at=timezone.now(),
+        decided_by=actor[:150],
+        decided_by_type=actor_type if actor_type in Approval.ActorType.values else "system",
+        reason=f"run {run_id} was canceled",
+    )
+    for approval_id, asset, partition_key in canceled:
+        record_audit(
+            AuditEvent.Action.CHECKPOINT_CANCELED,
+            actor_type=actor_type,
+            actor=actor,
+            run_id=run_id,
+            asset=asset,
+            partition_key=partition_key,
+            details={"approval_id": approval_id, "reason": "run canceled"},
+        )
+    return len(canceled)
 
 
 def record_automated_decision(

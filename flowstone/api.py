@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, Final
 from assets import services
 from flowstone.definitions import AssetDefinition, AssetFunction, definition_of
 from flowstone.errors import ValidationFailedError
-from flowstone.execution.dispatch import publish_after_commit
 from flowstone.execution.handle import RunHandle
 from flowstone.execution.inprocess import run_in_process
-from flowstone.inputs import validate_json_object, validate_text
 from flowstone.execution.plan import plan_steps, validate_partition
+from flowstone.inputs import validate_json_object, validate_text
 from flowstone.partitions import encode_partition_key
 from flowstone.registry import Registry, get_registry
 from flowstone.status import RunKind
@@ -35,11 +34,11 @@ if TYPE_CHECKING:
     from flowstone.partitions.codec import PartitionValue
     from flowstone.results import RunResult
 
+BACKFILL_BATCH: Final = 1000
 MAX_REQUESTED_BY: Final = 150
 """The longest ``requested_by`` a run records (its column's length)."""
 MAX_IDEMPOTENCY_KEY: Final = 128
 """The longest ``idempotency_key`` a run records (its column's length)."""
-BACKFILL_BATCH: Final = 1000
 
 
 def _asset_name(asset: str | AssetFunction) -> str:
@@ -174,8 +173,8 @@ def planned_steps(
 
 
 def _start_async(request: services.RunRequest) -> RunHandle:
+    """Record the run; its steps are sent after commit, or by the relay if the broker is down."""
     created = services.create_run(request)
-    publish_after_commit(created.ready)
     return RunHandle(str(created.run.pk))
 
 

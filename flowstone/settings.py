@@ -157,10 +157,11 @@ LOGGING = {
         },
     },
     "loggers": {
-        "flowstone": {
+        app: {
             "handlers": ["console"],
             "level": os.environ.get("FLOWSTONE_LOG_LEVEL", "WARNING"),
-        },
+        }
+        for app in ("flowstone", "assets", "approvals", "lineage", "schedules")
     },
 }
 
@@ -193,6 +194,10 @@ CELERY_BEAT_SCHEDULE = {
     "flowstone-recover-stale-steps": {
         "task": "flowstone.recover_stale_steps",
         "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "30")),
+    },
+    "flowstone-relay-outbox": {
+        "task": "flowstone.relay_outbox",
+        "schedule": float(os.environ.get("FLOWSTONE_RELAY_SECONDS", "1")),
     },
     "flowstone-expire-approvals": {
         "task": "flowstone.expire_approvals",

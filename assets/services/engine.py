@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Field, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -38,10 +38,11 @@ from flowstone.errors import FlowStoneError
 from flowstone.registry import get_registry
 from flowstone.signals import send_after_commit
 from flowstone.status import (
+    RUN_STATUS_RULES,
     UNFINISHED_COUNTS,
+    RunStatus,
     StepCount,
     StepStatus,
-    run_status,
 )
 from lineage.models import AuditEvent
 from lineage.services import record_audit, record_lineage
@@ -90,33 +91,86 @@ def _table(model: type[Model]) -> str:
 
 
 def _settle(run: Run, delta: Counter[StepCount], **extra: Any) -> None:
-    """Apply counter changes to a locked run and store its counters and derived status at once.
+    """Apply counter changes to a locked run: its counters and derived status in one UPDATE.
 
-    ``extra`` are other columns of the run to write in the same statement. Nothing is written
-    when nothing changed.
+    ``run`` is refreshed from the statement's ``RETURNING``. ``extra`` are other columns of the
+    run to write in the same statement. Nothing is written when no counter changes.
     """
-    counts = run.step_counts()
-    for count, change in delta.items():
-        counts[count] += change
-        if counts[count] < 0:
-            msg = f"run {run.pk}: counter {count} would become {counts[count]}"
-            raise AssertionError(msg)  # an engine bug; the transaction rolls back
-    status = run_status(counts)
-    values: dict[str, Any] = {
-        f"steps_{count.value}": n for count, n in counts.items() if n != run.step_counts()[count]
-    }
-    values.update(extra)
-    if status != run.status:
-        values["status"] = status
-    is_finished = not any(counts[count] for count in UNFINISHED_COUNTS)
-    if is_finished and run.finished_at is None:
-        values["finished_at"] = timezone.now()
-        send_after_commit("run_finished", run_id=str(run.pk), status=str(status))
-    if not values:
+    if not any(delta.values()) and not extra:
         return
-    Run.objects.filter(pk=run.pk).update(**values)
-    for name, value in values.items():
-        setattr(run, name, value)
+    settled = _settle_row(run.pk, delta, **extra)
+    for column in Run._meta.concrete_fields:  # noqa: SLF001  # Django's documented model API
+        setattr(run, column.attname, getattr(settled, column.attname))
+
+
+def _settle_row(
+    run_id: uuid.UUID | str, delta: Counter[StepCount], *, is_guess: bool = False, **extra: Any
+) -> Run:
+    """``UPDATE run SET <counters + delta>, status = <rule table>, finished_at … RETURNING *``.
+
+    The status is ``flowstone.status.run_status`` of the new counters, rendered from the same
+    rule table (``RUN_STATUS_RULES``) as a ``CASE``, so the statement also takes the run's row
+    lock when it is the first one on the run in its transaction. Sends ``run_finished`` after
+    commit when this statement finished the run.
+
+    ``is_guess``: the caller counts before its step update, which may still lose (the step was
+    ended by someone else); the counters are then kept from going below zero, and the caller
+    rolls the whole transaction back.
+    """
+    now = timezone.now()
+    columns: list[str] = []
+    params: list[Any] = []
+    for count in StepCount:
+        column = _column(f"steps_{count.value}")
+        if is_guess:
+            greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+            columns.append(f"{column} = {greatest}({column} + %s, 0)")
+        else:
+            columns.append(f"{column} = {column} + %s")
+        params.append(delta[count])
+
+    def new(count: StepCount) -> str:
+        params.append(delta[count])
+        return f"({_column(f'steps_{count.value}')} + %s)"
+
+    cases = []
+    for status, positive, zero in RUN_STATUS_RULES:
+        tests = [f"{new(c)} > 0" for c in sorted(positive)]
+        tests += [f"{new(c)} = 0" for c in sorted(zero)]
+        cases.append(f"WHEN {' AND '.join(tests)} THEN %s")
+        params.append(status.value)
+    params.append(RunStatus.SUCCESS.value)
+    columns.append(f"{_column('status')} = CASE {' '.join(cases)} ELSE %s END")
+    unfinished = " + ".join(new(count) for count in sorted(UNFINISHED_COUNTS))
+    finished_at = _column("finished_at")
+    columns.append(
+        f"{finished_at} = CASE WHEN {unfinished} = 0 THEN COALESCE({finished_at}, %s) ELSE NULL END"
+    )
+    params.append(_db_value("finished_at", now))
+    for name, value in extra.items():
+        columns.append(f"{_column(name)} = %s")
+        params.append(_db_value(name, value))
+    params.append(_db_value("id", run_id))
+    sql = f"UPDATE {_table(Run)} SET {', '.join(columns)} WHERE {_column('id')} = %s RETURNING *"  # noqa: S608  # names from the model, values as parameters
+    (run,) = Run.objects.raw(sql, params)
+    if run.finished_at == now:
+        send_after_commit("run_finished", run_id=str(run.pk), status=str(run.status))
+    return run
+
+
+def _run_field(name: str) -> Field[Any, Any]:
+    found = Run._meta.get_field(name)  # noqa: SLF001  # Django's documented model API
+    assert isinstance(found, Field)  # noqa: S101  # run fields are concrete columns
+    return found
+
+
+def _column(name: str) -> str:
+    return connection.ops.quote_name(str(_run_field(name).column))
+
+
+def _db_value(name: str, value: Any) -> Any:
+    """``value`` as the database driver takes it for the run's field ``name``."""
+    return _run_field(name).get_db_prep_value(value, connection)
 
 
 def _after_commit(run: Run, ready: list[int], freed_assets: Iterable[str]) -> StepEnd:
@@ -304,7 +358,10 @@ def complete_step(
     limit, the ending cannot make another step of the run ready, so the release query is skipped.
     """
     with transaction.atomic():
-        run = lock_run(step.run_id)
+        # Counting first takes the run's lock and settles it in one statement (the common
+        # case costs no separate lock); if the step update then loses, all of it rolls back.
+        counted = Counter({StepCount.ACTIVE: -1, StepCount.SUCCEEDED: 1})
+        run = _settle_row(step.run_id, counted, is_guess=True)
         won = _running(step, owner).update(
             status=StepStatus.SUCCESS,
             finished_at=timezone.now(),
@@ -313,6 +370,7 @@ def complete_step(
             lease_expires_at=None,
         )
         if not won:
+            transaction.set_rollback(True)
             return LOST
         record_lineage(step, consumed)
         duration = (timezone.now() - step.started_at).total_seconds() if step.started_at else None
@@ -330,8 +388,8 @@ def complete_step(
             decremented = Materialization.objects.filter(pk__in=downstream).update(
                 remaining_upstreams=F("remaining_upstreams") - 1
             )
-        delta = Counter({StepCount.ACTIVE: -1, StepCount.SUCCEEDED: 1})
         freed = _limited([step.asset])
+        delta: Counter[StepCount] = Counter()
         ready = _release(run, delta) if decremented or run.max_parallel is not None or freed else []
         _settle(run, delta)
         return _after_commit(run, ready, freed)
@@ -475,20 +533,23 @@ def park_step(step: Materialization, *, owner: str) -> Parked:
 
 
 def resume_step(step_id: int) -> StepEnd:
-    """A decision was made: ``waiting_approval -> queued``, sent for its continuation.
+    """A decision was made: ``waiting_approval -> pending``, released as any ready step is.
 
-    Called by ``approvals`` inside the deciding transaction, after it locked the run.
+    The continuation (storing the decided value, or failing the step) needs a worker again, so
+    it waits for a slot like any other step: the run's ``max_parallel`` and the asset's
+    concurrency limit hold for it too. Called by ``approvals`` inside the deciding transaction.
     """
     step = Materialization.objects.only("run_id").get(pk=step_id)
     run = lock_run(step.run_id)
     won = Materialization.objects.filter(pk=step_id, status=StepStatus.WAITING_APPROVAL).update(
-        status=StepStatus.QUEUED, queued_at=timezone.now(), dispatched_at=None, not_before=None
+        status=StepStatus.PENDING, remaining_upstreams=0, not_before=None
     )
     if not won:
         return LOST
-    delta = Counter({StepCount.WAITING: -1, StepCount.ACTIVE: 1})
+    delta = Counter({StepCount.WAITING: -1, StepCount.PENDING: 1})
+    ready = _release(run, delta)
     _settle(run, delta)
-    return _after_commit(run, [step_id], ())
+    return _after_commit(run, ready, ())
 
 
 def recover_stale_steps(*, now: dt.datetime | None = None) -> list[int]:

@@ -92,7 +92,7 @@ def test_modify_passes_the_edited_value_downstream() -> None:
     _, approval = _waiting()
     with pytest.raises(ValidationFailedError, match="non-negative integer"):
         services.decide_approval(approval.pk, "modify", actor="bob", value={"amount": -1})
-    with pytest.raises(ValidationFailedError, match="must be JSON"):
+    with pytest.raises(ValidationFailedError, match="is not a JSON value"):
         services.decide_approval(approval.pk, "modify", actor="bob", value={"amount": {1, 2}})
     result = _decide(approval, "modify", value={"account": "large", "amount": 450})
 

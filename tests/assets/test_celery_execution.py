@@ -77,7 +77,7 @@ def test_payload_is_three_json_strings_on_the_wire(stack: Services) -> None:
         assert kwargs == step_payload(handle.run_id, "c_source", encode_partition_key("eu"))
         assert message.headers["task"] == "flowstone.run_step"
         message.ack()
-    assert handle.status() == RunStatus.PENDING
+    assert handle.status() == RunStatus.RUNNING  # queued for a worker
     stack.start_worker("w1")
     publish_steps([s.pk for s in Materialization.objects.filter(run_id=handle.run_id)])
     assert handle.wait(WAIT).status == RunStatus.SUCCESS
@@ -111,7 +111,7 @@ def test_async_returns_before_any_worker_runs_and_wait_returns_the_finished_run(
     handle = flowstone.materialize_async("c_routed", "us")
 
     assert isinstance(handle, flowstone.RunHandle)
-    assert handle.status() == RunStatus.PENDING
+    assert handle.status() == RunStatus.RUNNING  # queued for a worker
     (step,) = handle.result().steps
     assert step.status == StepStatus.QUEUED
     with pytest.raises(flowstone.errors.FlowStoneError, match=r"\[timeout\]"):

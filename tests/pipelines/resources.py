@@ -12,9 +12,12 @@ class CountingResource(BaseResource):
 
     journal: ClassVar[list[str]] = []
 
-    def __init__(self, label: str = "unset", fail_setup: bool = False) -> None:
+    def __init__(
+        self, label: str = "unset", fail_setup: bool = False, fail_teardown: bool = False
+    ) -> None:
         self.label = label
         self.fail_setup = fail_setup
+        self.fail_teardown = fail_teardown
 
     def setup(self) -> None:
         if self.fail_setup:
@@ -23,3 +26,5 @@ class CountingResource(BaseResource):
 
     def teardown(self) -> None:
         self.journal.append(f"teardown:{self.label}")
+        if self.fail_teardown:
+            raise RuntimeError("the counter service hung up during teardown")
