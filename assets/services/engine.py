@@ -360,6 +360,9 @@ def complete_step(
     with transaction.atomic():
         # Counting first takes the run's lock and settles it in one statement (the common
         # case costs no separate lock); if the step update then loses, all of it rolls back.
+        # Announced first so it comes before the run's own end; dropped with a rollback.
+        duration = (timezone.now() - step.started_at).total_seconds() if step.started_at else None
+        send_after_commit("step_succeeded", **_step_payload(step, duration=duration))
         counted = Counter({StepCount.ACTIVE: -1, StepCount.SUCCEEDED: 1})
         run = _settle_row(step.run_id, counted, is_guess=True)
         won = _running(step, owner).update(
@@ -373,8 +376,6 @@ def complete_step(
             transaction.set_rollback(True)
             return LOST
         record_lineage(step, consumed)
-        duration = (timezone.now() - step.started_at).total_seconds() if step.started_at else None
-        send_after_commit("step_succeeded", **_step_payload(step, duration=duration))
         record_audit(
             AuditEvent.Action.ASSET_MATERIALIZED,
             run_id=step.run_id,

@@ -51,7 +51,7 @@ def queue_for(asset: str) -> str:
     return (definition.spec.queue if definition else None) or DEFAULT_QUEUE
 
 
-def publish_steps(step_ids: Sequence[int]) -> int:
+def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) -> int:
     """Publish a message for each still-queued step; return how many were published.
 
     Works through the ids a chunk at a time (one SELECT, the publishes and one UPDATE each) on
@@ -63,7 +63,8 @@ def publish_steps(step_ids: Sequence[int]) -> int:
 
     if not step_ids:
         return 0
-    latest_eta = timezone.now() + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
+    now = now or timezone.now()
+    latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
     count = 0
     published: list[int] = []
     try:
@@ -130,7 +131,7 @@ def relay_outbox(*, now: dt.datetime | None = None) -> int:
     )
     if unsent:
         logger.warning("relaying %d step(s) whose messages were never sent", len(unsent))
-    sent = publish_steps(unsent)
+    sent = publish_steps(unsent, now=now)
     for asset in _limited_assets_with_waiting_steps():
         release_for_asset(asset)
     return sent

@@ -149,6 +149,22 @@ def test_cancel_of_a_run_waiting_for_approval_cancels_the_approval(stack: Servic
     _status_agrees(handle.run_id)
 
 
+def test_a_foreign_exception_in_an_io_manager_fails_the_step_on_a_worker(stack: Services) -> None:
+    stack.start_worker("w1", concurrency=1)
+    result = flowstone.materialize_all_async("e_after_deep").wait(WAIT)
+
+    assert result.status == RunStatus.FAILED
+    deep = Materialization.objects.get(run_id=result.run_id, asset="e_deep")
+    assert deep.status == StepStatus.FAILED
+    assert deep.error is not None
+    assert (deep.error["type"], deep.error["kind"]) == ("IOManagerError", "io_error")
+    assert deep.error["cause"].startswith("RecursionError")
+    assert "Traceback (most recent call last)" in deep.error["traceback"]
+    after = Materialization.objects.get(run_id=result.run_id, asset="e_after_deep")
+    assert after.status == StepStatus.UPSTREAM_FAILED
+    _status_agrees(result.run_id)
+
+
 SUBMIT = """
 import sys
 import django

@@ -77,3 +77,17 @@ def _crash_after_commit(sender: object, **payload: Any) -> None:
 
 
 step_succeeded.connect(_crash_after_commit, dispatch_uid="tests.engine_flow.crash")
+
+
+@asset
+def e_deep() -> Any:
+    """A value nested 100,000 deep: encoding it for storage raises ``RecursionError``."""
+    value: Any = []
+    for _ in range(100_000):
+        value = [value]
+    return value
+
+
+@asset
+def e_after_deep(e_deep: Any) -> int:
+    return len(e_deep)
