@@ -18,6 +18,7 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
@@ -52,12 +53,14 @@ def queue_for(asset: str) -> str:
 
 
 def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) -> int:
-    """Publish a message for each still-queued step; return how many were published.
+    """Publish a message for each of these steps that is queued and unsent; return how many.
 
-    Works through the ids a chunk at a time (one SELECT, the publishes and one UPDATE each) on
-    one producer. A step whose ``not_before`` is too far ahead for a broker countdown stays
-    unsent for the relay. When the broker cannot be reached, the steps stay unsent and the
-    relay sends them once it is back: this never raises a broker error to its caller.
+    Works a chunk at a time on one producer: it first claims the chunk's unsent rows (stamps
+    ``dispatched_at`` in a short transaction, skipping rows another publisher holds), then sends
+    their messages, so the fast path and the relay never both send a step. A step whose
+    ``not_before`` is too far ahead for a broker countdown is not claimed; the relay sends it
+    later. When the broker cannot be reached, the claimed steps that were not sent go back to
+    unsent and the relay sends them once it is back: this never raises a broker error.
     """
     from flowstone.celery import app  # noqa: PLC0415  # the Celery app loads on first publish
 
@@ -66,17 +69,14 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
     now = now or timezone.now()
     latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
     count = 0
-    published: list[int] = []
+    claimed: list[tuple[int, Any, str, str, dt.datetime | None]] = []
+    sent: list[int] = []
     try:
         with app.producer_or_acquire() as producer:
             for start in range(0, len(step_ids), PUBLISH_CHUNK):
-                rows = Materialization.objects.filter(
-                    pk__in=list(step_ids[start : start + PUBLISH_CHUNK]), status=StepStatus.QUEUED
-                ).values_list("pk", "run_id", "asset", "partition_key", "not_before")
-                published = []
-                for pk, run_id, asset, partition_key, not_before in rows:
-                    if not_before is not None and not_before > latest_eta:
-                        continue  # the relay sends it once the delay fits a countdown
+                claimed = _claim_unsent(step_ids[start : start + PUBLISH_CHUNK], latest_eta)
+                sent = []
+                for pk, run_id, asset, partition_key, not_before in claimed:
                     timing: dict[str, Any] = {} if not_before is None else {"eta": not_before}
                     app.send_task(
                         RUN_STEP_TASK,
@@ -85,27 +85,38 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
                         producer=producer,
                         **timing,
                     )
-                    published.append(pk)
-                _mark_dispatched(published)
-                count += len(published)
+                    sent.append(pk)
+                count += len(sent)
     except BROKER_ERRORS as exc:
-        _mark_dispatched(published)
+        unsent = [row[0] for row in claimed if row[0] not in set(sent)]
+        Materialization.objects.filter(pk__in=unsent).update(dispatched_at=None)
         logger.warning(
             "could not publish %d step(s) (%s: %s); they stay in the outbox and the relay "
             "sends them when the broker is back",
-            len(step_ids) - count - len(published),
+            len(step_ids) - count - len(sent),
             type(exc).__name__,
             exc,
         )
-        return count + len(published)
+        return count + len(sent)
     return count
 
 
-def _mark_dispatched(step_ids: list[int]) -> None:
-    if step_ids:
-        Materialization.objects.filter(pk__in=step_ids, status=StepStatus.QUEUED).update(
-            dispatched_at=timezone.now()
+def _claim_unsent(
+    step_ids: Sequence[int], latest_eta: dt.datetime
+) -> list[tuple[int, Any, str, str, dt.datetime | None]]:
+    """Stamp ``dispatched_at`` on the queued, unsent, sendable ones of ``step_ids``; return them."""
+    with transaction.atomic():
+        rows = list(
+            Materialization.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=list(step_ids), status=StepStatus.QUEUED, dispatched_at__isnull=True)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=latest_eta))
+            .values_list("pk", "run_id", "asset", "partition_key", "not_before")
         )
+        if rows:
+            Materialization.objects.filter(pk__in=[row[0] for row in rows]).update(
+                dispatched_at=timezone.now()
+            )
+    return rows
 
 
 def relay_outbox(*, now: dt.datetime | None = None) -> int:
@@ -196,7 +207,10 @@ def republish_quiet(*, now: dt.datetime | None = None) -> int:
             logger.info("%d quiet step(s); queue %s holds %d messages", len(ids), queue, waiting)
             continue
         logger.warning("publishing %d step(s) again whose messages were not picked up", len(ids))
-        sent += publish_steps(ids)
+        Materialization.objects.filter(
+            pk__in=ids, status=StepStatus.QUEUED, dispatched_at__lt=now - quiet
+        ).update(dispatched_at=None)
+        sent += publish_steps(ids, now=now)
     return sent
 
 

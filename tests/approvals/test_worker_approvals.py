@@ -97,6 +97,7 @@ def test_approval_requested_once_when_the_step_is_delivered_twice(stack: Service
     gated = flowstone.materialize_async("g_payout", "huge", requested_by="alice")
     step = Materialization.objects.get(run_id=gated.run_id)
     for _ in range(3):
+        Materialization.objects.filter(pk=step.pk).update(dispatched_at=None)  # send it again
         publish_steps([step.pk])
     flowstone.materialize_all("g_invoice", "huge")  # its upstream, so the gate can compute
     stack.start_worker("w1", concurrency=3)

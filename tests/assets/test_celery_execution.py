@@ -79,7 +79,9 @@ def test_payload_is_three_json_strings_on_the_wire(stack: Services) -> None:
         message.ack()
     assert handle.status() == RunStatus.RUNNING  # queued for a worker
     stack.start_worker("w1")
-    publish_steps([s.pk for s in Materialization.objects.filter(run_id=handle.run_id)])
+    steps = Materialization.objects.filter(run_id=handle.run_id)
+    steps.update(dispatched_at=None)  # the test took the message: send it again
+    publish_steps([s.pk for s in steps])
     assert handle.wait(WAIT).status == RunStatus.SUCCESS
 
 
@@ -236,6 +238,7 @@ def test_a_step_delivered_twice_produces_one_materialization(stack: Services) ->
     handle = flowstone.materialize_async("c_source", "eu")
     step = Materialization.objects.get(run_id=handle.run_id)
     for _ in range(3):
+        Materialization.objects.filter(pk=step.pk).update(dispatched_at=None)  # send it again
         publish_steps([step.pk])
     stack.start_worker("w1", concurrency=3)
     result = handle.wait(WAIT)
