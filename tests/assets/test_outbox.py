@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -29,7 +30,8 @@ def _queues(settings: Settings, tmp_path: Path) -> Iterator[None]:
 
 def _waiting_in_queue() -> int:
     with Connection(broker_url()) as conn:
-        return int(conn.default_channel.client.llen("flowstone"))
+        channel: Any = conn.default_channel
+        return int(channel.client.llen("flowstone"))
 
 
 def _run(n: int) -> list[int]:
