@@ -343,9 +343,20 @@ def renew_lease(step_id: int, owner: str) -> bool:
     return updated == 1
 
 
-def _running(step: Materialization, owner: str | None) -> Any:
+def _running(
+    step: Materialization, owner: str | None, *, expired_before: dt.datetime | None = None
+) -> Any:
+    """The step, if it is running for ``owner`` (``None``: any owner).
+
+    With ``expired_before``, only if its lease expired before then: the sweeper acts on dead
+    workers' steps only, even if a worker renewed its lease since the sweeper looked.
+    """
     running = Materialization.objects.filter(pk=step.pk, status=StepStatus.RUNNING)
-    return running if owner is None else running.filter(lease_owner=owner)
+    if owner is not None:
+        running = running.filter(lease_owner=owner)
+    if expired_before is not None:
+        running = running.filter(lease_expires_at__lt=expired_before)
+    return running
 
 
 def complete_step(
@@ -435,10 +446,16 @@ def _fail_downstream(step: Materialization) -> int:
 
 
 def _fail_locked(
-    run: Run, step: Materialization, error: dict[str, Any], *, owner: str | None, **extra: Any
+    run: Run,
+    step: Materialization,
+    error: dict[str, Any],
+    *,
+    owner: str | None,
+    expired_before: dt.datetime | None = None,
+    **extra: Any,
 ) -> StepEnd:
     """``running -> failed`` on a locked run, failing the steps downstream of it."""
-    won = _running(step, owner).update(
+    won = _running(step, owner, expired_before=expired_before).update(
         status=StepStatus.FAILED,
         finished_at=timezone.now(),
         error=error,
@@ -463,9 +480,15 @@ def fail_step(step: Materialization, error: FlowStoneError, *, owner: str | None
         return _fail_locked(lock_run(step.run_id), step, error.to_dict(), owner=owner)
 
 
-def _cancel_running_locked(run: Run, step: Materialization, owner: str | None) -> StepEnd:
+def _cancel_running_locked(
+    run: Run,
+    step: Materialization,
+    owner: str | None,
+    *,
+    expired_before: dt.datetime | None = None,
+) -> StepEnd:
     """A running step of a canceled run ends ``canceled`` instead of going on."""
-    won = _running(step, owner).update(
+    won = _running(step, owner, expired_before=expired_before).update(
         status=StepStatus.CANCELED,
         finished_at=timezone.now(),
         lease_owner="",
@@ -580,7 +603,7 @@ def _recover(step_id: int, now: dt.datetime) -> StepEnd:
         if not stale.exists():
             return LOST
         if run.cancel_requested_at is not None:
-            return _cancel_running_locked(run, step, None)
+            return _cancel_running_locked(run, step, None, expired_before=now)
         if run.is_in_process or step.recoveries >= flowstone_settings.MAX_RECOVERIES:
             reason = (
                 "the process that ran this step stopped renewing its lease"
@@ -592,7 +615,12 @@ def _recover(step_id: int, now: dt.datetime) -> StepEnd:
                 reason, asset=step.asset, partition=step.partition_key, run_id=str(step.run_id)
             )
             return _fail_locked(
-                run, step, error.to_dict(), owner=None, recoveries=F("recoveries") + 1
+                run,
+                step,
+                error.to_dict(),
+                owner=None,
+                expired_before=now,
+                recoveries=F("recoveries") + 1,
             )
         won = stale.update(
             status=StepStatus.QUEUED,

@@ -18,13 +18,13 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from assets.models import Materialization
-from assets.services.engine import release_for_asset
+from assets.services.engine import ACTIVE_STATUSES, release_for_asset
 from flowstone.conf import flowstone_settings
 from flowstone.registry import get_registry
 from flowstone.status import StepStatus
@@ -104,17 +104,32 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
 def _claim_unsent(
     step_ids: Sequence[int], latest_eta: dt.datetime
 ) -> list[tuple[int, Any, str, str, dt.datetime | None]]:
-    """Stamp ``dispatched_at`` on the queued, unsent, sendable ones of ``step_ids``; return them."""
+    """Stamp ``dispatched_at`` on the queued, unsent, sendable ones of ``step_ids``; return them.
+
+    One ``UPDATE … RETURNING`` on PostgreSQL (a publish is on the path from one step's end to the
+    next one's start); a short transaction of two statements elsewhere.
+    """
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Materialization._meta.db_table)  # noqa: SLF001
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET dispatched_at = %s WHERE id = ANY(%s) AND status = %s "  # noqa: S608  # table name from the model
+                "AND dispatched_at IS NULL AND (not_before IS NULL OR not_before <= %s) "
+                "RETURNING id, run_id, asset, partition_key, not_before",
+                [now, list(step_ids), StepStatus.QUEUED.value, latest_eta],
+            )
+            return [tuple(row) for row in cursor.fetchall()]
     with transaction.atomic():
         rows = list(
-            Materialization.objects.select_for_update(skip_locked=True)
+            Materialization.objects.select_for_update()
             .filter(pk__in=list(step_ids), status=StepStatus.QUEUED, dispatched_at__isnull=True)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=latest_eta))
             .values_list("pk", "run_id", "asset", "partition_key", "not_before")
         )
         if rows:
             Materialization.objects.filter(pk__in=[row[0] for row in rows]).update(
-                dispatched_at=timezone.now()
+                dispatched_at=now
             )
     return rows
 
@@ -149,11 +164,14 @@ def relay_outbox(*, now: dt.datetime | None = None) -> int:
 
 
 def _limited_assets_with_waiting_steps() -> list[str]:
-    """Concurrency-limited assets with ready steps in worker runs that are not canceled."""
+    """Concurrency-limited assets with a free slot and ready steps in worker runs not canceled.
+
+    Two queries whatever the number of runs; only an asset that can admit a step costs more.
+    """
     limits = get_registry().concurrency_limits
     if not limits:
         return []
-    return sorted(
+    waiting = set(
         Materialization.objects.filter(
             asset__in=list(limits),
             status=StepStatus.PENDING,
@@ -164,6 +182,15 @@ def _limited_assets_with_waiting_steps() -> list[str]:
         .values_list("asset", flat=True)
         .distinct()
     )
+    if not waiting:
+        return []
+    active = dict(
+        Materialization.objects.filter(asset__in=list(waiting), status__in=ACTIVE_STATUSES)
+        .values_list("asset")
+        .annotate(n=Count("id"))
+        .values_list("asset", "n")
+    )
+    return sorted(asset for asset in waiting if active.get(asset, 0) < limits[asset])
 
 
 def reschedule_early(step_id: int, *, now: dt.datetime | None = None) -> bool:

@@ -282,8 +282,8 @@ def test_the_engine_keeps_runs_consistent_under_any_interleaving(
     machine: Any = EngineMachine
     test_case = machine.TestCase
     test_case.settings = settings(
-        max_examples=40,
-        stateful_step_count=40,
+        max_examples=30,
+        stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 from kombu import Connection
 from pytest_django import Settings
@@ -95,3 +96,39 @@ def test_an_early_delivery_is_rescheduled_for_its_time() -> None:
     assert (step.status, step.dispatched_at is not None) == (StepStatus.QUEUED, True)
     Materialization.objects.filter(pk=step_id).update(not_before=None)
     assert not services.reschedule_early(step_id)  # due now: nothing to reschedule
+
+
+def _crash_after_commit() -> None:
+    raise RuntimeError("the process died after the commit")
+
+
+def _cancel_then_crash(run_id: str) -> None:
+    with transaction.atomic():
+        transaction.on_commit(_crash_after_commit)  # runs first; the release never does
+        services.cancel_run(run_id, actor="carol")
+
+
+def test_the_relay_releases_slots_that_a_crashed_cancel_freed() -> None:
+    def limited_run(*keys: str) -> str:
+        created = services.create_run(
+            services.RunRequest(
+                kind=RunKind.BACKFILL,
+                selection=["limited"],
+                steps=[services.StepRequest(asset="limited", partition_key=f"s:{k}") for k in keys],
+            )
+        )
+        return str(created.run.pk)
+
+    first = limited_run("k0", "k1", "k2")  # the limit is 2: two queued, one pending
+    second = limited_run("k3")
+    waiting = Materialization.objects.get(run_id=second)
+    assert waiting.status == StepStatus.PENDING
+    with pytest.raises(RuntimeError):
+        _cancel_then_crash(first)
+    waiting.refresh_from_db()
+    assert waiting.status == StepStatus.PENDING
+
+    services.relay_outbox()
+
+    waiting.refresh_from_db()
+    assert waiting.status == StepStatus.QUEUED
