@@ -183,6 +183,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Records and drops any message the worker cannot read instead of dying on it (ADR 0021).
+CELERY_WORKER_CONSUMER = "flowstone.poison:PoisonProofConsumer"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "flowstone"
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "3600"))

@@ -38,6 +38,7 @@ from flowstone.io.base import IOTarget, StoredOutput
 from flowstone.partitions import PartitionValue, decode_partition_key
 from flowstone.resources import open_resources
 from flowstone.status import StepStatus
+from flowstone.time_limits import soft_time_limit_error
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -208,7 +209,13 @@ def _io_guard(manager: str, operation: str) -> Iterator[None]:
 
 
 def as_step_error(exc: Exception) -> FlowStoneError:
-    """The error a step records for ``exc``: itself, or an ``ExecutionError`` caused by it."""
+    """The error a step records for ``exc``: itself, or an ``ExecutionError`` caused by it.
+
+    Celery's soft time limit, however wrapped, becomes a ``StepTimeoutError`` naming the limit.
+    """
+    timeout = soft_time_limit_error(exc)
+    if timeout is not None:
+        return timeout
     if isinstance(exc, FlowStoneError):
         return exc
     error = ExecutionError(f"the step raised {type(exc).__name__}: {exc}")
