@@ -103,7 +103,9 @@ def _broker_lengths(broker_url: str) -> tuple[int, int]:
     try:
         waiting = 0
         for queue in QUEUES:
-            for key in client.scan_iter(match=f"{queue}*"):
+            # The queue's list, and kombu's priority lists ("<queue>\x06\x16<n>"); not other
+            # queues that share its prefix (flowstone.control holds housekeeping, not steps).
+            for key in [queue.encode(), *client.scan_iter(match=f"{queue}\x06\x16*")]:
                 if client.type(key) == b"list":
                     waiting += int(client.llen(key))
         unacked = int(client.hlen("unacked"))

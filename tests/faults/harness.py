@@ -365,11 +365,20 @@ class Scenario:
     def close(self) -> None:
         """Kill every process this scenario started (the history is checked already).
 
-        Beat goes first: the tasks it sends (sweeper, relay, timeouts) would otherwise pile up in
-        the step queue once the workers are gone.
+        Beat goes first, and the workers drain what it sent last (sweeper, relay, timeouts)
+        before they go: those messages would otherwise be left in the queues.
         """
-        for process in sorted(self.stack.processes, key=lambda p: "beat" not in str(p.args)):
+        beats = [p for p in self.stack.processes if "beat" in str(p.args)]
+        for process in beats:
             self.stack.kill(process)
+        drain_deadline = time.monotonic() + DRAIN_TIMEOUT
+        while sum(checker.broker_lengths(self.cluster.redis.url())) and (
+            time.monotonic() < drain_deadline
+        ):
+            time.sleep(POLL)
+        for process in self.stack.processes:
+            if process not in beats:
+                self.stack.kill(process)
         self.stack.processes.clear()
 
     # -- helpers for injectors ---------------------------------------------------------------
