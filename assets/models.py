@@ -212,3 +212,27 @@ class RejectedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"rejected {self.task_name or 'message'}: {self.reason[:80]}"
+
+
+class BrokerEpoch(models.Model):
+    """The marker last written into a broker's own database, and the server that held it.
+
+    The relay compares them with the broker at every tick: a marker gone (the broker lost its
+    data) or another server process (a restart or a failover, which may lose the last writes)
+    means the messages of sent, still-queued steps may be gone, so they are sent again.
+    """
+
+    broker = models.CharField(
+        max_length=255, unique=True, help_text="The broker's URL, its password masked."
+    )
+    token = models.CharField(max_length=64, help_text="The marker's value in the broker.")
+    server_run_id = models.CharField(
+        max_length=64, blank=True, help_text="The Redis server's run_id (empty: unknown)."
+    )
+    started_at = models.DateTimeField(default=timezone.now, help_text="When this epoch began.")
+    losses = models.PositiveIntegerField(
+        default=0, help_text="Times the broker was found to have lost or reset its data."
+    )
+
+    def __str__(self) -> str:
+        return f"broker {self.broker}: epoch since {self.started_at:%Y-%m-%d %H:%M:%S}"

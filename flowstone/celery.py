@@ -2,7 +2,9 @@
 
 Start workers with ``celery -A flowstone worker`` and the sweeper with ``celery -A flowstone beat``.
 Messages the worker refuses before any task runs (content types other than JSON, unknown task
-names, malformed envelopes) are recorded as ``RejectedMessage`` rows, like invalid payloads.
+names, malformed envelopes) are recorded as ``RejectedMessage`` rows, like invalid payloads; no
+message, however malformed, stops a worker (``flowstone.poison``, ``CELERY_WORKER_CONSUMER``). A
+step killed by its task's hard time limit fails as a timeout (``flowstone.time_limits``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,17 @@ import os
 from typing import Any, Final
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, task_rejected, task_unknown, worker_init
+from celery.signals import (
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_rejected,
+    task_unknown,
+    worker_init,
+)
 from django.db import close_old_connections
+
+from flowstone.time_limits import end_timed_out_step
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowstone.settings")
 
@@ -64,7 +75,8 @@ def _record(message: Any, reason: str, task_name: str = "") -> None:
 def record_rejected(message: Any = None, exc: BaseException | None = None, **kwargs: Any) -> None:  # noqa: ARG001
     """Record a message the worker could not accept (e.g. pickle content)."""
     content_type = getattr(message, "content_type", "")
-    _record(message, f"[validation_error] refused message ({content_type}): {exc}")
+    why = exc or "not a task message"
+    _record(message, f"[validation_error] refused message ({content_type}): {why}")
 
 
 @task_unknown.connect(dispatch_uid="flowstone.celery.record_unknown")
@@ -76,3 +88,6 @@ def record_unknown(
 ) -> None:
     """Record a message naming a task this worker does not have."""
     _record(message, f"[validation_error] unknown task {name[:200]!r}", task_name=name[:255])
+
+
+task_failure.connect(end_timed_out_step, dispatch_uid="flowstone.celery.end_timed_out_step")

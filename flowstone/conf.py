@@ -31,7 +31,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     # name -> {"CLASS": dotted path, "OPTIONS": {...}}; injected as ``context.resources.<name>``.
     "RESOURCES": {},
     # A worker's claim on a running step lasts this long and is renewed every third of it.
-    "STEP_LEASE_SECONDS": 60,
+    "STEP_LEASE_SECONDS": 15,
     # A step taken back from dead workers more often than this fails instead of running again.
     "MAX_RECOVERIES": 3,
     # A queued step whose message was published this long ago, and whose queue holds no waiting

@@ -90,6 +90,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL;",
     }
 
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Bounded waits: no statement waits for a lock forever, no session keeps a transaction open
+    # while its process is frozen, and a peer that vanished is noticed by TCP keepalives.
+    # Milliseconds; 0 turns a limit off. statement_timeout is off by default because assets may
+    # run long queries on this connection.
+    _server_settings = {
+        "lock_timeout": os.environ.get("FLOWSTONE_DB_LOCK_TIMEOUT_MS", "10000"),
+        "idle_in_transaction_session_timeout": os.environ.get(
+            "FLOWSTONE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "30000"
+        ),
+        "statement_timeout": os.environ.get("FLOWSTONE_DB_STATEMENT_TIMEOUT_MS", "0"),
+    }
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "options": " ".join(f"-c {name}={value}" for name, value in _server_settings.items()),
+            "keepalives": 1,
+            "keepalives_idle": int(os.environ.get("FLOWSTONE_DB_KEEPALIVES_IDLE", "30")),
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+    )
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -183,8 +205,21 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Records and drops any message the worker cannot read instead of dying on it (ADR 0021).
+CELERY_WORKER_CONSUMER = "flowstone.poison:PoisonProofConsumer"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "flowstone"
+# Housekeeping (the stale-step sweeper, the outbox relay, approval timeouts) goes to its own queue,
+# served by its own small worker (`--queues=flowstone.control`), so it never waits behind steps
+# and never takes a step's pool process while it waits for a lock.
+CELERY_TASK_ROUTES = {
+    task: {"queue": "flowstone.control"}
+    for task in (
+        "flowstone.recover_stale_steps",
+        "flowstone.relay_outbox",
+        "flowstone.expire_approvals",
+    )
+}
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "3600"))
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Beat reads its schedule from the database (django-celery-beat); the entries below are copied
@@ -193,7 +228,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "flowstone-recover-stale-steps": {
         "task": "flowstone.recover_stale_steps",
-        "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "30")),
+        "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "5")),
     },
     "flowstone-relay-outbox": {
         "task": "flowstone.relay_outbox",
@@ -201,7 +236,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "flowstone-expire-approvals": {
         "task": "flowstone.expire_approvals",
-        "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "30")),
+        "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "5")),
     },
 }
 
@@ -219,7 +254,7 @@ FLOWSTONE = {
     "RESOURCES": {
         "catalog": {"CLASS": "demo.resources.ProductCatalog", "OPTIONS": {"currency": "EUR"}},
     },
-    "STEP_LEASE_SECONDS": int(os.environ.get("FLOWSTONE_STEP_LEASE_SECONDS", "60")),
+    "STEP_LEASE_SECONDS": int(os.environ.get("FLOWSTONE_STEP_LEASE_SECONDS", "15")),
     "MAX_RECOVERIES": int(os.environ.get("FLOWSTONE_MAX_RECOVERIES", "3")),
     "REQUEUE_AFTER_SECONDS": int(os.environ.get("FLOWSTONE_REQUEUE_AFTER_SECONDS", "600")),
 }

@@ -440,12 +440,14 @@ fs_resolve_redis() {
 }
 
 # Debian packages some tests use: Chromium (the admin end-to-end tests, driven by Playwright, which
-# downloads no browser) and Graphviz (the admin's asset graph). Missing ones are installed with
+# downloads no browser), Graphviz (the admin's asset graph) and faketime (a worker whose clock is
+# off, for the clock-skew test). Missing ones are installed with
 # apt-get when running as root; otherwise the affected tests skip or check the fallback.
 fs_resolve_browser_tools() {
     local missing=()
     [[ -z "${FLOWSTONE_TEST_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null 2>&1 && missing+=(chromium)
     ! command -v dot >/dev/null 2>&1 && missing+=(graphviz)
+    ! command -v faketime >/dev/null 2>&1 && missing+=(faketime)
     if ((${#missing[@]})) && [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
         echo "Debian packages: installing ${missing[*]} (apt-get)..."
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||

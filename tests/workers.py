@@ -77,10 +77,12 @@ class Services:
             **self.extra_env,
         }
 
-    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: Sequence[str], *, prefix: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
         with (self.data_dir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "flowstone", *args],
+                [*prefix, sys.executable, "-m", "celery", "-A", "flowstone", *args],
                 cwd=ROOT,
                 env=self.env(),
                 stdout=log,
@@ -94,11 +96,15 @@ class Services:
         self,
         name: str,
         *,
-        queues: str = "flowstone,later",
+        queues: str = "flowstone,later,flowstone.control",
         concurrency: int = 2,
         wait: bool = True,
+        clock_offset: str | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start a prefork worker and (unless ``wait=False``) wait until it is ready to consume."""
+        """Start a prefork worker and (unless ``wait=False``) wait until it is ready to consume.
+
+        ``clock_offset`` (e.g. ``"-10s"``) runs it under ``faketime``: its clock is that far off.
+        """
         log_path = self.data_dir / f"{name}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         process = self._spawn(
@@ -114,6 +120,7 @@ class Services:
                 "--without-mingle",
                 "--without-heartbeat",
             ],
+            prefix=() if clock_offset is None else ("faketime", "-f", clock_offset),
         )
         if wait:
             self.wait_ready(name, process, offset=offset)
@@ -202,7 +209,9 @@ def worker_stack(
     purge(broker_url())
 
 
-def purge(broker_url: str, queues: Sequence[str] = ("flowstone", "later")) -> None:
+def purge(
+    broker_url: str, queues: Sequence[str] = ("flowstone", "later", "flowstone.control")
+) -> None:
     """Drop every message left in the test queues."""
     with Connection(broker_url) as conn:
         for queue in queues:

@@ -22,6 +22,7 @@ from assets.services.engine import (
     renew_lease,
     resume_step,
     retry_step,
+    seconds_until_due,
     waiting_steps_canceled,
 )
 from assets.services.outbox import (
@@ -85,6 +86,7 @@ __all__ = [
     "resume_step",
     "retry_step",
     "run_for_idempotency_key",
+    "seconds_until_due",
     "step_payload",
     "steps_by_key",
     "steps_of_run",

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Field, Q
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Field, Q
+from django.db.models.functions import Now
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -81,6 +82,41 @@ class StepEnd:
 LOST: Final = StepEnd(won=False)
 
 
+def db_now() -> Any:
+    """Now, on the clock every worker shares: the database's on PostgreSQL.
+
+    Leases, retry times, queue times and finish times are compared across workers, so they are
+    written and compared with the database's ``statement_timestamp()``; a worker whose own clock
+    is off cannot shorten a lease or start a retry early. SQLite is the embedded, single-process
+    default: its clock is this process's.
+    """
+    return Now() if connection.vendor == "postgresql" else timezone.now()
+
+
+def seconds_until_due(step_id: int) -> float | None:
+    """Seconds until a queued step's ``not_before`` on the shared clock (0 when due).
+
+    ``None`` when the step is not queued (another process took it, or it ended).
+    """
+    queued = Materialization.objects.filter(pk=step_id, status=StepStatus.QUEUED)
+    waits: list[dt.timedelta | None]
+    if connection.vendor == "postgresql":
+        waits = list(
+            queued.annotate(
+                wait=ExpressionWrapper(F("not_before") - Now(), output_field=DurationField())
+            ).values_list("wait", flat=True)
+        )
+    else:
+        now = timezone.now()
+        waits = [
+            None if due is None else due - now
+            for due in queued.values_list("not_before", flat=True)
+        ]
+    for wait in waits:
+        return 0.0 if wait is None else max(wait.total_seconds(), 0.0)
+    return None
+
+
 def lock_run(run_id: uuid.UUID | str) -> Run:
     """Lock the run's row until the transaction ends and return it as it is now."""
     return Run.objects.select_for_update().get(pk=run_id)
@@ -117,7 +153,6 @@ def _settle_row(
     ended by someone else); the counters are then kept from going below zero, and the caller
     rolls the whole transaction back.
     """
-    now = timezone.now()
     columns: list[str] = []
     params: list[Any] = []
     for count in StepCount:
@@ -143,17 +178,24 @@ def _settle_row(
     columns.append(f"{_column('status')} = CASE {' '.join(cases)} ELSE %s END")
     unfinished = " + ".join(new(count) for count in sorted(UNFINISHED_COUNTS))
     finished_at = _column("finished_at")
+    if connection.vendor == "postgresql":
+        clock = "statement_timestamp()"  # the database's clock, whichever worker settles
+    else:
+        clock = "%s"
+        params.append(_db_value("finished_at", timezone.now()))
     columns.append(
-        f"{finished_at} = CASE WHEN {unfinished} = 0 THEN COALESCE({finished_at}, %s) ELSE NULL END"
+        f"{finished_at} = CASE WHEN {unfinished} = 0 THEN COALESCE({finished_at}, {clock}) "
+        "ELSE NULL END"
     )
-    params.append(_db_value("finished_at", now))
     for name, value in extra.items():
         columns.append(f"{_column(name)} = %s")
         params.append(_db_value(name, value))
     params.append(_db_value("id", run_id))
     sql = f"UPDATE {_table(Run)} SET {', '.join(columns)} WHERE {_column('id')} = %s RETURNING *"  # noqa: S608  # names from the model, values as parameters
     (run,) = Run.objects.raw(sql, params)
-    if run.finished_at == now:
+    left = run.steps_remaining
+    was_left = left - sum(delta[count] for count in UNFINISHED_COUNTS)
+    if left == 0 and (was_left > 0 or extra.get("steps_total") == 0):
         send_after_commit("run_finished", run_id=str(run.pk), status=str(run.status))
     return run
 
@@ -231,7 +273,7 @@ def _release(run: Run, delta: Counter[StepCount]) -> list[int]:
     ids = [pk for pk, _ in candidates]
     if ids:
         released = Materialization.objects.filter(pk__in=ids, status=StepStatus.PENDING).update(
-            status=StepStatus.QUEUED, queued_at=timezone.now(), dispatched_at=None
+            status=StepStatus.QUEUED, queued_at=db_now(), dispatched_at=None
         )
         delta[StepCount.PENDING] -= released
         delta[StepCount.ACTIVE] += released
@@ -288,22 +330,25 @@ def claim_step(step_id: int, owner: str) -> Materialization | None:
     the conditional UPDATE returns the row itself (``RETURNING``), one statement per claim. The
     run is not touched: a queued and a running step are both counted as active.
     """
-    now = timezone.now()
     lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
     if connection.vendor == "postgresql":
+        # The database's clock: a worker whose clock is off neither shortens its own lease nor
+        # starts a retry early.
         claimed = list(
             Materialization.objects.raw(
                 f"UPDATE {_table(Materialization)} SET status = %s, attempt = attempt + 1, "  # noqa: S608  # table name from the model
-                "started_at = %s, lease_owner = %s, lease_expires_at = %s, not_before = NULL "
-                "WHERE id = %s AND status = %s AND (not_before IS NULL OR not_before <= %s) "
-                "RETURNING *",
-                [StepStatus.RUNNING, now, owner, now + lease, step_id, StepStatus.QUEUED, now],
+                "started_at = statement_timestamp(), lease_owner = %s, "
+                "lease_expires_at = statement_timestamp() + %s, not_before = NULL "
+                "WHERE id = %s AND status = %s "
+                "AND (not_before IS NULL OR not_before <= statement_timestamp()) RETURNING *",
+                [StepStatus.RUNNING, owner, lease, step_id, StepStatus.QUEUED],
             )
         )
         if not claimed:
             return None
         step = claimed[0]
     else:
+        now = timezone.now()
         updated = (
             Materialization.objects.filter(pk=step_id, status=StepStatus.QUEUED)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
@@ -339,7 +384,7 @@ def renew_lease(step_id: int, owner: str) -> bool:
     lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
     updated = Materialization.objects.filter(
         pk=step_id, status=StepStatus.RUNNING, lease_owner=owner
-    ).update(lease_expires_at=timezone.now() + lease)
+    ).update(lease_expires_at=db_now() + lease)
     return updated == 1
 
 
@@ -378,7 +423,7 @@ def complete_step(
         run = _settle_row(step.run_id, counted, is_guess=True)
         won = _running(step, owner).update(
             status=StepStatus.SUCCESS,
-            finished_at=timezone.now(),
+            finished_at=db_now(),
             metadata={**step.metadata, **stored.as_metadata()},
             error=None,
             lease_expires_at=None,
@@ -439,7 +484,7 @@ def _fail_downstream(step: Materialization) -> int:
             ).values_list("pk", flat=True)
         )
         ended += Materialization.objects.filter(pk__in=failed, status=StepStatus.PENDING).update(
-            status=StepStatus.UPSTREAM_FAILED, finished_at=timezone.now(), error=error
+            status=StepStatus.UPSTREAM_FAILED, finished_at=db_now(), error=error
         )
         frontier = failed
     return ended
@@ -457,7 +502,7 @@ def _fail_locked(
     """``running -> failed`` on a locked run, failing the steps downstream of it."""
     won = _running(step, owner, expired_before=expired_before).update(
         status=StepStatus.FAILED,
-        finished_at=timezone.now(),
+        finished_at=db_now(),
         error=error,
         lease_expires_at=None,
         **extra,
@@ -490,7 +535,7 @@ def _cancel_running_locked(
     """A running step of a canceled run ends ``canceled`` instead of going on."""
     won = _running(step, owner, expired_before=expired_before).update(
         status=StepStatus.CANCELED,
-        finished_at=timezone.now(),
+        finished_at=db_now(),
         lease_owner="",
         lease_expires_at=None,
     )
@@ -502,13 +547,13 @@ def _cancel_running_locked(
 
 
 def retry_step(
-    step: Materialization, error: FlowStoneError, *, owner: str, not_before: dt.datetime
+    step: Materialization, error: FlowStoneError, *, owner: str, delay: dt.timedelta
 ) -> StepEnd:
-    """Return a running step to ``queued`` for another attempt no earlier than ``not_before``.
+    """Return a running step to ``queued`` for another attempt ``delay`` from now.
 
-    The step is unsent again (the outbox): it is published after commit with ``not_before`` as
-    its ETA, or by the relay once the delay fits a broker countdown. In a run being canceled the
-    step ends ``canceled`` instead.
+    ``not_before`` is set on the database's clock. The step is unsent again (the outbox): it is
+    published after commit with ``not_before`` as its ETA, or by the relay once the delay fits a
+    broker countdown. In a run being canceled the step ends ``canceled`` instead.
     """
     with transaction.atomic():
         run = lock_run(step.run_id)
@@ -517,8 +562,8 @@ def retry_step(
         won = _running(step, owner).update(
             status=StepStatus.QUEUED,
             error=error.to_dict(),
-            not_before=not_before,
-            queued_at=timezone.now(),
+            not_before=db_now() + delay,
+            queued_at=db_now(),
             dispatched_at=None,
             lease_owner="",
             lease_expires_at=None,
@@ -582,21 +627,27 @@ def recover_stale_steps(*, now: dt.datetime | None = None) -> list[int]:
     A step recovered more than ``MAX_RECOVERIES`` times fails (a poison step); a step of an
     in-process run fails (its process is gone); a step of a run being canceled is canceled.
     """
-    now = now or timezone.now()
+    cutoff = db_now() if now is None else now
     requeued: list[int] = []
     expired = Materialization.objects.filter(
-        status=StepStatus.RUNNING, lease_expires_at__lt=now
+        status=StepStatus.RUNNING, lease_expires_at__lt=cutoff
     ).values_list("pk", flat=True)
     for step_id in list(expired[:RECOVERY_BATCH]):
-        requeued += _recover(step_id, now).ready
+        requeued += _recover(step_id, cutoff).ready
     return requeued
 
 
-def _recover(step_id: int, now: dt.datetime) -> StepEnd:
-    """Requeue one step whose lease expired, or fail or cancel it."""
+def _recover(step_id: int, now: Any) -> StepEnd:
+    """Requeue one step whose lease expired, or fail or cancel it.
+
+    A run whose row another transaction holds is skipped (``SKIP LOCKED``) until the next sweep:
+    the sweeper never waits behind a frozen transaction.
+    """
     step = Materialization.objects.select_related("run").get(pk=step_id)
     with transaction.atomic():
-        run = lock_run(step.run_id)
+        run = Run.objects.select_for_update(skip_locked=True).filter(pk=step.run_id).first()
+        if run is None:
+            return LOST
         stale = Materialization.objects.filter(
             pk=step.pk, status=StepStatus.RUNNING, lease_expires_at__lt=now
         )
@@ -627,7 +678,7 @@ def _recover(step_id: int, now: dt.datetime) -> StepEnd:
             recoveries=F("recoveries") + 1,
             lease_owner="",
             lease_expires_at=None,
-            queued_at=timezone.now(),
+            queued_at=db_now(),
             dispatched_at=None,
         )
         if not won:

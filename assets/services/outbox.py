@@ -6,6 +6,9 @@ engine publishes at once (the fast path). ``relay_outbox`` (Celery beat, every s
 default) publishes whatever stayed unsent for ``RELAY_AFTER_SECONDS`` (a crash, a broker that
 was down, a retry whose delay was too long for a broker countdown), and releases steps of
 concurrency-limited assets whose slots were freed by a process that died before it could.
+Each tick first checks the broker's epoch (``broker_epoch``): when Redis lost its messages (a
+restart without persistence, a flush, a failover), the sent steps still queued become unsent
+and go out in that tick, instead of waiting for the backstop (``republish_quiet``).
 
 Messages are published by task name (``flowstone.run_step``) on the project's Celery app, so
 nothing here imports the task modules (which import the engine).
@@ -24,6 +27,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from assets.models import Materialization
+from assets.services.broker_epoch import check_broker_epoch
 from assets.services.engine import ACTIVE_STATUSES, release_for_asset
 from flowstone.conf import flowstone_settings
 from flowstone.registry import get_registry
@@ -139,10 +143,12 @@ def relay_outbox(*, now: dt.datetime | None = None) -> int:
 
     Steps unsent for less than ``RELAY_AFTER_SECONDS`` are left to the fast path that is
     publishing them. Messages already sent are never sent again here, however long they wait
-    in a queue.
+    in a queue, unless the broker lost them all (a new broker epoch): then every queued step
+    is sent at once.
     """
     now = now or timezone.now()
-    grace = dt.timedelta(seconds=flowstone_settings.RELAY_AFTER_SECONDS)
+    lost = check_broker_epoch()
+    grace = dt.timedelta(seconds=0 if lost else flowstone_settings.RELAY_AFTER_SECONDS)
     latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
     unsent = list(
         Materialization.objects.filter(
@@ -156,7 +162,7 @@ def relay_outbox(*, now: dt.datetime | None = None) -> int:
         .values_list("pk", flat=True)[:RELAY_BATCH]
     )
     if unsent:
-        logger.warning("relaying %d step(s) whose messages were never sent", len(unsent))
+        logger.warning("relaying %d unsent step(s)", len(unsent))
     sent = publish_steps(unsent, now=now)
     for asset in _limited_assets_with_waiting_steps():
         release_for_asset(asset)
@@ -208,7 +214,11 @@ def reschedule_early(step_id: int, *, now: dt.datetime | None = None) -> bool:
 
 
 def republish_quiet(*, now: dt.datetime | None = None) -> int:
-    """The backstop for a message the broker lost: publish again a due step sent long ago.
+    """The backstop for a message lost unnoticed: publish again a due step sent long ago.
+
+    A broker that lost all its messages is noticed by the relay within a tick
+    (``broker_epoch``); this catches the rest: a single lost message, a broker that is not
+    Redis.
 
     A step whose message was sent more than ``REQUEUE_AFTER_SECONDS`` ago and is still queued
     is sent again, but only when its queue holds no waiting message: a message that merely waits

@@ -9,9 +9,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
-
-from django.utils import timezone
+from typing import TYPE_CHECKING, Any, Final
 
 from assets import services
 from flowstone.errors import FlowStoneError
@@ -23,6 +21,8 @@ from flowstone.status import RunStatus, StepStatus
 if TYPE_CHECKING:
     from flowstone.registry import Registry
 
+
+MIN_RETRY_WAIT: Final = 0.01
 
 # Called after each step attempt with (outcome, steps ended, steps in the run).
 Progress = Callable[[StepOutcome, int, int], None]
@@ -55,7 +55,13 @@ def run_in_process(
         while True:
             step = services.claim_step(step_id, owner)
             if step is None:
-                break
+                # Not due yet (a retry's backoff, on the database's clock): wait it out here, in
+                # the caller's process. Taken or ended elsewhere: nothing left to do with it.
+                wait = services.seconds_until_due(step_id)
+                if wait is None:
+                    break
+                time.sleep(max(wait, MIN_RETRY_WAIT))
+                continue
             outcome = execute_step(registry, step, config, owner=owner)
             ready.extend(outcome.end.ready)
             if outcome.status == StepStatus.SUCCESS and include_values:
@@ -63,10 +69,8 @@ def run_in_process(
             if progress is not None:
                 remaining = services.get_run(run_id).steps_remaining
                 progress(outcome, run.steps_total - remaining, run.steps_total)
-            if outcome.status != StepStatus.QUEUED or outcome.not_before is None:
+            if outcome.status != StepStatus.QUEUED:
                 break
-            # A retryable failure: wait out the backoff in this (the caller's) process.
-            time.sleep(max((outcome.not_before - timezone.now()).total_seconds(), 0.0))
     return load_run_result(run_id, values=values)
 
 

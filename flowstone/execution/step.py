@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from approvals import services as approval_services
@@ -38,6 +38,7 @@ from flowstone.io.base import IOTarget, StoredOutput
 from flowstone.partitions import PartitionValue, decode_partition_key
 from flowstone.resources import open_resources
 from flowstone.status import StepStatus
+from flowstone.time_limits import soft_time_limit_error
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -208,7 +209,13 @@ def _io_guard(manager: str, operation: str) -> Iterator[None]:
 
 
 def as_step_error(exc: Exception) -> FlowStoneError:
-    """The error a step records for ``exc``: itself, or an ``ExecutionError`` caused by it."""
+    """The error a step records for ``exc``: itself, or an ``ExecutionError`` caused by it.
+
+    Celery's soft time limit, however wrapped, becomes a ``StepTimeoutError`` naming the limit.
+    """
+    timeout = soft_time_limit_error(exc)
+    if timeout is not None:
+        return timeout
     if isinstance(exc, FlowStoneError):
         return exc
     error = ExecutionError(f"the step raised {type(exc).__name__}: {exc}")
@@ -349,8 +356,9 @@ def execute_step(
     typed error that keeps the exception's type, message and traceback. A retryable error
     returns the step to ``queued`` with a ``not_before`` time while attempts remain; any other
     error marks it ``failed`` once. A checkpoint that needs a human parks the step in
-    ``waiting_approval``; the decision brings it back here. Only a lost database connection
-    leaves the step to lease recovery.
+    ``waiting_approval``; the decision brings it back here. Only the database failing the
+    engine itself (a lost connection, a lock or transaction timeout) leaves the step to lease
+    recovery.
     """
     ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
     definition: AssetDefinition | None = None
@@ -360,16 +368,14 @@ def execute_step(
             outcome = _execute(registry, definition, step, config, owner=owner)
         if outcome is not None:
             return outcome
-    except Exception as exc:  # the step boundary: every failure is recorded
-        if isinstance(exc, OperationalError | InterfaceError) and not _is_database_usable():
-            raise  # nothing can be recorded; the lease brings the step back to another worker
+    except (OperationalError, InterfaceError):
+        # The database failed the engine (gone, or a lock or transaction timeout): the step did
+        # not fail. Nothing is recorded here; the lease brings the step back to a worker.
+        raise
+    except Exception as exc:  # noqa: BLE001  # the step boundary: every failure is recorded
         return _record_failure(definition, step, as_step_error(exc).with_context(**ids), owner)
     logger.warning("step was no longer ours when it ended; nothing recorded", extra=ids)
     return StepOutcome(status=StepStatus.SUCCESS)
-
-
-def _is_database_usable() -> bool:
-    return connection.connection is not None and connection.is_usable()
 
 
 def _execute(
@@ -412,7 +418,7 @@ def _record_failure(
     max_retries = definition.spec.retry_policy.max_retries if definition is not None else 0
     if definition is not None and error.retryable and max_retries - (step.attempt - 1) > 0:
         not_before = retry_time(definition, step.attempt)
-        end = services.retry_step(step, error, owner=owner, not_before=not_before)
+        end = services.retry_step(step, error, owner=owner, delay=not_before - timezone.now())
         logger.warning("step will be retried at %s: %s", not_before, error, extra=ids)
         return StepOutcome(status=StepStatus.QUEUED, error=error, not_before=not_before, end=end)
     end = services.fail_step(step, error, owner=owner)

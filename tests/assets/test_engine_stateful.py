@@ -140,8 +140,8 @@ class EngineMachine(RuleBasedStateMachine):
         step = self._running(index)
         if step is not None:
             error = ExecutionError("again", retryable=True)
-            soon = timezone.now() + dt.timedelta(seconds=1)
-            assert services.retry_step(step, error, owner=step.lease_owner, not_before=soon).won
+            delay = dt.timedelta(seconds=1)
+            assert services.retry_step(step, error, owner=step.lease_owner, delay=delay).won
 
     @rule(index=PICK)
     def crash_and_recover(self, index: int) -> None:

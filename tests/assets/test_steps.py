@@ -168,9 +168,8 @@ def test_retry_waits_for_not_before() -> None:
     (step_id,) = _run(_keys("unlimited", 1)).ready
     assert services.claim_step(step_id, "w")
     step = Materialization.objects.get(pk=step_id)
-    soon = timezone.now() + dt.timedelta(hours=1)
     assert services.retry_step(
-        step, ExecutionError("later", retryable=True), owner="w", not_before=soon
+        step, ExecutionError("later", retryable=True), owner="w", delay=dt.timedelta(hours=1)
     ).won
     assert not services.claim_step(step_id, "w2")  # not due yet
     Materialization.objects.filter(pk=step_id).update(not_before=timezone.now())

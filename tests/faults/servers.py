@@ -207,13 +207,19 @@ class PrivatePostgres:
 
 @dataclass
 class PrivateRedis:
-    """A throwaway Redis server without persistence that can be killed and restarted."""
+    """A throwaway Redis server that can be killed (or stopped) and restarted.
+
+    Without persistence by default, so killing it loses every message it held; with
+    ``appendonly=True`` it keeps an AOF (``appendfsync everysec``) in its directory, as we
+    recommend for production, and a restart reloads it.
+    """
 
     directory: Path = field(
         default_factory=lambda: Path(tempfile.mkdtemp(prefix="fs-fault-redis."))
     )
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    appendonly: bool = False
 
     def url(self, db: int = 0) -> str:
         """The broker URL of one database."""
@@ -242,7 +248,9 @@ class PrivateRedis:
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes" if self.appendonly else "no",
+                    "--appendfsync",
+                    "everysec",
                     "--dir",
                     str(self.directory),
                 ],
@@ -267,8 +275,15 @@ class PrivateRedis:
         self.kill()
         return False
 
+    def stop(self) -> None:
+        """SIGTERM the server: a clean shutdown, which writes its AOF (if any) to disk first."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+        self.process = None
+
     def kill(self) -> None:
-        """SIGKILL the server: every message it held is gone."""
+        """SIGKILL the server: every message it held is gone (unless its AOF kept it)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)

@@ -29,6 +29,11 @@ THREATS: Final[dict[str, tuple[str, ...]]] = {
     "oversized task payloads: refused, recorded truncated, the worker keeps serving": (
         "security/test_messages.py::test_an_oversized_task_payload_is_refused_and_recorded_truncated",
     ),
+    "poison messages (not JSON, not an envelope, unreadable headers or body): recorded, dropped, "
+    "the worker keeps serving": (
+        "security/test_poison.py::test_malformed_redis_items_are_recorded_dropped_and_the_worker_goes_on",
+        "security/test_poison.py::test_malformed_rabbitmq_messages_are_recorded_dropped_and_the_worker_goes_on",
+    ),
     "hostile asset names (API bodies, URLs, lineage, commands): unknown, nothing imported": (
         "security/test_api.py::test_hostile_asset_names_are_unknown_assets_and_import_nothing",
         "security/test_api.py::test_hostile_asset_names_in_urls_are_404",
