@@ -368,6 +368,8 @@ class Scenario:
         Beat goes first, and the workers drain what it sent last (sweeper, relay, timeouts)
         before they go: those messages would otherwise be left in the queues.
         """
+        if not self.stack.processes:
+            return  # closed already: nothing left to drain the queues
         beats = [p for p in self.stack.processes if "beat" in str(p.args)]
         for process in beats:
             self.stack.kill(process)
