@@ -50,9 +50,9 @@ from lineage.services import record_audit, record_lineage
 
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import Iterable
+    from collections.abc import Collection, Iterable
 
-    from django.db.models import Model
+    from django.db.models import Model, QuerySet
 
     from flowstone.io.base import StoredOutput
 
@@ -255,13 +255,8 @@ def _release(run: Run, delta: Counter[StepCount]) -> list[int]:
     limited = {asset for _, asset in candidates if asset in limits}
     if limited:
         lock_assets(limited)
-        active_by_asset = dict(
-            Materialization.objects.filter(asset__in=limited, status__in=ACTIVE_STATUSES)
-            .values_list("asset")
-            .annotate(n=Count("id"))
-            .values_list("asset", "n")
-        )
-        free_by_asset = {a: limits[a] - active_by_asset.get(a, 0) for a in limited}
+        active = active_by_asset(limited)
+        free_by_asset = {a: limits[a] - active.get(a, 0) for a in limited}
         kept = []
         for pk, asset in candidates:
             if asset in free_by_asset:
@@ -304,19 +299,32 @@ def release_ready_steps(run_id: uuid.UUID | str) -> list[int]:
         return _after_commit(run, ready, ()).ready
 
 
+def ready_for_a_worker() -> QuerySet[Materialization]:
+    """Pending steps with nothing left to wait for, in worker runs not being canceled.
+
+    Only a free slot (``max_parallel``, a concurrency limit) keeps these from being released.
+    """
+    return Materialization.objects.filter(
+        status=StepStatus.PENDING,
+        remaining_upstreams=0,
+        run__is_in_process=False,
+        run__cancel_requested_at__isnull=True,
+    )
+
+
+def active_by_asset(assets: Collection[str]) -> dict[str, int]:
+    """How many steps of each of ``assets`` are queued or running, across all runs."""
+    return dict(
+        Materialization.objects.filter(asset__in=list(assets), status__in=ACTIVE_STATUSES)
+        .values_list("asset")
+        .annotate(n=Count("id"))
+        .values_list("asset", "n")
+    )
+
+
 def release_for_asset(asset: str) -> list[int]:
     """Release waiting steps of a concurrency-limited asset in every run (a slot was freed)."""
-    runs = (
-        Materialization.objects.filter(
-            asset=asset,
-            status=StepStatus.PENDING,
-            remaining_upstreams=0,
-            run__is_in_process=False,
-            run__cancel_requested_at__isnull=True,
-        )
-        .values_list("run_id", flat=True)
-        .distinct()
-    )
+    runs = ready_for_a_worker().filter(asset=asset).values_list("run_id", flat=True).distinct()
     released: list[int] = []
     for run_id in list(runs):
         released += release_ready_steps(run_id)

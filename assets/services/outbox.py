@@ -22,13 +22,13 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from assets.models import Materialization
 from assets.services.broker_epoch import check_broker_epoch
-from assets.services.engine import ACTIVE_STATUSES, release_for_asset
+from assets.services.engine import active_by_asset, ready_for_a_worker, release_for_asset
 from flowstone.conf import flowstone_settings
 from flowstone.registry import get_registry
 from flowstone.status import StepStatus
@@ -178,24 +178,14 @@ def _limited_assets_with_waiting_steps() -> list[str]:
     if not limits:
         return []
     waiting = set(
-        Materialization.objects.filter(
-            asset__in=list(limits),
-            status=StepStatus.PENDING,
-            remaining_upstreams=0,
-            run__is_in_process=False,
-            run__cancel_requested_at__isnull=True,
-        )
+        ready_for_a_worker()
+        .filter(asset__in=list(limits))
         .values_list("asset", flat=True)
         .distinct()
     )
     if not waiting:
         return []
-    active = dict(
-        Materialization.objects.filter(asset__in=list(waiting), status__in=ACTIVE_STATUSES)
-        .values_list("asset")
-        .annotate(n=Count("id"))
-        .values_list("asset", "n")
-    )
+    active = active_by_asset(waiting)
     return sorted(asset for asset in waiting if active.get(asset, 0) < limits[asset])
 
 
