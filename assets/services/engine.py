@@ -656,11 +656,10 @@ def _recover(step_id: int, now: Any) -> StepEnd:
         run = Run.objects.select_for_update(skip_locked=True).filter(pk=step.run_id).first()
         if run is None:
             return LOST
+        # Every branch below is conditional on the lease still being expired: no need to ask first.
         stale = Materialization.objects.filter(
             pk=step.pk, status=StepStatus.RUNNING, lease_expires_at__lt=now
         )
-        if not stale.exists():
-            return LOST
         if run.cancel_requested_at is not None:
             return _cancel_running_locked(run, step, None, expired_before=now)
         if run.is_in_process or step.recoveries >= flowstone_settings.MAX_RECOVERIES:
@@ -730,7 +729,10 @@ def cancel_steps(run_id: uuid.UUID | str, *, actor: str, actor_type: str) -> Can
         )
         ended = {
             count: steps.filter(status__in=statuses).update(
-                status=StepStatus.CANCELED, finished_at=now, lease_owner="", lease_expires_at=None
+                status=StepStatus.CANCELED,
+                finished_at=db_now(),
+                lease_owner="",
+                lease_expires_at=None,
             )
             for count, statuses in (
                 (StepCount.PENDING, [StepStatus.PENDING]),
