@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from flowstone.api import (
         backfill,
         backfill_async,
+        load_value,
         materialize,
         materialize_all,
         materialize_all_async,
@@ -33,6 +34,7 @@ __version__ = "0.2.0"
 _LAZY: Final = {
     "backfill": "flowstone.api",
     "backfill_async": "flowstone.api",
+    "load_value": "flowstone.api",
     "materialize": "flowstone.api",
     "materialize_all": "flowstone.api",
     "materialize_all_async": "flowstone.api",
@@ -64,6 +66,7 @@ __all__ = [
     "backfill",
     "backfill_async",
     "errors",
+    "load_value",
     "materialize",
     "materialize_all",
     "materialize_all_async",

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from assets import services
 from flowstone.definitions import AssetDefinition, AssetFunction, definition_of
-from flowstone.errors import ValidationFailedError
+from flowstone.errors import MaterializationNotFoundError, ValidationFailedError
 from flowstone.execution.handle import RunHandle
 from flowstone.execution.inprocess import run_in_process
 from flowstone.execution.plan import plan_steps, validate_partition
+from flowstone.execution.step import io_guard, io_target
 from flowstone.inputs import validate_json_object, validate_text
 from flowstone.partitions import encode_partition_key
 from flowstone.registry import Registry, get_registry
@@ -340,3 +341,27 @@ def backfill_async(
         is_in_process=False,
     )
     return _start_async(request)
+
+
+def load_value(asset: str | AssetFunction, partition: object = None) -> Any:
+    """Load the value of an asset partition's latest successful materialization.
+
+    The value is the one that success recorded (its attempt's version, with the IO overrides of
+    the run that made it), the same value a downstream step would read now. Raises
+    ``MaterializationNotFoundError`` if the partition has never succeeded.
+    """
+    registry = get_registry()
+    definition = registry.get(_asset_name(asset))
+    value = validate_partition(definition, partition, services.DatabaseDynamicKeyStore())
+    key = encode_partition_key(value)
+    latest = services.latest_successful(definition.name, key)
+    if latest is None:
+        raise MaterializationNotFoundError(
+            f"asset {definition.name!r} has no successful materialization for partition {key!r}",
+            asset=definition.name,
+            partition=key,
+        )
+    config = latest.run.config
+    target = io_target(definition, key, config, version=services.recorded_version(latest))
+    with io_guard(definition.spec.io_manager, "load"):
+        return registry.io_manager_for(definition).load(target)

@@ -13,6 +13,7 @@ Every error that crosses the public API is a ``FlowStoneError``::
     ├── IOManagerError             io_error              retryable when transient
     ├── ExecutionError             execution_error       user code raised; original in __cause__
     ├── StepTimeoutError           timeout               retryable
+    ├── LeaseLostError             execution_error       this attempt lost its step; never recorded
     ├── ResourceUnavailableError   resource_unavailable
     ├── CheckpointRejectedError    checkpoint_rejected
     ├── ApprovalNotFoundError      validation_error      no approval has that id
@@ -220,6 +221,16 @@ class StepTimeoutError(FlowStoneError):
     default_retryable = True
 
 
+class LeaseLostError(FlowStoneError):
+    """The step attempt lost its lease (another attempt owns the step): its work is discarded.
+
+    Raised before or while a stale attempt stores its value; the step boundary records nothing
+    for it, since the step belongs to the attempt that took it over.
+    """
+
+    default_kind = "execution_error"
+
+
 class ResourceUnavailableError(FlowStoneError):
     """A required resource is missing or failed its setup."""
 
@@ -276,6 +287,7 @@ _ERROR_CLASSES: Final[dict[str, type[FlowStoneError]]] = {
         IOManagerError,
         ExecutionError,
         StepTimeoutError,
+        LeaseLostError,
         ResourceUnavailableError,
         CheckpointRejectedError,
         ApprovalNotFoundError,
@@ -300,6 +312,7 @@ __all__ = [
     "ExecutionError",
     "FlowStoneError",
     "IOManagerError",
+    "LeaseLostError",
     "LineageCycleError",
     "MaterializationNotFoundError",
     "PartitionKeyError",

@@ -23,6 +23,7 @@ def test_flowstone_all() -> None:
         "backfill",
         "backfill_async",
         "errors",
+        "load_value",
         "materialize",
         "materialize_all",
         "materialize_all_async",
@@ -38,6 +39,8 @@ def test_version() -> None:
 
 def test_io_all() -> None:
     assert flowstone.io.__all__ == [
+        "DiscardsVersions",
+        "Fence",
         "FilesystemIOManager",
         "IOManager",
         "IOTarget",

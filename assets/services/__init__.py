@@ -7,15 +7,18 @@ the engine released to the workers; ``runs`` creates and reads runs.
 from __future__ import annotations
 
 from assets.services.engine import (
+    AttemptFence,
     Canceled,
     Parked,
     StepEnd,
+    attempt_version,
     cancel_steps,
     claim_step,
     complete_step,
     fail_step,
     lock_run,
     park_step,
+    recorded_version,
     recover_stale_steps,
     release_for_asset,
     release_ready_steps,
@@ -53,6 +56,7 @@ from assets.services.runs import (
 )
 
 __all__ = [
+    "AttemptFence",
     "Canceled",
     "CreatedRun",
     "DatabaseDynamicKeyStore",
@@ -60,6 +64,7 @@ __all__ = [
     "RunRequest",
     "StepEnd",
     "StepRequest",
+    "attempt_version",
     "cancel_run",
     "cancel_steps",
     "claim_step",
@@ -76,6 +81,7 @@ __all__ = [
     "park_step",
     "publish_steps",
     "record_rejection",
+    "recorded_version",
     "recover_stale_steps",
     "relay_outbox",
     "release_for_asset",

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from django.db import connection, transaction
+from django.db import connection, router, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Field, Q
 from django.db.models.functions import Now
 from django.dispatch import Signal
@@ -35,7 +35,7 @@ from django.utils import timezone
 from assets.models import Materialization, Run, StepEdge
 from assets.services.locks import lock_assets
 from flowstone.conf import flowstone_settings
-from flowstone.errors import FlowStoneError
+from flowstone.errors import FlowStoneError, LeaseLostError
 from flowstone.registry import get_registry
 from flowstone.signals import send_after_commit
 from flowstone.status import (
@@ -387,6 +387,53 @@ def _step_payload(step: Materialization, **extra: Any) -> dict[str, Any]:
     }
 
 
+def attempt_version(step: Materialization) -> str:
+    """The version that names this attempt's value: ``<step id>.<attempt>``, unique per claim."""
+    return f"{step.pk}.{step.attempt}"
+
+
+def recorded_version(step: Materialization) -> str:
+    """The version of a successful step's value (``""``: recorded before values had versions)."""
+    version = (step.metadata or {}).get("version", "")
+    return version if isinstance(version, str) else ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptFence:
+    """The lease of one step attempt, for IO managers that write in the steps' database.
+
+    ``hold`` locks the step row (``FOR NO KEY UPDATE``) if it is still running this attempt
+    for this owner, and otherwise raises ``LeaseLostError``. The lock lasts until the caller's
+    transaction ends, so the sweeper cannot take the step back while the value is written.
+    """
+
+    step_id: int
+    attempt: int
+    owner: str
+
+    def hold(self, using: str) -> bool:
+        """Hold the lease inside ``using``'s open transaction (see ``flowstone.io.base.Fence``)."""
+        if using != router.db_for_write(Materialization):
+            return False
+        held = list(
+            Materialization.objects.using(using)
+            .select_for_update(no_key=True)
+            .filter(
+                pk=self.step_id,
+                status=StepStatus.RUNNING,
+                attempt=self.attempt,
+                lease_owner=self.owner,
+            )
+            .values_list("pk", flat=True)
+        )
+        if not held:
+            raise LeaseLostError(
+                f"attempt {self.attempt} of step {self.step_id} lost its lease; its value is "
+                "not stored"
+            )
+        return True
+
+
 def renew_lease(step_id: int, owner: str) -> bool:
     """Extend the lease of a step this owner is running; ``False`` if it is no longer ours."""
     lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
@@ -406,7 +453,8 @@ def _running(
     """
     running = Materialization.objects.filter(pk=step.pk, status=StepStatus.RUNNING)
     if owner is not None:
-        running = running.filter(lease_owner=owner)
+        # The attempt too: a redelivered message can carry the same owner name.
+        running = running.filter(lease_owner=owner, attempt=step.attempt)
     if expired_before is not None:
         running = running.filter(lease_expires_at__lt=expired_before)
     return running
@@ -416,6 +464,10 @@ def complete_step(
     step: Materialization, stored: StoredOutput, consumed: Iterable[Materialization], *, owner: str
 ) -> StepEnd:
     """Mark a running step successful, with lineage, audit and downstream release, atomically.
+
+    The success records which attempt's value it is (``metadata["version"]``, see
+    ``attempt_version``): readers load that version, so only the attempt that wins here, the
+    one holding the lease, decides the value downstream steps read.
 
     A run without step edges (a backfill, a single step) has no counters to decrement; and
     unless a counter reached a step, the run caps its parallelism or the asset has a concurrency
@@ -432,7 +484,7 @@ def complete_step(
         won = _running(step, owner).update(
             status=StepStatus.SUCCESS,
             finished_at=db_now(),
-            metadata={**step.metadata, **stored.as_metadata()},
+            metadata={**step.metadata, **stored.as_metadata(), "version": attempt_version(step)},
             error=None,
             lease_expires_at=None,
         )

@@ -30,17 +30,19 @@ from flowstone.errors import (
     ExecutionError,
     FlowStoneError,
     IOManagerError,
+    LeaseLostError,
     ValidationFailedError,
 )
 from flowstone.execution.lease import lease_heartbeat
 from flowstone.execution.plan import UpstreamInput, plan_inputs, validate_partition
-from flowstone.io.base import IOTarget, StoredOutput
+from flowstone.io.base import DiscardsVersions, IOTarget, StoredOutput
 from flowstone.partitions import PartitionValue, decode_partition_key
 from flowstone.resources import open_resources
 from flowstone.status import StepStatus
 from flowstone.time_limits import soft_time_limit_error
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Iterator, Mapping
 
     from assets.models import RunConfig
@@ -61,12 +63,37 @@ class StepOutcome:
     not_before: dt.datetime | None = None
 
 
-def io_target(definition: AssetDefinition, partition_key: str, config: RunConfig) -> IOTarget:
-    """The IO target of an asset partition, with the run's IO overrides applied."""
+def io_target(
+    definition: AssetDefinition,
+    partition_key: str,
+    config: RunConfig,
+    *,
+    version: str = "",
+    fence: services.AttemptFence | None = None,
+) -> IOTarget:
+    """The IO target of an asset partition version, with the run's IO overrides applied."""
     overrides = (config.io_overrides or {}).get(definition.name) or {}
     options = {**definition.spec.io_options, **overrides}
     return IOTarget(
-        asset=definition.name, partition_key=partition_key, options=MappingProxyType(options)
+        asset=definition.name,
+        partition_key=partition_key,
+        options=MappingProxyType(options),
+        version=version,
+        fence=fence,
+    )
+
+
+def output_target(
+    definition: AssetDefinition, step: Materialization, config: RunConfig, *, owner: str
+) -> IOTarget:
+    """Where this attempt of ``step`` stores its value: its own version, under its lease."""
+    fence = services.AttemptFence(step_id=step.pk, attempt=step.attempt, owner=owner)
+    return io_target(
+        definition,
+        step.partition_key,
+        config,
+        version=services.attempt_version(step),
+        fence=fence,
     )
 
 
@@ -118,8 +145,9 @@ def _load_inputs(
             consumed.append(source)
             if upstream.name in definition.value_parameters:
                 manager = registry.io_manager_for(upstream)
-                with _io_guard(upstream.spec.io_manager, "load"):
-                    values[partition] = manager.load(io_target(upstream, key, config))
+                target = io_target(upstream, key, config, version=services.recorded_version(source))
+                with io_guard(upstream.spec.io_manager, "load"):
+                    values[partition] = manager.load(target)
         if upstream.name in definition.value_parameters:
             if upstream_input.is_fan_in:
                 kwargs[upstream.name] = values
@@ -183,20 +211,51 @@ def _compute(
     return _Computed(value=value, consumed=consumed, upstream=upstream, partition=partition)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Attempt:
+    """The attempt executing a step: who owns it, and whether the heartbeat saw its lease lost."""
+
+    owner: str
+    lost: threading.Event
+
+
 def _store(
     registry: Registry,
     definition: AssetDefinition,
     step: Materialization,
     config: RunConfig,
     value: Any,
+    *,
+    attempt: _Attempt,
 ) -> StoredOutput:
+    """Store this attempt's value at its own version (or under its lease); refuse if it lost."""
+    if attempt.lost.is_set():
+        raise LeaseLostError(f"attempt {step.attempt} of step {step.pk} lost its lease")
     manager = registry.io_manager_for(definition)
-    with _io_guard(definition.spec.io_manager, "store"):
-        return manager.store(io_target(definition, step.partition_key, config), value)
+    target = output_target(definition, step, config, owner=attempt.owner)
+    with io_guard(definition.spec.io_manager, "store"):
+        return manager.store(target, value)
+
+
+def _discard(
+    registry: Registry, definition: AssetDefinition, step: Materialization, config: RunConfig
+) -> None:
+    """Remove what a stale attempt stored at its own version; it is never read anyway."""
+    manager = registry.io_manager_for(definition)
+    if not isinstance(manager, DiscardsVersions):
+        return
+    target = io_target(
+        definition, step.partition_key, config, version=services.attempt_version(step)
+    )
+    try:
+        with io_guard(definition.spec.io_manager, "discard"):
+            manager.discard(target)
+    except FlowStoneError as exc:
+        logger.warning("could not discard the value of a stale attempt: %s", exc)
 
 
 @contextmanager
-def _io_guard(manager: str, operation: str) -> Iterator[None]:
+def io_guard(manager: str, operation: str) -> Iterator[None]:
     """An IO manager's foreign exception becomes an ``IOManagerError`` (not retryable)."""
     try:
         yield
@@ -323,6 +382,8 @@ def _resume(
     step: Materialization,
     config: RunConfig,
     approval: Approval,
+    *,
+    attempt: _Attempt,
 ) -> tuple[Any, list[Materialization], StoredOutput]:
     """Finish a step whose approval was decided: store the (modified) value, or fail it."""
     spec = definition.checkpoint
@@ -338,7 +399,7 @@ def _resume(
         if spec is not None and spec.on_approve is not None:
             _user_call(definition, "approve handler", spec.on_approve, review, value)
         consumed = list(Materialization.objects.filter(pk__in=approval.consumed))
-        return value, consumed, _store(registry, definition, step, config, value)
+        return value, consumed, _store(registry, definition, step, config, value, attempt=attempt)
     reason = approval.reason or approval.status
     if spec is not None and spec.on_reject is not None:
         _user_call(definition, "reject handler", spec.on_reject, review, reason)
@@ -364,10 +425,15 @@ def execute_step(
     definition: AssetDefinition | None = None
     try:
         definition = registry.get(step.asset)
-        with lease_heartbeat(step.pk, owner):
-            outcome = _execute(registry, definition, step, config, owner=owner)
+        with lease_heartbeat(step.pk, owner) as lost:
+            attempt = _Attempt(owner=owner, lost=lost)
+            outcome = _execute(registry, definition, step, config, attempt)
         if outcome is not None:
             return outcome
+    except LeaseLostError as exc:
+        # Another attempt owns the step now: this one records nothing and stores nothing.
+        logger.warning("step attempt lost its lease: %s", exc, extra=ids)
+        return StepOutcome(status=StepStatus.RUNNING, error=exc)
     except (OperationalError, InterfaceError):
         # The database failed the engine (gone, or a lock or transaction timeout): the step did
         # not fail. Nothing is recorded here; the lease brings the step back to a worker.
@@ -383,8 +449,7 @@ def _execute(
     definition: AssetDefinition,
     step: Materialization,
     config: RunConfig,
-    *,
-    owner: str,
+    attempt: _Attempt,
 ) -> StepOutcome | None:
     """Compute (or resume), store and record a step; ``None`` if it was no longer ours."""
     ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
@@ -392,17 +457,20 @@ def _execute(
         approval_services.approval_for_step(step.pk) if definition.checkpoint is not None else None
     )
     if approval is not None and not approval.is_pending:
-        value, consumed, stored = _resume(registry, definition, step, config, approval)
+        value, consumed, stored = _resume(
+            registry, definition, step, config, approval, attempt=attempt
+        )
     else:
         computed = _compute(registry, definition, step, config)
-        value, must_wait = _gate(definition, step, computed, owner=owner)
+        value, must_wait = _gate(definition, step, computed, owner=attempt.owner)
         if must_wait:
             logger.info("step waits for approval", extra=ids)
             return StepOutcome(status=StepStatus.WAITING_APPROVAL, value=value)
         consumed = computed.consumed
-        stored = _store(registry, definition, step, config, value)
-    end = services.complete_step(step, stored, consumed, owner=owner)
+        stored = _store(registry, definition, step, config, value, attempt=attempt)
+    end = services.complete_step(step, stored, consumed, owner=attempt.owner)
     if not end.won:
+        _discard(registry, definition, step, config)
         return None
     return StepOutcome(status=StepStatus.SUCCESS, value=value, end=end)
 

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from flowstone.io.base import IOManager, IOTarget, StoredOutput
+from flowstone.io.base import DiscardsVersions, Fence, IOManager, IOTarget, StoredOutput
 from flowstone.io.filesystem import FilesystemIOManager
 from flowstone.io.memory import MemoryIOManager
 
-__all__ = ["FilesystemIOManager", "IOManager", "IOTarget", "MemoryIOManager", "StoredOutput"]
+__all__ = [
+    "DiscardsVersions",
+    "Fence",
+    "FilesystemIOManager",
+    "IOManager",
+    "IOTarget",
+    "MemoryIOManager",
+    "StoredOutput",
+]

@@ -4,23 +4,69 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from flowstone.errors import IOManagerError
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
 
+# A version names one step attempt's value (``<step id>.<attempt>``); it goes into file names and
+# object keys, so it is restricted to characters that are safe in both.
+VERSION_PATTERN: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
+VERSION_SEPARATOR: Final = "@"  # percent-encoded in partition stems, so it never occurs in one
+
+
+class Fence(Protocol):
+    """The lease of the step attempt that is storing a value (see ``IOTarget.fence``)."""
+
+    def hold(self, using: str) -> bool:
+        """Check the attempt still holds its lease, and keep it until ``using``'s transaction ends.
+
+        Call it inside the transaction (on Django database alias ``using``) that writes the
+        value. Returns ``False`` if ``using`` is not the database the steps live in (nothing can
+        be held there); raises ``LeaseLostError`` if the attempt lost its lease, so the write
+        rolls back.
+        """
+        ...
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IOTarget:
-    """Where one step's output lives: asset name, encoded partition key and IO options."""
+    """Where one step's output lives: asset name, encoded partition key, IO options, version.
+
+    ``version`` names the step attempt that stores the value, or the attempt whose recorded
+    value is loaded; ``""`` is the unversioned location (direct calls, values recorded before
+    versions existed). ``fence`` is set when a step attempt stores: managers that overwrite one
+    location per partition hold it in their write transaction instead of versioning.
+    """
 
     asset: str
     partition_key: str
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    version: str = ""
+    fence: Fence | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.version and not VERSION_PATTERN.fullmatch(self.version):
+            raise IOManagerError(
+                f"invalid value version {self.version!r}: up to 64 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit",
+                asset=self.asset,
+                partition=self.partition_key,
+            )
+
+
+def versioned_stem(stem: str, target: IOTarget) -> str:
+    """A file name stem (or object key segment) for ``target``'s version of a partition.
+
+    ``stem`` is the partition's own stem (``partition_file_stem``), which never contains the
+    separator, so every (partition, version) pair has a name of its own.
+    """
+    return f"{stem}{VERSION_SEPARATOR}{target.version}" if target.version else stem
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,6 +106,21 @@ class IOManager(Protocol):
 
     def delete(self, target: IOTarget) -> None:
         """Remove the value stored for ``target``, if any."""
+        ...
+
+
+@runtime_checkable
+class DiscardsVersions(Protocol):
+    """An IO manager that stores each ``IOTarget.version`` at a location of its own.
+
+    FlowStone's fencing rule (ADR 0023): a step attempt stores at its own version, the success
+    row records that version, and readers load the recorded version, so a value stored by an
+    attempt that lost its lease is never read. When the attempt finds it lost, FlowStone calls
+    ``discard`` to remove what it stored.
+    """
+
+    def discard(self, target: IOTarget) -> None:
+        """Remove the value stored for ``target.version`` (never another version's)."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""The local-filesystem IO manager, the embedded default: one JSON file per asset partition."""
+"""The local-filesystem IO manager, the embedded default: a JSON file per partition version."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from flowstone.errors import IOManagerError
-from flowstone.io.base import IOTarget, StoredOutput, decode_json, describe_output, encode_json
+from flowstone.io.base import (
+    IOTarget,
+    StoredOutput,
+    decode_json,
+    describe_output,
+    encode_json,
+    versioned_stem,
+)
 
 DEFAULT_BASE_DIR: Final = Path("var") / "storage"
 UNPARTITIONED_FILE_STEM: Final = "__unpartitioned__"
@@ -61,14 +68,20 @@ def file_error(target: IOTarget, path: Path, action: str, exc: OSError) -> IOMan
 
 
 class FilesystemIOManager:
-    """Stores JSON values under ``base_dir/<asset>/<partition>.json`` with atomic writes."""
+    """Stores JSON values under ``base_dir/<asset>/<partition>@<version>.json``, atomically.
+
+    Each step attempt writes a file of its own (the version names the attempt) and the success
+    row records which one is the value, so an attempt that lost its lease cannot replace it.
+    An unversioned target uses ``<partition>.json``.
+    """
 
     def __init__(self, base_dir: str | os.PathLike[str] = DEFAULT_BASE_DIR) -> None:
         self.base_dir = Path(base_dir)
 
     def path_for(self, target: IOTarget) -> Path:
         """Return the file that holds ``target``'s value."""
-        return self.base_dir / target.asset / f"{partition_file_stem(target.partition_key)}.json"
+        stem = versioned_stem(partition_file_stem(target.partition_key), target)
+        return self.base_dir / target.asset / f"{stem}.json"
 
     def store(self, target: IOTarget, value: Any) -> StoredOutput:
         """Write the value to a temporary file, fsync it, then rename it into place."""
@@ -99,3 +112,7 @@ class FilesystemIOManager:
             self.path_for(target).unlink(missing_ok=True)
         except OSError as exc:
             raise file_error(target, self.path_for(target), "delete", exc) from exc
+
+    def discard(self, target: IOTarget) -> None:
+        """Remove the file a stale attempt wrote (its version only)."""
+        self.delete(target)

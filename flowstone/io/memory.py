@@ -13,24 +13,29 @@ class MemoryIOManager:
     """Keeps values in this process as JSON bytes, so every load returns a fresh copy."""
 
     def __init__(self) -> None:
-        self._values: dict[tuple[str, str], bytes] = {}
+        self._values: dict[tuple[str, str, str], bytes] = {}
         self._lock = threading.Lock()
 
     @staticmethod
     def _uri(target: IOTarget) -> str:
-        return f"memory://{target.asset}/{target.partition_key}"
+        version = f"@{target.version}" if target.version else ""
+        return f"memory://{target.asset}/{target.partition_key}{version}"
+
+    @staticmethod
+    def _key(target: IOTarget) -> tuple[str, str, str]:
+        return (target.asset, target.partition_key, target.version)
 
     def store(self, target: IOTarget, value: Any) -> StoredOutput:
-        """Store ``value``, replacing any earlier one for the same target."""
+        """Store ``value``, replacing any earlier one for the same target (and version)."""
         body = encode_json(target, value)
         with self._lock:
-            self._values[(target.asset, target.partition_key)] = body
+            self._values[self._key(target)] = body
         return describe_output(self._uri(target), value, body)
 
     def load(self, target: IOTarget) -> Any:
         """Return the stored value."""
         with self._lock:
-            body = self._values.get((target.asset, target.partition_key))
+            body = self._values.get(self._key(target))
         if body is None:
             raise IOManagerError(
                 f"no stored value for {self._uri(target)}",
@@ -42,9 +47,13 @@ class MemoryIOManager:
     def exists(self, target: IOTarget) -> bool:
         """Whether a value is stored."""
         with self._lock:
-            return (target.asset, target.partition_key) in self._values
+            return self._key(target) in self._values
 
     def delete(self, target: IOTarget) -> None:
         """Forget the stored value."""
         with self._lock:
-            self._values.pop((target.asset, target.partition_key), None)
+            self._values.pop(self._key(target), None)
+
+    def discard(self, target: IOTarget) -> None:
+        """Forget what a stale attempt stored (its version only)."""
+        self.delete(target)

@@ -20,6 +20,7 @@ from flowstone.io.base import (
     hash_content,
     invalid_options_error,
     unknown_option_problems,
+    versioned_stem,
 )
 from flowstone.io.filesystem import file_error, partition_file_stem, write_atomically
 from flowstone.io.s3 import S3IOManager
@@ -102,7 +103,9 @@ class ParquetIOManager:
 
     def _s3_target(self, target: IOTarget) -> IOTarget:
         """The S3 manager's view of ``target``: its options are the manager's own."""
-        return IOTarget(asset=target.asset, partition_key=target.partition_key)
+        return IOTarget(
+            asset=target.asset, partition_key=target.partition_key, version=target.version
+        )
 
     def path_for(self, target: IOTarget) -> Path:
         """The local file of ``target`` (only for a local ``path``)."""
@@ -112,9 +115,8 @@ class ParquetIOManager:
                 asset=target.asset,
                 partition=target.partition_key,
             )
-        return (
-            self.base_dir / target.asset / (partition_file_stem(target.partition_key) + ".parquet")
-        )
+        stem = versioned_stem(partition_file_stem(target.partition_key), target)
+        return self.base_dir / target.asset / f"{stem}.parquet"
 
     def store(self, target: IOTarget, value: Any) -> StoredOutput:
         """Write the value as Parquet (atomically on disk; one PUT on S3)."""
@@ -173,3 +175,7 @@ class ParquetIOManager:
             self.path_for(target).unlink(missing_ok=True)
         except OSError as exc:
             raise file_error(target, self.path_for(target), "delete", exc) from exc
+
+    def discard(self, target: IOTarget) -> None:
+        """Remove the file or object a stale attempt wrote (its version only)."""
+        self.delete(target)

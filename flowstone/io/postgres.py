@@ -12,6 +12,12 @@ upsert the entry, then delete the slice and insert the rows. The entry's row loc
 concurrent stores of one partition, so re-running a step replaces its rows and never duplicates
 them. It uses Django's connection ``database`` (default ``"default"``), or its own connection when
 ``dsn`` is given.
+
+Fencing (ADR 0023): a partition has one location here, so instead of versioning it, a step
+attempt's store holds the attempt's lease (``IOTarget.fence``) in the same transaction as its
+writes: an attempt that lost its lease rolls back without writing, and the step row stays locked
+until the value is committed. That needs the values in the database the steps live in; with
+``dsn`` or another database there is nothing to hold, which ``flowstone.W004`` reports.
 """
 
 from __future__ import annotations
@@ -241,9 +247,19 @@ class PostgresIOManager:
         stored = describe_output(self._uri(target, self.table), value, body)
         entry = [body.decode(), None, None, stored.row_count, len(body), stored.content_hash]
         with self._transaction(target, "store") as cursor:
+            self._hold_fence(target)
             self._create_if_missing(cursor, self.table, create_store_table(self.table))
             cursor.execute(upsert_entry(self.table), [target.asset, target.partition_key, *entry])
         return stored
+
+    def can_fence(self) -> bool:
+        """Whether a store can hold a step's lease: only in Django's connection, not ``dsn``."""
+        return self.dsn is None
+
+    def _hold_fence(self, target: IOTarget) -> None:
+        """Refuse the write (``LeaseLostError``) if the storing attempt lost its step."""
+        if target.fence is not None and self.can_fence():
+            target.fence.hold(self.database)
 
     def _store_rows(
         self, target: IOTarget, value: Any, table: QualifiedName, partition_column: str
@@ -255,6 +271,7 @@ class PostgresIOManager:
         stored = describe_output(self._uri(target, table), rows, body)
         entry = [None, str(table), partition_column, len(rows), len(body), stored.content_hash]
         with self._transaction(target, "store") as cursor:
+            self._hold_fence(target)
             self._create_if_missing(cursor, self.table, create_store_table(self.table))
             # The entry first: its row lock makes a concurrent store of this partition wait.
             cursor.execute(upsert_entry(self.table), [target.asset, target.partition_key, *entry])

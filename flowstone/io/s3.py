@@ -30,6 +30,7 @@ from flowstone.io.base import (
     hash_content,
     invalid_options_error,
     unknown_option_problems,
+    versioned_stem,
 )
 from flowstone.io.filesystem import partition_file_stem
 from flowstone.io.tabular import (
@@ -152,7 +153,7 @@ class S3Location:
         return self.key_template.format(
             prefix=prefix,
             asset=target.asset,
-            partition=partition_file_stem(target.partition_key),
+            partition=versioned_stem(partition_file_stem(target.partition_key), target),
             extension=FILE_FORMATS[self.file_format][0],
         )
 
@@ -355,3 +356,7 @@ class S3IOManager:
             self.client.delete_object(Bucket=location.bucket, Key=key)
         except (BotoCoreError, ClientError) as exc:
             raise self._error(target, "delete", f"s3://{location.bucket}/{key}", exc) from exc
+
+    def discard(self, target: IOTarget) -> None:
+        """Delete the object a stale attempt wrote (its version only)."""
+        self.delete(target)

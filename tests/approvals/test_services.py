@@ -25,9 +25,6 @@ from flowstone.errors import (
     ValidationFailedError,
 )
 from flowstone.execution.resume import continue_after_decision
-from flowstone.io import IOTarget
-from flowstone.partitions import encode_partition_key
-from flowstone.registry import get_registry
 from flowstone.status import RunStatus, StepStatus
 from lineage.models import AuditEvent, LineageEdge
 from tests.conftest import UseDefinitions
@@ -107,9 +104,7 @@ def test_modify_passes_the_edited_value_downstream() -> None:
 
 
 def _stored(asset: str, partition: str) -> object:
-    registry = get_registry()
-    manager = registry.io_manager_for(registry.get(asset))
-    return manager.load(IOTarget(asset=asset, partition_key=encode_partition_key(partition)))
+    return flowstone.load_value(asset, partition)
 
 
 def test_reject_fails_the_step_and_downstream_is_upstream_failed() -> None:

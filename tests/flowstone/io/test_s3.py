@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -202,9 +203,14 @@ def test_pipeline_round_trip_through_materialize(
     result.raise_for_status()
     assert result.value("region_total", "north|east") == {"rows": 3, "total": 3.0}
     readings = next(step for step in result.steps if step.asset == "readings")
-    assert readings.metadata["uri"].endswith("/readings/s%3Anorth%7Ceast.parquet")
+    version = readings.metadata["version"]
+    assert version == f"{readings.materialization_id}.1"
+    assert readings.metadata["uri"].endswith(f"/readings/s%3Anorth%7Ceast@{version}.parquet")
     assert readings.metadata["row_count"] == 3
-    assert "sensors/__unpartitioned__.json" in _keys(moto_server, bucket)
+    sensors = next(step for step in result.steps if step.asset == "sensors")
+    assert f"sensors/__unpartitioned__@{sensors.metadata['version']}.json" in _keys(
+        moto_server, bucket
+    )
 
 
 @pytest.mark.django_db
@@ -249,7 +255,7 @@ def test_demo_runs_on_the_s3_manager_by_settings_alone(
     out = io.StringIO()
     call_command("demo", stdout=out)
     assert "success (23 steps)" in out.getvalue()
-    assert f"s3://{bucket}/raw_orders/d%3A2025-12-03.json" in out.getvalue()
+    assert re.search(rf"s3://{bucket}/raw_orders/d%3A2025-12-03@\d+\.1\.json", out.getvalue())
     keys = _keys(moto_server, bucket)
     assert len(keys) == 23
-    assert "weekly_report/d%3A2025-12-01.json" in keys
+    assert any(re.fullmatch(r"weekly_report/d%3A2025-12-01@\d+\.1\.json", key) for key in keys)
