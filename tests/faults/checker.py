@@ -13,6 +13,11 @@ the executions log the assets append to, and the broker's queues. Invariants:
 5. No lease expired and unclaimed: after quiescence no step anywhere is ``running`` (or waiting
    to run), and every run is terminal with no steps remaining.
 6. The broker's queues are drained.
+7. Fencing: the value stored at a success's location was computed by the attempt the success
+   records, and the upstream values it read are the ones its lineage names (each value carries
+   ``attempt`` and ``read``). Each mismatch counts in ``mismatches``.
+8. Bounded executions: no attempt ran its body twice (a duplicate delivery must not), and a
+   step ran its body more than once only if it was in flight at a fault (``affected``).
 
 *Lost* counts steps that did not end as expected or whose output does not match; *doubled*
 counts extra successes or extra user-visible effects. User-visible effects (distinct verified
@@ -59,6 +64,8 @@ class Report:
     executions: int = 0
     lost: int = 0
     doubled: int = 0
+    mismatches: int = 0
+    reexecutions: int = 0
     queued_messages: int = 0
     unacked_messages: int = 0
     recovery_seconds: float | None = None
@@ -74,7 +81,9 @@ class Report:
         recovery = "n/a" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f}s"
         return (
             f"FAULT scenario={self.scenario} steps={self.steps} lost={self.lost} "
-            f"doubled={self.doubled} executions/requests={self.executions}/{self.requests} "
+            f"doubled={self.doubled} mismatches={self.mismatches} "
+            f"reexecutions={self.reexecutions} "
+            f"executions/requests={self.executions}/{self.requests} "
             f"effects={self.effects} recovery={recovery} violations={len(self.violations)}"
         )
 
@@ -84,16 +93,19 @@ def _path_of(uri: str) -> Path:
     return Path(unquote(parts.path))
 
 
-def _count_executions(data_dir: Path, run_ids: Collection[str]) -> Counter[tuple[str, str, str]]:
-    """Executions per (run, asset, partition), from the lines the asset bodies appended."""
-    counts: Counter[tuple[str, str, str]] = Counter()
+def _count_executions(
+    data_dir: Path, run_ids: Collection[str]
+) -> Counter[tuple[str, str, str, int]]:
+    """Executions per (run, asset, partition, attempt), from the lines the bodies appended."""
+    counts: Counter[tuple[str, str, str, int]] = Counter()
     path = data_dir / "executions.log"
     if not path.exists():
         return counts
     for line in path.read_text().splitlines():
         record = json.loads(line) if line.strip() else {}
         if "asset" in record and record.get("run_id") in run_ids:
-            counts[(record["run_id"], record["asset"], record["partition"])] += 1
+            key = (record["run_id"], record["asset"], record["partition"], int(record["attempt"]))
+            counts[key] += 1
     return counts
 
 
@@ -126,29 +138,33 @@ class _Check:
         self,
         conn: psycopg.Connection[Any],
         report: Report,
+        *,
         run_ids: list[str],
         expected: Mapping[tuple[str, str], Expected],
         upstreams: Callable[[str, str], set[tuple[str, str]]],
+        data_dir: Path,
     ) -> None:
         self.conn = conn
+        self.data_dir = data_dir
         self.report = report
         self.run_ids = run_ids
         self.expected = expected
         self.upstreams = upstreams
+        self.values: dict[int, Any] = {}
 
     def rows(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return self.conn.execute(query, params).fetchall()
 
     def steps(self) -> list[tuple[Any, ...]]:
         return self.rows(
-            "SELECT id, run_id::text, asset, partition_key, status, metadata, error, finished_at "
-            "FROM assets_materialization WHERE run_id::text = ANY(%s) ORDER BY id",
+            "SELECT id, run_id::text, asset, partition_key, status, metadata, error, finished_at, "
+            "attempt FROM assets_materialization WHERE run_id::text = ANY(%s) ORDER BY id",
             self.run_ids,
         )
 
     def check_states(self, steps: list[tuple[Any, ...]]) -> None:
         report = self.report
-        for pk, _, asset, key, status, _, error, finished_at in steps:
+        for pk, _, asset, key, status, _, error, finished_at, _ in steps:
             want = self.expected.get((asset, key), Expected(status="success"))
             if status not in TERMINAL or finished_at is None:
                 report.lost += 1
@@ -191,7 +207,7 @@ class _Check:
 
     def check_outputs(self, steps: list[tuple[Any, ...]]) -> None:
         report = self.report
-        for pk, _, asset, key, status, metadata, *_ in steps:
+        for pk, _, asset, key, status, metadata, *_, attempt in steps:
             if status != "success":
                 continue
             uri = (metadata or {}).get("uri", "")
@@ -208,6 +224,14 @@ class _Check:
                 report.violation(f"success {pk} {asset}[{key}]: output hash {actual} != {recorded}")
                 continue
             report.effects += 1
+            value = json.loads(body)
+            self.values[pk] = value
+            if value.get("attempt") != attempt:
+                report.mismatches += 1
+                report.violation(
+                    f"success {pk} {asset}[{key}] records attempt {attempt}; its stored value is "
+                    f"attempt {value.get('attempt')}'s"
+                )
 
     def check_lineage(self, steps: list[tuple[Any, ...]]) -> None:
         report = self.report
@@ -215,7 +239,7 @@ class _Check:
         edges: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
         for row in self.rows(
             "SELECT e.downstream_id, e.upstream_id, e.upstream_asset, e.upstream_partition_key, "
-            "u.status FROM lineage_lineageedge e "
+            "u.status, u.attempt FROM lineage_lineageedge e "
             "JOIN assets_materialization d ON d.id = e.downstream_id "
             "JOIN assets_materialization u ON u.id = e.upstream_id "
             "WHERE d.run_id::text = ANY(%s)",
@@ -228,13 +252,14 @@ class _Check:
                 if mine:
                     report.violation(f"{status} step {pk} {asset}[{key}] has lineage edges")
                 continue
-            consumed = Counter((up_asset, up_key) for _, _, up_asset, up_key, _ in mine)
+            consumed = Counter((up_asset, up_key) for _, _, up_asset, up_key, *_ in mine)
+            self.check_read(pk, asset, key, mine)
             want = self.upstreams(asset, key)
             if set(consumed) != want or any(n != 1 for n in consumed.values()):
                 report.violation(
                     f"lineage of {pk} {asset}[{key}]: {sorted(consumed.items())} != {sorted(want)}"
                 )
-            for _, upstream_id, up_asset, up_key, up_status in mine:
+            for _, upstream_id, up_asset, up_key, up_status, _ in mine:
                 if up_status != "success":
                     report.violation(f"{pk} consumed {upstream_id} which is {up_status}")
                 in_run = by_key.get((run, up_asset, up_key))
@@ -243,6 +268,42 @@ class _Check:
                         f"{pk} consumed {upstream_id}, not its run's step {in_run} of "
                         f"{up_asset}[{up_key}]"
                     )
+
+    def check_read(self, pk: int, asset: str, key: str, edges: list[tuple[Any, ...]]) -> None:
+        """The upstream attempts a value says it read are the ones its lineage records."""
+        value = self.values.get(pk)
+        if value is None:
+            return  # its output was already reported
+        recorded = {
+            f"{up_asset}[{up_key}]": up_attempt for _, _, up_asset, up_key, _, up_attempt in edges
+        }
+        if value.get("read") != recorded:
+            self.report.mismatches += 1
+            self.report.violation(
+                f"success {pk} {asset}[{key}] read {value.get('read')}, its lineage says {recorded}"
+            )
+
+    def check_executions(self, steps: list[tuple[Any, ...]], affected: Collection[int]) -> None:
+        """No attempt ran twice; only steps in flight at a fault ran more than once."""
+        report = self.report
+        executions = _count_executions(self.data_dir, set(self.run_ids))
+        report.executions = sum(executions.values())
+        per_step: Counter[tuple[str, str, str]] = Counter()
+        for (run, asset, key, attempt), count in executions.items():
+            per_step[(run, asset, key)] += count
+            if count > 1:
+                report.violation(f"attempt {attempt} of {asset}[{key}] ran its body {count} times")
+        report.notes["max_executions_of_one_step"] = max(per_step.values(), default=0)
+        for pk, run, asset, key, *_ in steps:
+            extra = per_step.get((run, asset, key), 0) - 1
+            if extra <= 0:
+                continue
+            report.reexecutions += extra
+            if pk not in affected:
+                report.violation(
+                    f"step {pk} {asset}[{key}] ran {extra + 1} times but was not in flight "
+                    "at a fault"
+                )
 
     def check_quiescence(self) -> None:
         report = self.report
@@ -271,11 +332,22 @@ def check(
     broker_url: str,
     expected: Mapping[tuple[str, str], Expected],
     upstreams: Callable[[str, str], set[tuple[str, str]]],
+    affected: Collection[int] = (),
 ) -> Report:
-    """Check the history of ``run_ids`` after quiescence (``requests``: steps asked for)."""
+    """Check the history of ``run_ids`` after quiescence (``requests``: steps asked for).
+
+    ``affected``: the steps in flight at a fault, the only ones allowed to run more than once.
+    """
     report = Report(scenario=scenario, requests=requests)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        checker = _Check(conn, report, run_ids, expected, upstreams)
+        checker = _Check(
+            conn,
+            report,
+            run_ids=run_ids,
+            expected=expected,
+            upstreams=upstreams,
+            data_dir=data_dir,
+        )
         steps = checker.steps()
         report.steps = len(steps)
         if len(steps) != requests:
@@ -285,10 +357,8 @@ def check(
         checker.check_audit(steps)
         checker.check_outputs(steps)
         checker.check_lineage(steps)
+        checker.check_executions(steps, affected)
         checker.check_quiescence()
-    executions = _count_executions(data_dir, set(run_ids))
-    report.executions = sum(executions.values())
-    report.notes["max_executions_of_one_step"] = max(executions.values(), default=0)
     report.queued_messages, report.unacked_messages = _broker_lengths(broker_url)
     if report.queued_messages:
         report.violation(f"{report.queued_messages} messages left in the step queues")

@@ -351,6 +351,7 @@ class Scenario:
             broker_url=self.cluster.redis.url(),
             expected=self.expected,
             upstreams=expected_upstreams,
+            affected=self.affected,
         )
         report.recovery_seconds = self.recovery_seconds()
         report.notes.update(self.notes)

@@ -2,8 +2,10 @@
 
 Assets: ``f_seed`` (unpartitioned) <- ``f_day`` (daily; the backfilled asset, each step reads
 ``f_seed``) <- ``f_week`` (weekly fan-in over its seven days). Bodies sleep 50-200 ms (a fixed
-time per partition) and return a value that depends only on the partition, so a re-execution
-stores the same bytes. Every execution appends a line to ``$FLOWSTONE_DATA_DIR/executions.log``.
+time per partition). Every value names the attempt that computed it (``attempt``) and the
+attempts of the upstream values it read (``read``: ``"asset[key]" -> attempt``), so a value
+stored by any attempt but the recorded one, or read from one, shows in the checker. Every
+execution appends a line to ``$FLOWSTONE_DATA_DIR/executions.log``.
 
 Hooks, armed by marker files in ``$FLOWSTONE_FAULT_DIR`` (each crash marker is consumed by the
 one process that removes it, so it fires once):
@@ -128,19 +130,24 @@ def is_poisoned(partition_key: str) -> bool:
 def f_seed(context: AssetContext) -> dict[str, int]:
     """The one upstream every day reads."""
     log_execution(context)
-    return {"seed": SEED_VALUE}
+    return {"seed": SEED_VALUE, "attempt": context.attempt, "read": {}}
 
 
 @asset(partitions=DAYS)
 def f_day(context: AssetContext, f_seed: dict[str, int]) -> dict[str, Any]:
-    """One backfilled day: sleeps, then returns a value that depends only on the day."""
+    """One backfilled day: sleeps, then returns a value of the day and of this attempt."""
     log_execution(context)
     if is_poisoned(context.partition_key):
         crash(f"poison {context.partition_key}")
     time.sleep(body_seconds(context.partition_key))
     day = context.partition
     assert isinstance(day, dt.date)
-    return {"day": day.isoformat(), "value": day.toordinal() * f_seed["seed"]}
+    return {
+        "day": day.isoformat(),
+        "value": day.toordinal() * f_seed["seed"],
+        "attempt": context.attempt,
+        "read": {"f_seed[]": f_seed["attempt"]},
+    }
 
 
 @asset(partitions=WEEK_PARTITIONS, partition_mappings={"f_day": TimeWindowPartitionMapping()})
@@ -148,7 +155,14 @@ def f_week(context: AssetContext, f_day: dict[Any, dict[str, Any]]) -> dict[str,
     """A fan-in over the week's seven days."""
     log_execution(context)
     time.sleep(FAN_IN_SLEEP)
-    return {"days": len(f_day), "total": sum(v["value"] for v in f_day.values())}
+    return {
+        "days": len(f_day),
+        "total": sum(v["value"] for v in f_day.values()),
+        "attempt": context.attempt,
+        "read": {
+            f"f_day[{encode_partition_key(day)}]": value["attempt"] for day, value in f_day.items()
+        },
+    }
 
 
 def expected_upstreams(asset_name: str, partition_key: str) -> set[tuple[str, str]]:

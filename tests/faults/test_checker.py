@@ -7,6 +7,8 @@ history and run in this order).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -41,17 +43,29 @@ def test_a_clean_history_passes(finished: Scenario) -> None:
     assert (report.lost, report.doubled, report.violations) == (0, 0, [])
     assert report.effects == report.steps == report.requests
     assert report.executions == report.requests
+    assert (report.mismatches, report.reexecutions) == (0, 0)
 
 
 def test_tampered_history_is_reported(finished: Scenario) -> None:
     finished.close()  # no worker may consume the stray message below
     with psycopg.connect(finished.conninfo, autocommit=True) as conn:
         days = conn.execute(
-            "SELECT id, metadata->>'uri' FROM assets_materialization "
-            "WHERE asset = 'f_day' AND status = 'success' ORDER BY id LIMIT 3"
+            "SELECT id, metadata->>'uri', run_id::text, partition_key FROM assets_materialization "
+            "WHERE asset = 'f_day' AND status = 'success' ORDER BY id LIMIT 5"
         ).fetchall()
-        (corrupt_id, corrupt_uri), (doubled_id, _), (stuck_id, _) = days
+        (corrupt_id, corrupt_uri, *_), (doubled_id, *_), (stuck_id, *_) = days[:3]
+        (stale_id, stale_uri, *_), (_, _, rerun_run, rerun_key) = days[3:]
         Path(unquote(urlsplit(corrupt_uri).path)).write_text('{"tampered": true}')
+        # A stale attempt's value in place of the recorded one, its hash recorded too: only
+        # the fencing check can see it.
+        stale_path = Path(unquote(urlsplit(stale_uri).path))
+        stale_body = json.dumps({**json.loads(stale_path.read_text()), "attempt": 99}).encode()
+        stale_path.write_bytes(stale_body)
+        conn.execute(
+            "UPDATE assets_materialization SET metadata = metadata || jsonb_build_object("
+            "'content_hash', %s::text, 'size_bytes', %s::int) WHERE id = %s",
+            ("sha256:" + hashlib.sha256(stale_body).hexdigest(), len(stale_body), stale_id),
+        )
         conn.execute(
             "INSERT INTO lineage_auditevent (action, actor_type, actor, run_id, asset, "
             "partition_key, details, created_at) SELECT action, actor_type, actor, run_id, asset, "
@@ -72,6 +86,12 @@ def test_tampered_history_is_reported(finished: Scenario) -> None:
     client = redis.Redis.from_url(finished.cluster.redis.url())
     client.lpush("flowstone", b"{}")
     client.close()
+    # One attempt's body twice, and a second attempt of a step no fault touched.
+    log = finished.stack.data_dir / "executions.log"
+    line = next(json.loads(x) for x in log.read_text().splitlines() if '"f_day"' in x)
+    rerun = {"asset": "f_day", "partition": rerun_key, "run_id": rerun_run, "attempt": 2}
+    with log.open("a") as out:
+        out.write(json.dumps(line) + "\n" + json.dumps(rerun) + "\n")
 
     report = finished.check()
     text = "\n".join(report.violations)
@@ -85,3 +105,10 @@ def test_tampered_history_is_reported(finished: Scenario) -> None:
     assert "still running" in text
     assert "lineage of" in text
     assert "1 messages left in the step queues" in text
+    assert report.mismatches == 2  # the stale value, and the fan-in whose edge is gone
+    assert f"success {stale_id} f_day" in text
+    assert "its stored value is attempt 99's" in text
+    assert "its lineage says" in text
+    assert f"attempt 1 of f_day[{line['partition']}] ran its body 2 times" in text
+    assert f"f_day[{rerun_key}] ran 2 times but was not in flight at a fault" in text
+    assert report.reexecutions == 2

@@ -45,6 +45,7 @@ pytestmark = [pytest.mark.fault]
 TERMINATE_BURST = 1.5
 NEWEST_CLAIM = 0.03
 MIN_SLEEP_LEFT = 0.04
+STOPPED_FOR = LEASE_SECONDS + 4  # past the lease and a few sweeps
 
 
 def _finish(scenario: Scenario) -> Report:
@@ -288,3 +289,50 @@ def test_kill_before_first_lease_renewal(open_scenario: Scenario) -> None:
     _, attempt, recoveries, _ = open_scenario.step_row(open_scenario.notes["victim"])
     assert recoveries >= 1
     assert attempt >= 2
+
+
+def test_sigstop_past_the_lease(open_scenario: Scenario) -> None:
+    """A pool process frozen in a step body past its lease, then thawed (a long GC pause, a
+    stopped VM): the sweeper hands the step to another process; the thawed attempt must neither
+    record a second success nor replace the recorded value (the checker's ``mismatches``).
+    """
+
+    def inject(scenario: Scenario) -> None:
+        deadline = time.monotonic() + scenario.mode.timeout
+        while time.monotonic() < deadline:
+            in_body = [
+                step
+                for step in scenario.running_steps()
+                if _sleep_left(scenario, step.partition_key, step.attempt) > MIN_SLEEP_LEFT
+            ]
+            if in_body:
+                victim = scenario.rng.choice(in_body)
+                pid = owner_pid(victim.owner)
+                scenario.mark_fault(window=STOPPED_FOR + 1.0)
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    _wait_taken_over(scenario, victim.id, victim.attempt)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                scenario.notes["victim"] = victim.id
+                return
+            time.sleep(0.01)
+        pytest.fail("no step in its body to stop")
+
+    _run(open_scenario, inject)
+    status, attempt, recoveries, _ = open_scenario.step_row(open_scenario.notes["victim"])
+    assert (status, recoveries) == ("success", 1)
+    assert attempt >= 2
+
+
+def _wait_taken_over(scenario: Scenario, step_id: int, attempt: int) -> None:
+    """Wait until another attempt of the step succeeded (the stopped one is stale)."""
+    deadline = time.monotonic() + STOPPED_FOR + 30
+    while time.monotonic() < deadline:
+        rows = scenario.query(
+            "SELECT status, attempt FROM assets_materialization WHERE id = %s", step_id
+        )
+        if rows and rows[0][0] == "success" and int(rows[0][1]) > attempt:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"step {step_id} was not taken over while its worker was stopped")
