@@ -2,10 +2,12 @@
 
 A ``Cluster`` (private PostgreSQL and Redis, plus a migrated template database) is shared by the
 session; each ``Scenario`` gets a fresh copy of the template, an empty broker, two prefork
-workers, Celery beat (the sweeper) and its own data directory. Timings are short so that
-recovery shows up within seconds: a 3 s lease renewed every second, a sweep every second, quiet
-queued steps re-published after 5 s, and a 10 s Redis visibility timeout (so Redis's own
-redelivery of unacknowledged messages happens during the test, too).
+workers, Celery beat (the sweeper) and its own data directory. The fast mode's timings are short
+so that recovery shows up within seconds: a 3 s lease renewed every second, a sweep every second,
+quiet queued steps re-published after 5 s, and a 10 s Redis visibility timeout (so Redis's own
+redelivery of unacknowledged messages happens during the test, too). The long mode (``--long``)
+runs with the production defaults (lease 15 s, sweep 5 s, re-publish after 600 s, visibility
+7,200 s), so the stalls it reports are the ones a deployment would see.
 """
 
 from __future__ import annotations
@@ -35,11 +37,7 @@ if TYPE_CHECKING:
 
 DEFINITIONS: Final = "tests.faults.pipeline"
 SETTINGS: Final = "tests.faults.settings"
-LEASE_SECONDS: Final = 3
-SWEEP_SECONDS: Final = 1
-REQUEUE_AFTER_SECONDS: Final = 5
 MAX_RECOVERIES: Final = 3
-VISIBILITY_TIMEOUT: Final = 10
 WORKER_CONCURRENCY: Final = 2
 HARNESS_APPLICATION: Final = "fault-harness"
 DRAIN_TIMEOUT: Final = 45.0
@@ -57,14 +55,46 @@ class Mode:
     fan_in_weeks: int
     pg_pause: float
     timeout: float
+    lease_seconds: int
+    sweep_seconds: int
+    requeue_after_seconds: int
+    visibility_timeout: int
     seed: int = DEFAULT_SEED
+
+    def timing_env(self) -> dict[str, str]:
+        """The settings of every worker and beat process of a scenario in this mode."""
+        return {
+            "FLOWSTONE_STEP_LEASE_SECONDS": str(self.lease_seconds),
+            "FLOWSTONE_SWEEP_SECONDS": str(self.sweep_seconds),
+            "FLOWSTONE_REQUEUE_AFTER_SECONDS": str(self.requeue_after_seconds),
+            "CELERY_VISIBILITY_TIMEOUT": str(self.visibility_timeout),
+        }
 
 
 FAST: Final = Mode(
-    name="fast", steps=36, max_parallel=6, fan_in_weeks=1, pg_pause=4.0, timeout=180.0
+    name="fast",
+    steps=36,
+    max_parallel=6,
+    fan_in_weeks=1,
+    pg_pause=4.0,
+    timeout=180.0,
+    lease_seconds=3,
+    sweep_seconds=1,
+    requeue_after_seconds=5,
+    visibility_timeout=10,
 )
 LONG: Final = Mode(
-    name="long", steps=1000, max_parallel=6, fan_in_weeks=2, pg_pause=20.0, timeout=1800.0
+    name="long",
+    steps=1000,
+    max_parallel=6,
+    fan_in_weeks=2,
+    pg_pause=20.0,
+    timeout=1800.0,
+    # The production defaults (flowstone/settings.py), not shortened.
+    lease_seconds=15,
+    sweep_seconds=5,
+    requeue_after_seconds=600,
+    visibility_timeout=7200,
 )
 
 
@@ -81,11 +111,7 @@ class Cluster:
         return {
             "DJANGO_SETTINGS_MODULE": SETTINGS,
             "FLOWSTONE_DEFINITIONS": DEFINITIONS,
-            "FLOWSTONE_STEP_LEASE_SECONDS": str(LEASE_SECONDS),
-            "FLOWSTONE_SWEEP_SECONDS": str(SWEEP_SECONDS),
-            "FLOWSTONE_REQUEUE_AFTER_SECONDS": str(REQUEUE_AFTER_SECONDS),
             "FLOWSTONE_MAX_RECOVERIES": str(MAX_RECOVERIES),
-            "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
             "FLOWSTONE_LOG_LEVEL": "WARNING",
             "FLOWSTONE_LOG_FORMAT": "plain",
         }
@@ -191,6 +217,7 @@ class Scenario:
             database=url,
             extra_env={
                 **self.cluster.base_env(),
+                **self.mode.timing_env(),
                 "FLOWSTONE_FAULT_DIR": str(data_dir / "faults"),
             },
         )

@@ -21,7 +21,6 @@ import pytest
 from tests.faults.checker import Expected, Report
 from tests.faults.harness import (
     HARNESS_APPLICATION,
-    LEASE_SECONDS,
     MAX_RECOVERIES,
     Scenario,
     fan_in_weeks,
@@ -45,7 +44,6 @@ pytestmark = [pytest.mark.fault]
 TERMINATE_BURST = 1.5
 NEWEST_CLAIM = 0.03
 MIN_SLEEP_LEFT = 0.04
-STOPPED_FOR = LEASE_SECONDS + 4  # past the lease and a few sweeps
 
 
 def _finish(scenario: Scenario) -> Report:
@@ -282,7 +280,8 @@ def test_kill_before_first_lease_renewal(open_scenario: Scenario) -> None:
     def inject(scenario: Scenario) -> None:
         step_id, started, expires = _kill_newest_claim(scenario)
         scenario.notes["victim"] = step_id
-        scenario.notes["lease_renewed_before_kill"] = abs(expires - started - LEASE_SECONDS) > 0.01
+        lease = scenario.mode.lease_seconds
+        scenario.notes["lease_renewed_before_kill"] = abs(expires - started - lease) > 0.01
 
     _run(open_scenario, inject)
     assert open_scenario.notes["lease_renewed_before_kill"] is False
@@ -308,7 +307,7 @@ def test_sigstop_past_the_lease(open_scenario: Scenario) -> None:
             if in_body:
                 victim = scenario.rng.choice(in_body)
                 pid = owner_pid(victim.owner)
-                scenario.mark_fault(window=STOPPED_FOR + 1.0)
+                scenario.mark_fault(window=_stopped_for(scenario) + 1.0)
                 os.kill(pid, signal.SIGSTOP)
                 try:
                     _wait_taken_over(scenario, victim.id, victim.attempt)
@@ -325,9 +324,14 @@ def test_sigstop_past_the_lease(open_scenario: Scenario) -> None:
     assert attempt >= 2
 
 
+def _stopped_for(scenario: Scenario) -> float:
+    """How long a stopped process may take to be replaced: its lease, two sweeps, a margin."""
+    return scenario.mode.lease_seconds + 2 * scenario.mode.sweep_seconds + 2
+
+
 def _wait_taken_over(scenario: Scenario, step_id: int, attempt: int) -> None:
     """Wait until another attempt of the step succeeded (the stopped one is stale)."""
-    deadline = time.monotonic() + STOPPED_FOR + 30
+    deadline = time.monotonic() + _stopped_for(scenario) + 30
     while time.monotonic() < deadline:
         rows = scenario.query(
             "SELECT status, attempt FROM assets_materialization WHERE id = %s", step_id
