@@ -16,7 +16,11 @@ class AssetsConfig(AppConfig):
     def ready(self) -> None:
         """Register the system checks that validate asset definitions."""
         from flowstone.celery_checks import check_celery_settings  # noqa: PLC0415
-        from flowstone.checks import check_definitions  # noqa: PLC0415  # apps are loading
+        from flowstone.checks import (  # noqa: PLC0415  # apps are loading
+            check_definitions,
+            check_fencing,
+        )
 
         checks.register(check_definitions, "flowstone")
+        checks.register(check_fencing, "flowstone")
         checks.register(check_celery_settings, "flowstone")

@@ -125,6 +125,28 @@ class DiscardsVersions(Protocol):
 
 
 @runtime_checkable
+class HoldsFence(Protocol):
+    """An IO manager that keeps one location per partition and holds ``IOTarget.fence`` instead.
+
+    Its writes happen in a transaction of the database the steps live in, and it calls
+    ``target.fence.hold(alias)`` in that transaction before writing, so a stale attempt's
+    write rolls back. ``can_fence`` says whether this instance can (its database is the
+    steps' database).
+    """
+
+    def can_fence(self) -> bool:
+        """Whether stores hold the storing attempt's lease."""
+        ...
+
+
+def is_fenced(manager: object) -> bool:
+    """Whether ``manager`` keeps a stale attempt's value from being read (ADR 0023)."""
+    if isinstance(manager, DiscardsVersions):
+        return True
+    return isinstance(manager, HoldsFence) and manager.can_fence()
+
+
+@runtime_checkable
 class ValidatesOptions(Protocol):
     """An IO manager that checks an asset's ``io_options`` when definitions are validated.
 

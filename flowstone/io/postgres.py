@@ -16,8 +16,9 @@ them. It uses Django's connection ``database`` (default ``"default"``), or its o
 Fencing (ADR 0023): a partition has one location here, so instead of versioning it, a step
 attempt's store holds the attempt's lease (``IOTarget.fence``) in the same transaction as its
 writes: an attempt that lost its lease rolls back without writing, and the step row stays locked
-until the value is committed. That needs the values in the database the steps live in; with
-``dsn`` or another database there is nothing to hold, which ``flowstone.W004`` reports.
+until the value is committed. That needs the values in the database the steps live in (Django's
+``default``); with ``dsn`` or another database there is nothing to hold, which
+``flowstone.W004`` reports.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
 import psycopg
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db import Error as DjangoDatabaseError
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError as DjangoOperationalError
-from django.db import connections, transaction
 from psycopg.types.string import TextLoader
 
 from flowstone.errors import DefinitionError, IOManagerError
@@ -253,8 +254,8 @@ class PostgresIOManager:
         return stored
 
     def can_fence(self) -> bool:
-        """Whether a store can hold a step's lease: only in Django's connection, not ``dsn``."""
-        return self.dsn is None
+        """Whether a store can hold a step's lease: in the steps' database, not over ``dsn``."""
+        return self.dsn is None and self.database == DEFAULT_DB_ALIAS
 
     def _hold_fence(self, target: IOTarget) -> None:
         """Refuse the write (``LeaseLostError``) if the storing attempt lost its step."""

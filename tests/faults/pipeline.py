@@ -127,14 +127,14 @@ def is_poisoned(partition_key: str) -> bool:
 
 
 @asset
-def f_seed(context: AssetContext) -> dict[str, int]:
+def f_seed(context: AssetContext) -> dict[str, Any]:
     """The one upstream every day reads."""
     log_execution(context)
     return {"seed": SEED_VALUE, "attempt": context.attempt, "read": {}}
 
 
 @asset(partitions=DAYS)
-def f_day(context: AssetContext, f_seed: dict[str, int]) -> dict[str, Any]:
+def f_day(context: AssetContext, f_seed: dict[str, Any]) -> dict[str, Any]:
     """One backfilled day: sleeps, then returns a value of the day and of this attempt."""
     log_execution(context)
     if is_poisoned(context.partition_key):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from django.core.checks import Error
+from django.core.checks import Error, Warning  # noqa: A004  # Django's class
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from flowstone.checks import check_definitions
+from flowstone.checks import check_definitions, check_fencing
 
 if TYPE_CHECKING:
     from tests.conftest import UseDefinitions
@@ -226,3 +226,51 @@ def test_manage_py_check_fails_on_io_problems(
     use_definitions(module, resources={}, io_managers={"default": MEMORY, **managers})
     with pytest.raises(SystemCheckError, match=rf"flowstone\.{check_id}"):
         call_command("check")
+
+
+def test_w004_every_built_in_manager_is_fenced(use_definitions: UseDefinitions) -> None:
+    use_definitions(
+        "tests.pipelines.diamond",
+        resources={},
+        io_managers={
+            "default": MEMORY,
+            "objects": OBJECTS,
+            "files": {"CLASS": "flowstone.io.FilesystemIOManager"},
+            "parquet": {"CLASS": "flowstone.io.parquet.ParquetIOManager"},
+        },
+    )
+    assert check_fencing() == []
+
+
+def test_w004_a_custom_manager_that_neither_versions_nor_fences(
+    use_definitions: UseDefinitions,
+) -> None:
+    use_definitions(
+        "tests.pipelines.fencing",
+        resources={},
+        io_managers={
+            "default": MEMORY,
+            "custom": {"CLASS": "tests.pipelines.fencing.UnfencedIOManager"},
+        },
+    )
+    (warning,) = check_fencing()
+    assert isinstance(warning, Warning)
+    assert warning.id == "flowstone.W004"
+    assert warning.msg == (
+        "IO manager 'custom' (UnfencedIOManager) is not fenced: a worker that lost its step's "
+        "lease (stopped, partitioned) can still replace the recorded value"
+    )
+    assert warning.obj == "FLOWSTONE['IO_MANAGERS']['custom']"
+    call_command("check")  # a warning, not an error: check still passes
+
+
+@pytest.mark.postgres
+def test_w004_the_postgres_manager_over_its_own_dsn(use_definitions: UseDefinitions) -> None:
+    fenced = {"CLASS": "flowstone.io.postgres.PostgresIOManager"}
+    over_dsn = {**fenced, "OPTIONS": {"dsn": "dbname=elsewhere"}}
+    use_definitions(
+        "tests.pipelines.diamond",
+        resources={},
+        io_managers={"default": MEMORY, "pg": fenced, "remote": over_dsn},
+    )
+    assert [w.obj for w in check_fencing()] == ["FLOWSTONE['IO_MANAGERS']['remote']"]

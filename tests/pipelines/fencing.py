@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flowstone import AssetContext, asset
+from flowstone.io.base import IOTarget, StoredOutput
 
 
 def _data_dir() -> Path:
@@ -44,3 +45,23 @@ def as_rows(value: Any) -> list[dict[str, Any]]:
 @asset
 def v_sink(v_source: Any) -> list[dict[str, int]]:
     return [{"read": int(as_rows(v_source)[0]["attempt"])}]
+
+
+class UnfencedIOManager:
+    """A custom IO manager that keeps one value per partition and holds no fence (W004)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], Any] = {}
+
+    def store(self, target: IOTarget, value: Any) -> StoredOutput:
+        self.values[(target.asset, target.partition_key)] = value
+        return StoredOutput(uri=f"unfenced://{target.asset}/{target.partition_key}")
+
+    def load(self, target: IOTarget) -> Any:
+        return self.values[(target.asset, target.partition_key)]
+
+    def exists(self, target: IOTarget) -> bool:
+        return (target.asset, target.partition_key) in self.values
+
+    def delete(self, target: IOTarget) -> None:
+        self.values.pop((target.asset, target.partition_key), None)
