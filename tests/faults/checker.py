@@ -27,6 +27,7 @@ outputs) are counted apart from executions (lines in the executions log).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Report:
     doubled: int = 0
     mismatches: int = 0
     reexecutions: int = 0
+    stall_seconds: float = 0.0
     queued_messages: int = 0
     unacked_messages: int = 0
     recovery_seconds: float | None = None
@@ -84,7 +86,8 @@ class Report:
             f"doubled={self.doubled} mismatches={self.mismatches} "
             f"reexecutions={self.reexecutions} "
             f"executions/requests={self.executions}/{self.requests} "
-            f"effects={self.effects} recovery={recovery} violations={len(self.violations)}"
+            f"effects={self.effects} recovery={recovery} stall={self.stall_seconds:.1f}s "
+            f"violations={len(self.violations)}"
         )
 
 
@@ -305,6 +308,16 @@ class _Check:
                     "at a fault"
                 )
 
+    def longest_stall(self) -> float:
+        """The longest time in which no step of the runs ended (seconds, from the database)."""
+        rows = self.rows(
+            "SELECT extract(epoch FROM finished_at) FROM assets_materialization "
+            "WHERE run_id::text = ANY(%s) AND finished_at IS NOT NULL ORDER BY finished_at",
+            self.run_ids,
+        )
+        ends = [float(row[0]) for row in rows]
+        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+
     def check_quiescence(self) -> None:
         report = self.report
         for pk, asset, key, status, expires in self.rows(
@@ -359,6 +372,7 @@ def check(
         checker.check_lineage(steps)
         checker.check_executions(steps, affected)
         checker.check_quiescence()
+        report.stall_seconds = checker.longest_stall()
     report.queued_messages, report.unacked_messages = _broker_lengths(broker_url)
     if report.queued_messages:
         report.violation(f"{report.queued_messages} messages left in the step queues")

@@ -19,8 +19,10 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -31,8 +33,6 @@ from tests.faults.pipeline import FIRST_DAY, expected_upstreams
 from tests.workers import ROOT, Services
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.faults.servers import PrivatePostgres, PrivateRedis
 
 DEFINITIONS: Final = "tests.faults.pipeline"
@@ -51,7 +51,7 @@ class Mode:
 
     name: str
     steps: int
-    max_parallel: int
+    max_parallel: int | None
     fan_in_weeks: int
     pg_pause: float
     timeout: float
@@ -59,6 +59,9 @@ class Mode:
     sweep_seconds: int
     requeue_after_seconds: int
     visibility_timeout: int
+    lock_timeout_ms: int
+    idle_in_transaction_ms: int
+    deep_backlog: int
     seed: int = DEFAULT_SEED
 
     def timing_env(self) -> dict[str, str]:
@@ -68,6 +71,8 @@ class Mode:
             "FLOWSTONE_SWEEP_SECONDS": str(self.sweep_seconds),
             "FLOWSTONE_REQUEUE_AFTER_SECONDS": str(self.requeue_after_seconds),
             "CELERY_VISIBILITY_TIMEOUT": str(self.visibility_timeout),
+            "FLOWSTONE_DB_LOCK_TIMEOUT_MS": str(self.lock_timeout_ms),
+            "FLOWSTONE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": str(self.idle_in_transaction_ms),
         }
 
 
@@ -82,6 +87,9 @@ FAST: Final = Mode(
     sweep_seconds=1,
     requeue_after_seconds=5,
     visibility_timeout=10,
+    lock_timeout_ms=3000,
+    idle_in_transaction_ms=8000,
+    deep_backlog=400,
 )
 LONG: Final = Mode(
     name="long",
@@ -95,6 +103,9 @@ LONG: Final = Mode(
     sweep_seconds=5,
     requeue_after_seconds=600,
     visibility_timeout=7200,
+    lock_timeout_ms=10_000,
+    idle_in_transaction_ms=30_000,
+    deep_backlog=3000,
 )
 
 
@@ -159,6 +170,23 @@ print(json.dumps({
 """
 
 
+EXTRA_DRIVER = """
+import datetime as dt, json, sys, time
+import django
+django.setup()
+import flowstone
+began = time.monotonic()
+handle = flowstone.materialize_all_async("f_week", dt.date.fromisoformat(sys.argv[1]))
+result = handle.wait(float(sys.argv[2]))
+print(json.dumps({
+    "run_id": handle.run_id,
+    "status": str(result.status),
+    "steps": len(result.steps),
+    "seconds": time.monotonic() - began,
+}))
+"""
+
+
 def fan_in_weeks(mode: Mode) -> list[int]:
     """Week numbers of the fan-in runs: just after the backfilled days, so nothing overlaps."""
     first = mode.steps // 7 + 2
@@ -198,6 +226,7 @@ class Scenario:
     summary: str = ""
     launched_at: float = 0.0
     ended_at: float = 0.0
+    _affected_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.mode.seed}:{self.name}")  # noqa: S311  # not secrets
@@ -235,11 +264,22 @@ class Scenario:
         temporary.write_text(content)
         temporary.replace(self.fault_dir / marker)
 
-    def start(self) -> dict[str, subprocess.Popen[bytes]]:
-        """Start two workers and beat; return the workers by name once both are ready."""
+    def start(
+        self, *, clock_offsets: dict[str, str] | None = None
+    ) -> dict[str, subprocess.Popen[bytes]]:
+        """Start two workers and beat; return the workers by name once both are ready.
+
+        ``clock_offsets`` runs the named workers under ``faketime`` (e.g. ``{"w2": "-10s"}``).
+        """
         began = time.monotonic()
+        offsets = clock_offsets or {}
         workers = {
-            name: self.stack.start_worker(name, concurrency=WORKER_CONCURRENCY, wait=False)
+            name: self.stack.start_worker(
+                name,
+                concurrency=WORKER_CONCURRENCY,
+                wait=False,
+                clock_offset=offsets.get(name),
+            )
             for name in ("w1", "w2")
         }
         self.stack.start_beat()
@@ -269,6 +309,33 @@ class Scenario:
         self.run_ids = json.loads(completed.stdout.strip().splitlines()[-1])
         self.requests = int(self.run_ids.pop("requests"))
         self.launched_at = time.time()
+
+    def run_extra_week(self, week: int, timeout: float) -> dict[str, Any]:
+        """Run one more fan-in week (8 steps) to its end from a separate process, now.
+
+        The run joins the scenario's runs (the checker checks it); returns its id, status,
+        step count and the seconds it took.
+        """
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                EXTRA_DRIVER,
+                (FIRST_DAY + dt.timedelta(days=7 * week)).isoformat(),
+                str(timeout),
+            ],
+            cwd=ROOT,
+            env=self.stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr[-4000:]
+        outcome: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        self.run_ids["fan_in"].append(outcome["run_id"])
+        self.requests += int(outcome["steps"])
+        return outcome
 
     @property
     def all_runs(self) -> list[str]:
@@ -312,19 +379,30 @@ class Scenario:
         self.notes["fault_after_successes"] = count
 
     def in_flight(self) -> set[int]:
-        """Steps of this scenario's runs that are queued or running now."""
+        """Steps that are queued or running now (the scenario's database holds only its runs)."""
         rows = self.query(
-            "SELECT id FROM assets_materialization WHERE run_id::text = ANY(%s) "
-            "AND status IN ('queued', 'running')",
-            self.all_runs,
+            "SELECT id FROM assets_materialization WHERE status IN ('queued', 'running')"
         )
         return {int(r[0]) for r in rows or []}
 
     def mark_fault(self, *, window: float = 1.0) -> None:
-        """The fault happens now; steps in flight during the next ``window`` s are affected."""
+        """The fault happens now; steps in flight during the next ``window`` s are affected.
+
+        A thread keeps collecting them while the injector is still busy (a freeze, an outage).
+        """
         self.affected |= self.in_flight()
         self.fault_at = time.time()
         self.fault_window = window
+        ends = self.fault_at + window
+
+        def collect() -> None:
+            while time.time() < ends:
+                found = self.in_flight()
+                with self._affected_lock:
+                    self.affected |= found
+                time.sleep(POLL)
+
+        threading.Thread(target=collect, name="fault-window", daemon=True).start()
 
     def runs_terminal(self) -> bool:
         """Whether every run of the scenario has ended."""
@@ -457,6 +535,32 @@ class Scenario:
         )
         assert rows, f"no step {step_id}"
         return rows[0]
+
+
+def client_pid(port: int) -> int | None:
+    """The local process whose TCP socket has local port ``port`` (Linux ``/proc``), if any.
+
+    PostgreSQL knows a backend's client only by address and port; this finds the worker process
+    behind a backend, to stop that process while its transaction is open.
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [str(fd.readlink()) for fd in fd_dir.iterdir()]
+        except OSError:
+            continue
+        if any(link.startswith("socket:[") and link[8:-1] in inodes for link in links):
+            return int(fd_dir.parent.name)
+    return None
 
 
 def owner_pid(lease_owner: str) -> int:

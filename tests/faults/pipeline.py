@@ -18,6 +18,8 @@ one process that removes it, so it fires once):
   second time, a random 0-0.5 s later.
 - ``poison``: one encoded ``f_day`` partition key per line; executing one kills the process,
   every time.
+- ``slow``: one encoded ``f_day`` partition key per line; its body sleeps ``SLOW_SECONDS``, past
+  any time limit a scenario sets.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from flowstone.io.base import IOTarget, StoredOutput
 
 FIRST_DAY: Final = dt.date(2020, 1, 6)  # a Monday, so weeks and days line up
-WEEKS: Final = 208
+WEEKS: Final = 520  # ten years: room for the deep backlog of the long mode
 LAST_DAY: Final = FIRST_DAY + dt.timedelta(days=7 * WEEKS)  # exclusive
 DAYS = DailyPartitions(start=FIRST_DAY, end=LAST_DAY)
 WEEK_PARTITIONS = WeeklyPartitions(start=FIRST_DAY, end=LAST_DAY)
@@ -57,6 +59,8 @@ MAX_SLEEP: Final = 0.2
 FAN_IN_SLEEP: Final = 1.5  # longer than a third of the lease: the heartbeat renews it
 CRASH_EXIT_CODE: Final = 3
 POISON_MARKER: Final = "poison"
+SLOW_MARKER: Final = "slow"
+SLOW_SECONDS: Final = 60.0
 CRASH_AFTER_STORE: Final = "crash-after-store"
 CRASH_AFTER_COMMIT: Final = "crash-after-commit"
 DUPLICATE_MARKER: Final = "duplicate"
@@ -114,13 +118,13 @@ def body_seconds(partition_key: str) -> float:
     return random.Random(partition_key).uniform(MIN_SLEEP, MAX_SLEEP)  # noqa: S311  # not secrets
 
 
-def is_poisoned(partition_key: str) -> bool:
-    """Whether the marker names this partition as a poison step."""
+def is_listed(marker: str, partition_key: str) -> bool:
+    """Whether the marker file ``marker`` names this partition (one key per line)."""
     directory = fault_dir()
     if directory is None:
         return False
     try:
-        keys = (directory / POISON_MARKER).read_text().split()
+        keys = (directory / marker).read_text().split()
     except FileNotFoundError:
         return False
     return partition_key in keys
@@ -137,8 +141,10 @@ def f_seed(context: AssetContext) -> dict[str, Any]:
 def f_day(context: AssetContext, f_seed: dict[str, Any]) -> dict[str, Any]:
     """One backfilled day: sleeps, then returns a value of the day and of this attempt."""
     log_execution(context)
-    if is_poisoned(context.partition_key):
+    if is_listed(POISON_MARKER, context.partition_key):
         crash(f"poison {context.partition_key}")
+    if is_listed(SLOW_MARKER, context.partition_key):
+        time.sleep(SLOW_SECONDS)
     time.sleep(body_seconds(context.partition_key))
     day = context.partition
     assert isinstance(day, dt.date)
