@@ -5,12 +5,15 @@
 #
 # It installs .venv (scripts/install.sh), finds or starts the services (scripts/_services.sh),
 # then runs these gates in order and stops at the first one that fails:
-#   1. ruff format --check          5. pytest, on PostgreSQL (PYTEST_ARGS go here only)
-#   2. ruff check                   6. mypy (strict, pyproject)
-#   3. manage.py check              7. pytest -m embedded, on SQLite
-#   4. makemigrations --check       8. migrate + demo on the embedded default (DATABASE_URL unset)
-# Gates 6 and 7 run in the background (nice 19) from before gate 3 and are reported in order
-# after gate 5: they use only the CPU the PostgreSQL suite leaves idle.
+#   1. ruff format --check          6. the fault suite (tests/faults, its own private servers)
+#   2. ruff check                   7. mypy (strict, pyproject)
+#   3. manage.py check              8. pytest -m embedded, on SQLite
+#   4. makemigrations --check       9. migrate + demo on the embedded default (DATABASE_URL unset)
+#   5. pytest, on PostgreSQL, all but the fault suite (PYTEST_ARGS: everything, faults too)
+# Gates 6, 7 and 8 run in the background from before gate 3 and are reported in order after
+# gate 5. mypy and the SQLite pass at nice 19 (they use only the CPU the PostgreSQL suites leave
+# idle); the fault suite at normal priority, since it measures stalls. The fault suite waits on
+# its worker processes most of the time, as the PostgreSQL suite does on its own.
 # Services it starts itself are stopped and removed when it exits, whatever the outcome.
 #
 # Environment:
@@ -46,7 +49,7 @@ fs_resolve_redis
 fs_resolve_browser_tools
 export FLOWSTONE_DATA_DIR="$WORK/data"
 
-GATES=8
+GATES=9
 GATE=0
 
 elapsed() { # seconds -> "1m05s" / "42s"
@@ -141,15 +144,30 @@ finish_background() { # finish_background PID LOG
 }
 fs_on_exit stop_background
 
+pytest_faults() {
+    "$PY" -m pytest -p no:cacheprovider -m fault
+}
+
 gate "ruff format --check" .venv/bin/ruff format --check .
 gate "ruff check" .venv/bin/ruff check .
+FAULTS_PID=""
+if (($# == 0)); then
+    start_background "$WORK/faults.log" pytest_faults
+    FAULTS_PID=$BACKGROUND_PID
+fi
 start_background "$WORK/mypy.log" nice -n 19 .venv/bin/mypy .
 MYPY_PID=$BACKGROUND_PID
 start_background "$WORK/embedded.log" pytest_embedded
 EMBEDDED_PID=$BACKGROUND_PID
 gate "manage.py check --fail-level WARNING" "$PY" manage.py check --fail-level WARNING
 gate "manage.py makemigrations --check --dry-run" "$PY" manage.py makemigrations --check --dry-run
-gate "pytest (PostgreSQL)${*:+ $*}" pytest_suite "$@"
+if [[ -n "$FAULTS_PID" ]]; then
+    gate "pytest (PostgreSQL; the fault suite runs beside it)" pytest_suite -m "not fault"
+    gate "fault suite (ran in the background)" finish_background "$FAULTS_PID" "$WORK/faults.log"
+else
+    gate "pytest (PostgreSQL)${*:+ $*}" pytest_suite "$@"
+    gate "fault suite (in the pytest run above when PYTEST_ARGS select it)" true
+fi
 gate "mypy (ran in the background)" finish_background "$MYPY_PID" "$WORK/mypy.log"
 gate "pytest -m embedded (SQLite; ran in the background)" \
     finish_background "$EMBEDDED_PID" "$WORK/embedded.log"
