@@ -208,6 +208,22 @@ def recreate_database(server: str, name: str) -> None:
         admin.execute(f'CREATE DATABASE "{name}"')
 
 
+def set_up_django(server: str, name: str) -> None:
+    """Create database ``name`` afresh on ``server`` and set Django up on it.
+
+    The running script (``__main__``) is the definitions module, and its data directory is a new
+    temporary one. Migrating is left to the caller (some time it).
+    """
+    recreate_database(server, name)
+    os.environ["DATABASE_URL"] = f"{server}/{name}"
+    os.environ["FLOWSTONE_DEFINITIONS"] = "__main__"
+    os.environ["FLOWSTONE_DATA_DIR"] = tempfile.mkdtemp(prefix="flowstone-bench-")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "flowstone.settings"
+    import django  # noqa: PLC0415  # configured from the environment set just above
+
+    django.setup()
+
+
 def drop_database(server: str, name: str) -> None:
     """Drop ``name`` (Django's connections must be closed first)."""
     import psycopg  # noqa: PLC0415
@@ -349,16 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
     args = parser.parse_args(argv)
 
-    recreate_database(args.server, args.database)
-    os.environ["DATABASE_URL"] = f"{args.server}/{args.database}"
-    os.environ["FLOWSTONE_DEFINITIONS"] = "__main__"
-    os.environ["FLOWSTONE_DATA_DIR"] = tempfile.mkdtemp(prefix="flowstone-bench-")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "flowstone.settings"
-    import django  # noqa: PLC0415  # configured from the environment set just above
-    from django.core.management import call_command  # noqa: PLC0415
+    set_up_django(args.server, args.database)
+    from django.core.management import call_command  # noqa: PLC0415  # Django is set up now
     from django.db import connections  # noqa: PLC0415
 
-    django.setup()
     try:
         started = time.perf_counter()
         call_command("migrate", verbosity=0)

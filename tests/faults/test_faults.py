@@ -28,6 +28,7 @@ from tests.faults.checker import Expected, Report, broker_lengths
 from tests.faults.harness import (
     HARNESS_APPLICATION,
     MAX_RECOVERIES,
+    RunningStep,
     Scenario,
     client_pid,
     fan_in_weeks,
@@ -102,23 +103,27 @@ def _kill_newest_claim(scenario: Scenario) -> tuple[int, float, float]:
     pytest.fail("no freshly claimed step to kill")
 
 
+def _a_step_in_its_body(scenario: Scenario) -> RunningStep:
+    """A running backfill step whose body has started and still sleeps (chosen by the seed)."""
+    deadline = time.monotonic() + scenario.mode.timeout
+    while time.monotonic() < deadline:
+        in_body = [
+            step
+            for step in scenario.running_steps()
+            if _sleep_left(scenario, step.partition_key, step.attempt) > MIN_SLEEP_LEFT
+        ]
+        if in_body:
+            return scenario.rng.choice(in_body)
+        time.sleep(0.01)
+    pytest.fail("no step in its body")
+
+
 def test_kill_9_worker_child(open_scenario: Scenario) -> None:
     def inject(scenario: Scenario) -> None:
-        deadline = time.monotonic() + scenario.mode.timeout
-        while time.monotonic() < deadline:
-            in_body = [
-                step
-                for step in scenario.running_steps()
-                if _sleep_left(scenario, step.partition_key, step.attempt) > MIN_SLEEP_LEFT
-            ]
-            if in_body:  # its body has started and still sleeps: kill it in the middle
-                victim = scenario.rng.choice(in_body)
-                scenario.mark_fault()
-                os.kill(owner_pid(victim.owner), signal.SIGKILL)
-                scenario.notes["victim"] = victim.id
-                return
-            time.sleep(0.01)
-        pytest.fail("no step in its body to kill")
+        victim = _a_step_in_its_body(scenario)  # kill it in the middle of its body
+        scenario.mark_fault()
+        os.kill(owner_pid(victim.owner), signal.SIGKILL)
+        scenario.notes["victim"] = victim.id
 
     _run(open_scenario, inject)
     _, attempt, recoveries, _ = open_scenario.step_row(open_scenario.notes["victim"])
@@ -310,26 +315,15 @@ def test_sigstop_past_the_lease(open_scenario: Scenario) -> None:
     """
 
     def inject(scenario: Scenario) -> None:
-        deadline = time.monotonic() + scenario.mode.timeout
-        while time.monotonic() < deadline:
-            in_body = [
-                step
-                for step in scenario.running_steps()
-                if _sleep_left(scenario, step.partition_key, step.attempt) > MIN_SLEEP_LEFT
-            ]
-            if in_body:
-                victim = scenario.rng.choice(in_body)
-                pid = owner_pid(victim.owner)
-                scenario.mark_fault(window=_stopped_for(scenario) + 1.0)
-                os.kill(pid, signal.SIGSTOP)
-                try:
-                    _wait_taken_over(scenario, victim.id, victim.attempt)
-                finally:
-                    os.kill(pid, signal.SIGCONT)
-                scenario.notes["victim"] = victim.id
-                return
-            time.sleep(0.01)
-        pytest.fail("no step in its body to stop")
+        victim = _a_step_in_its_body(scenario)
+        pid = owner_pid(victim.owner)
+        scenario.mark_fault(window=_stopped_for(scenario) + 1.0)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _wait_taken_over(scenario, victim.id, victim.attempt)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        scenario.notes["victim"] = victim.id
 
     _run(open_scenario, inject)
     status, attempt, recoveries, _ = open_scenario.step_row(open_scenario.notes["victim"])
