@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{lease:>5}s {lease / 3:>11.1f}s {per_second:>11.1f} {per_second * renew_ms:>8.1f}"
             )
         print(
-            f"\nms/s: milliseconds per second spent renewing the leases of "
-            f"{args.running} running steps, measured from Python (statement and ORM; one core has 1,000)"
+            f"\nms/s: milliseconds per second spent renewing the leases of {args.running} "
+            "running steps, measured from Python (statement and ORM; one core has 1,000)"
         )
     finally:
         connections.close_all()
