@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from django.db import models
 from django.utils import timezone
 
 from assets.models import ASSET_NAME_LENGTH, Materialization, Run
+
+AUTOMATED: Final = "automated"  # decided_by of a decision a decide function made
 
 
 class Approval(models.Model):
@@ -64,6 +68,11 @@ class Approval(models.Model):
     def is_pending(self) -> bool:
         """Whether the approval still waits for a decision."""
         return self.status == self.Status.PENDING
+
+    @property
+    def is_automated(self) -> bool:
+        """Whether a ``decide`` function decided it in the step itself (no one was asked)."""
+        return self.decided_by == AUTOMATED and self.decided_by_type == self.ActorType.SYSTEM
 
     @property
     def final_value(self) -> object:

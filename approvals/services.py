@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from approvals.models import Approval
+from approvals.models import AUTOMATED, Approval
 from approvals.signals import (
     approval_decided,
     approval_escalated,
@@ -22,6 +22,7 @@ from approvals.signals import (
     approval_requested,
 )
 from assets import services as step_services
+from assets.models import Materialization
 from flowstone.conf import flowstone_settings
 from flowstone.errors import (
     ApprovalDecidedError,
@@ -29,6 +30,7 @@ from flowstone.errors import (
     ApprovalNotFoundError,
     ValidationFailedError,
 )
+from flowstone.status import StepStatus
 from lineage.models import AuditEvent
 from lineage.services import record_audit
 
@@ -36,8 +38,6 @@ if TYPE_CHECKING:
     import datetime as dt
     import uuid
     from collections.abc import Sequence
-
-    from assets.models import Materialization
 
 DecisionName = Literal["approve", "modify", "reject"]
 DECISIONS: Final[dict[str, Approval.Status]] = {
@@ -350,11 +350,29 @@ def cancel_approvals_of_steps(
 
 
 def record_automated_decision(
-    step: Materialization, *, message: str, value: Any, decided_value: Any, status: str, reason: str
-) -> Approval:
-    """Record an automated gate's decision (``decided_by='automated'``), once per step."""
+    step: Materialization,
+    *,
+    owner: str,
+    message: str,
+    value: Any,
+    decided_value: Any,
+    status: str,
+    reason: str,
+) -> Approval | None:
+    """Record an automated gate's decision (``decided_by='automated'``) for this attempt.
+
+    ``None`` if the attempt no longer holds the step (its decision is not recorded). A later
+    attempt decides again and replaces the record; every decision is audited.
+    """
     with transaction.atomic():
-        approval, created = Approval.objects.get_or_create(
+        held = list(
+            Materialization.objects.select_for_update()
+            .filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt, lease_owner=owner)
+            .values_list("pk", flat=True)
+        )
+        if not held:
+            return None
+        approval, _created = Approval.objects.update_or_create(
             materialization=step,
             defaults={
                 "run_id": step.run_id,
@@ -366,19 +384,18 @@ def record_automated_decision(
                 "requested_by": step.run.requested_by,
                 "status": status,
                 "decided_at": timezone.now(),
-                "decided_by": "automated",
+                "decided_by": AUTOMATED,
                 "decided_by_type": Approval.ActorType.SYSTEM,
                 "reason": reason,
             },
         )
-        if created:
-            record_audit(
-                AUDIT_ACTIONS[Approval.Status(status)],
-                actor_type=AuditEvent.ActorType.SYSTEM,
-                actor="automated",
-                run_id=step.run_id,
-                asset=step.asset,
-                partition_key=step.partition_key,
-                details={"approval_id": approval.pk, "reason": reason},
-            )
+        record_audit(
+            AUDIT_ACTIONS[Approval.Status(status)],
+            actor_type=AuditEvent.ActorType.SYSTEM,
+            actor=AUTOMATED,
+            run_id=step.run_id,
+            asset=step.asset,
+            partition_key=step.partition_key,
+            details={"approval_id": approval.pk, "reason": reason, "attempt": step.attempt},
+        )
     return approval

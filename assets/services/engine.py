@@ -402,9 +402,11 @@ def recorded_version(step: Materialization) -> str:
 class AttemptFence:
     """The lease of one step attempt, for IO managers that write in the steps' database.
 
-    ``hold`` locks the step row (``FOR NO KEY UPDATE``) if it is still running this attempt
-    for this owner, and otherwise raises ``LeaseLostError``. The lock lasts until the caller's
-    transaction ends, so the sweeper cannot take the step back while the value is written.
+    ``hold`` is the last statement of the writer's transaction: it renews the lease if the step
+    is still running this attempt for this owner (an ``UPDATE`` that keeps the step row locked
+    until the writer commits, a moment later), and otherwise raises ``LeaseLostError`` so the
+    write rolls back. Taken at the end, the lock never blocks the heartbeat while a long write
+    runs; renewed, the lease cannot expire between the write's commit and the completion.
     """
 
     step_id: int
@@ -415,16 +417,16 @@ class AttemptFence:
         """Hold the lease inside ``using``'s open transaction (see ``flowstone.io.base.Fence``)."""
         if using != router.db_for_write(Materialization):
             return False
-        held = list(
+        lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
+        held = (
             Materialization.objects.using(using)
-            .select_for_update(no_key=True)
             .filter(
                 pk=self.step_id,
                 status=StepStatus.RUNNING,
                 attempt=self.attempt,
                 lease_owner=self.owner,
             )
-            .values_list("pk", flat=True)
+            .update(lease_expires_at=db_now() + lease)
         )
         if not held:
             raise LeaseLostError(
@@ -434,12 +436,18 @@ class AttemptFence:
         return True
 
 
-def renew_lease(step_id: int, owner: str) -> bool:
-    """Extend the lease of a step this owner is running; ``False`` if it is no longer ours."""
+def renew_lease(step_id: int, owner: str, attempt: int | None = None) -> bool:
+    """Extend the lease of a step this owner is running; ``False`` if it is no longer ours.
+
+    With ``attempt``, only while the step is still running that attempt.
+    """
     lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
-    updated = Materialization.objects.filter(
+    running = Materialization.objects.filter(
         pk=step_id, status=StepStatus.RUNNING, lease_owner=owner
-    ).update(lease_expires_at=db_now() + lease)
+    )
+    if attempt is not None:
+        running = running.filter(attempt=attempt)
+    updated = running.update(lease_expires_at=db_now() + lease)
     return updated == 1
 
 

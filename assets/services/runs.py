@@ -254,6 +254,7 @@ def latest_successful(asset: str, partition_key: str) -> Materialization | None:
         Materialization.objects.filter(
             asset=asset, partition_key=partition_key, status=StepStatus.SUCCESS
         )
+        .select_related("run__config")  # readers need the producing run's IO overrides
         .order_by("-finished_at", "-id")
         .first()
     )

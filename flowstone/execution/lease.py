@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def lease_heartbeat(step_id: int, owner: str) -> Iterator[threading.Event]:
+def lease_heartbeat(
+    step_id: int, owner: str, attempt: int | None = None
+) -> Iterator[threading.Event]:
     """Renew the step's lease every third of its length until the block ends.
 
     The yielded event is set if the lease was lost (the sweeper took the step back); the step's
@@ -33,7 +35,7 @@ def lease_heartbeat(step_id: int, owner: str) -> Iterator[threading.Event]:
         try:
             while not stop.wait(interval):
                 try:
-                    renewed = services.renew_lease(step_id, owner)
+                    renewed = services.renew_lease(step_id, owner, attempt)
                 except DatabaseError:
                     # A database blip: drop the broken connection and try again at the next
                     # beat, while the lease (three beats long) still holds.

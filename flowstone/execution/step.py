@@ -145,7 +145,10 @@ def _load_inputs(
             consumed.append(source)
             if upstream.name in definition.value_parameters:
                 manager = registry.io_manager_for(upstream)
-                target = io_target(upstream, key, config, version=services.recorded_version(source))
+                # Where the producing run stored it: its own IO overrides, its recorded version.
+                producer = config if source.run_id == step.run_id else source.run.config
+                version = services.recorded_version(source)
+                target = io_target(upstream, key, producer, version=version)
                 with io_guard(upstream.spec.io_manager, "load"):
                     values[partition] = manager.load(target)
         if upstream.name in definition.value_parameters:
@@ -329,8 +332,9 @@ def _gate(
         return computed.value, True
     decision = _user_call(definition, "decide function", spec.decide, review)
     if isinstance(decision, Reject):
-        approval_services.record_automated_decision(
+        _record_decision(
             step,
+            owner=owner,
             message=message,
             value=computed.value,
             decided_value=None,
@@ -340,8 +344,9 @@ def _gate(
         raise CheckpointRejectedError(f"rejected automatically: {decision.reason}")
     if isinstance(decision, Modify):
         value = _user_call(definition, "validator", spec.modified_value, review, decision.value)
-        approval_services.record_automated_decision(
+        _record_decision(
             step,
+            owner=owner,
             message=message,
             value=computed.value,
             decided_value=value,
@@ -350,8 +355,9 @@ def _gate(
         )
         return value, False
     if isinstance(decision, Approve):
-        approval_services.record_automated_decision(
+        _record_decision(
             step,
+            owner=owner,
             message=message,
             value=computed.value,
             decided_value=None,
@@ -363,6 +369,12 @@ def _gate(
         f"the decide function of the checkpoint on {definition.name!r} returned {decision!r}; "
         "return Approve(), Modify(value) or Reject(reason)"
     )
+
+
+def _record_decision(step: Materialization, **decision: Any) -> None:
+    """Record an automated decision; an attempt that lost its step stops here."""
+    if approval_services.record_automated_decision(step, **decision) is None:
+        raise LeaseLostError(f"attempt {step.attempt} of step {step.pk} lost its lease")
 
 
 def _require_json(value: Any, definition: AssetDefinition) -> None:
@@ -425,7 +437,7 @@ def execute_step(
     definition: AssetDefinition | None = None
     try:
         definition = registry.get(step.asset)
-        with lease_heartbeat(step.pk, owner) as lost:
+        with lease_heartbeat(step.pk, owner, step.attempt) as lost:
             attempt = _Attempt(owner=owner, lost=lost)
             outcome = _execute(registry, definition, step, config, attempt)
         if outcome is not None:
@@ -456,7 +468,9 @@ def _execute(
     approval = (
         approval_services.approval_for_step(step.pk) if definition.checkpoint is not None else None
     )
-    if approval is not None and not approval.is_pending:
+    # A reviewer's decision resumes the parked step; an automated one is made again by each
+    # attempt, from the value it computes.
+    if approval is not None and not approval.is_pending and not approval.is_automated:
         value, consumed, stored = _resume(
             registry, definition, step, config, approval, attempt=attempt
         )

@@ -51,7 +51,9 @@ from flowstone.io.postgres_tables import (
     LOCK_FOR_CREATE,
     RELATION_EXISTS,
     ROW_NUMBER_COLUMN,
+    VERSION_COLUMN_EXISTS,
     RowLayout,
+    add_version_column,
     create_store_table,
     delete_entry,
     select_entry,
@@ -168,6 +170,7 @@ class PostgresIOManager:
         self.database = database
         self.dsn = dsn
         self.table = QualifiedName.parse(table)
+        self._has_version_column = False
 
     def validate_options(self, options: Mapping[str, Any]) -> list[str]:
         """Check an asset's ``io_options`` (``flowstone.E009``)."""
@@ -227,10 +230,40 @@ class PostgresIOManager:
             cursor.execute(LOCK_FOR_CREATE, [str(table)])
             cursor.execute(ddl)
 
+    def _prepare_store_table(self, cursor: _Cursor) -> None:
+        """Create FlowStone's table, or give one from before versions its ``version`` column.
+
+        The column is looked for once per manager (a catalog query), and added only if missing.
+        """
+        self._create_if_missing(cursor, self.table, create_store_table(self.table))
+        self._upgrade_store_table(cursor)
+
+    def _upgrade_store_table(self, cursor: _Cursor) -> None:
+        """Give an existing store table from before versions its ``version`` column (once)."""
+        if self._has_version_column:
+            return
+        cursor.execute(VERSION_COLUMN_EXISTS, [self.table.schema, self.table.table])
+        if not cursor.fetchone()[0]:
+            cursor.execute(LOCK_FOR_CREATE, [str(self.table)])
+            cursor.execute(add_version_column(self.table))
+        self._has_version_column = True
+
     def _missing(self, target: IOTarget) -> IOManagerError:
         return IOManagerError(
             f"no stored value for asset {target.asset!r} partition {target.partition_key!r} "
             f"in {self.table}",
+            asset=target.asset,
+            partition=target.partition_key,
+            retryable=False,
+        )
+
+    def _replaced(self, target: IOTarget, version: str) -> IOManagerError:
+        """The partition holds another attempt's value than the one the reader's success names."""
+        return IOManagerError(
+            f"asset {target.asset!r} partition {target.partition_key!r} in {self.table} holds "
+            f"the value of attempt {version or '(unversioned)'}, not of the recorded attempt "
+            f"{target.version}: a later store replaced it (this manager keeps one value per "
+            "partition)",
             asset=target.asset,
             partition=target.partition_key,
             retryable=False,
@@ -248,9 +281,12 @@ class PostgresIOManager:
         stored = describe_output(self._uri(target, self.table), value, body)
         entry = [body.decode(), None, None, stored.row_count, len(body), stored.content_hash]
         with self._transaction(target, "store") as cursor:
+            self._prepare_store_table(cursor)
+            cursor.execute(
+                upsert_entry(self.table),
+                [target.asset, target.partition_key, *entry, target.version],
+            )
             self._hold_fence(target)
-            self._create_if_missing(cursor, self.table, create_store_table(self.table))
-            cursor.execute(upsert_entry(self.table), [target.asset, target.partition_key, *entry])
         return stored
 
     def can_fence(self) -> bool:
@@ -258,9 +294,19 @@ class PostgresIOManager:
         return self.dsn is None and self.database == DEFAULT_DB_ALIAS
 
     def _hold_fence(self, target: IOTarget) -> None:
-        """Refuse the write (``LeaseLostError``) if the storing attempt lost its step."""
-        if target.fence is not None and self.can_fence():
-            target.fence.hold(self.database)
+        """The last statement of a store: refuse the write if the storing attempt lost its step.
+
+        ``LeaseLostError`` rolls the transaction back; otherwise the step row stays locked (and
+        its lease renewed) until the value commits, so the sweeper cannot take it back between.
+        """
+        if target.fence is not None and self.can_fence() and not target.fence.hold(self.database):
+            raise IOManagerError(
+                f"could not hold the lease of the attempt storing asset {target.asset!r}: "
+                f"database {self.database!r} is not the one the steps live in",
+                asset=target.asset,
+                partition=target.partition_key,
+                retryable=False,
+            )
 
     def _store_rows(
         self, target: IOTarget, value: Any, table: QualifiedName, partition_column: str
@@ -272,18 +318,20 @@ class PostgresIOManager:
         stored = describe_output(self._uri(target, table), rows, body)
         entry = [None, str(table), partition_column, len(rows), len(body), stored.content_hash]
         with self._transaction(target, "store") as cursor:
-            self._hold_fence(target)
-            self._create_if_missing(cursor, self.table, create_store_table(self.table))
+            self._prepare_store_table(cursor)
             # The entry first: its row lock makes a concurrent store of this partition wait.
-            cursor.execute(upsert_entry(self.table), [target.asset, target.partition_key, *entry])
-            if not self._exists(cursor, table):
-                if not rows:  # nothing to type the columns from; the entry says "0 rows"
-                    return stored
-                cursor.execute(LOCK_FOR_CREATE, [str(table)])
-                cursor.execute(layout.create_table(rows))
-            cursor.execute(layout.delete_slice(), [target.partition_key])
-            if params:
-                cursor.executemany(layout.insert_row(), params)
+            cursor.execute(
+                upsert_entry(self.table),
+                [target.asset, target.partition_key, *entry, target.version],
+            )
+            if self._exists(cursor, table) or rows:  # no rows, no table: the entry says "0 rows"
+                if not self._exists(cursor, table):
+                    cursor.execute(LOCK_FOR_CREATE, [str(table)])
+                    cursor.execute(layout.create_table(rows))
+                cursor.execute(layout.delete_slice(), [target.partition_key])
+                if params:
+                    cursor.executemany(layout.insert_row(), params)
+            self._hold_fence(target)
         return stored
 
     def _rows_location(
@@ -306,11 +354,14 @@ class PostgresIOManager:
         with self._transaction(target, "load") as cursor:
             entry = None
             if self._exists(cursor, self.table):
+                self._upgrade_store_table(cursor)
                 cursor.execute(select_entry(self.table), [target.asset, target.partition_key])
                 entry = cursor.fetchone()
             if entry is None:
                 raise self._missing(target)
-            value_text, rows_table, partition_column, row_count = entry
+            value_text, rows_table, partition_column, row_count, version = entry
+            if target.version and version != target.version:
+                raise self._replaced(target, version)
             if rows_table is None:
                 return decode_json(target, str(value_text).encode())
             table, column = self._rows_location(target, rows_table, partition_column)
@@ -335,6 +386,7 @@ class PostgresIOManager:
         with self._transaction(target, "check") as cursor:
             if not self._exists(cursor, self.table):
                 return False
+            self._upgrade_store_table(cursor)
             cursor.execute(select_entry(self.table), [target.asset, target.partition_key])
             return cursor.fetchone() is not None
 
@@ -344,6 +396,7 @@ class PostgresIOManager:
         with self._transaction(target, "delete") as cursor:
             if not self._exists(cursor, self.table):
                 return
+            self._upgrade_store_table(cursor)
             key = [target.asset, target.partition_key]
             cursor.execute(select_entry(self.table, for_update=True), key)
             entry = cursor.fetchone()

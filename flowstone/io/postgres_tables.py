@@ -55,7 +55,9 @@ __all__ = [
     "LOCK_FOR_CREATE",
     "RELATION_EXISTS",
     "ROW_NUMBER_COLUMN",
+    "VERSION_COLUMN_EXISTS",
     "RowLayout",
+    "add_version_column",
     "create_store_table",
     "delete_entry",
     "select_entry",
@@ -77,31 +79,50 @@ def create_store_table(table: QualifiedName) -> sql.Composed:
         "size_bytes bigint NOT NULL, "
         "content_hash text NOT NULL, "
         "stored_at timestamptz NOT NULL DEFAULT now(), "
+        "version text NOT NULL DEFAULT '', "
         "PRIMARY KEY (asset, partition_key))"
+    ).format(table=table.identifier)
+
+
+VERSION_COLUMN_EXISTS: Final = sql.SQL(
+    "SELECT EXISTS (SELECT 1 FROM information_schema.columns "
+    "WHERE table_schema = COALESCE(%s, current_schema()) AND table_name = %s "
+    "AND column_name = 'version')"
+)
+
+
+def add_version_column(table: QualifiedName) -> sql.Composed:
+    """Add the ``version`` column to a store table created before values had versions."""
+    return sql.SQL(
+        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS version text NOT NULL DEFAULT ''"
     ).format(table=table.identifier)
 
 
 def upsert_entry(table: QualifiedName) -> sql.Composed:
     """Insert or replace an asset partition's entry.
 
-    Params: asset, key, value, rows_table, partition_column, row_count, size_bytes, content_hash.
+    Params: asset, key, value, rows_table, partition_column, row_count, size_bytes, content_hash,
+    version.
     """
     return sql.SQL(
         "INSERT INTO {table} (asset, partition_key, value, rows_table, partition_column, "
-        "row_count, size_bytes, content_hash, stored_at) "
-        "VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, now()) "
+        "row_count, size_bytes, content_hash, version, stored_at) "
+        "VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, now()) "
         "ON CONFLICT (asset, partition_key) DO UPDATE SET "
         "value = EXCLUDED.value, rows_table = EXCLUDED.rows_table, "
         "partition_column = EXCLUDED.partition_column, row_count = EXCLUDED.row_count, "
         "size_bytes = EXCLUDED.size_bytes, content_hash = EXCLUDED.content_hash, "
-        "stored_at = EXCLUDED.stored_at"
+        "version = EXCLUDED.version, stored_at = EXCLUDED.stored_at"
     ).format(table=table.identifier)
 
 
 def select_entry(table: QualifiedName, *, for_update: bool = False) -> sql.Composed:
-    """An entry's JSON text, rows table, partition column and row count (params: asset, key)."""
+    """An entry's JSON text, rows table, partition column, row count and version.
+
+    Params: asset, key.
+    """
     return sql.SQL(
-        "SELECT value::text, rows_table, partition_column, row_count FROM {table} "
+        "SELECT value::text, rows_table, partition_column, row_count, version FROM {table} "
         "WHERE asset = %s AND partition_key = %s{lock}"
     ).format(table=table.identifier, lock=sql.SQL(" FOR UPDATE" if for_update else ""))
 

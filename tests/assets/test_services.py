@@ -55,6 +55,8 @@ def test_transitions_are_conditional_and_report_who_won() -> None:
     assert (step.status, step.attempt, step.lease_owner) == ("running", 1, "worker-1")
     assert step.lease_expires_at is not None
     assert services.renew_lease(step.pk, "worker-1")
+    assert services.renew_lease(step.pk, "worker-1", step.attempt)
+    assert not services.renew_lease(step.pk, "worker-1", step.attempt + 1)
     assert not services.renew_lease(step.pk, "worker-2")
 
 

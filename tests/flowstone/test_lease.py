@@ -19,7 +19,7 @@ def test_a_database_error_does_not_stop_the_heartbeat(
     calls: list[str] = []
     third_call = threading.Event()
 
-    def renew(step_id: int, owner: str) -> bool:
+    def renew(step_id: int, owner: str, attempt: int | None = None) -> bool:
         calls.append(owner)
         if len(calls) == 1:
             raise OperationalError("server closed the connection unexpectedly")

@@ -16,17 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 import flowstone
+from approvals import services as approval_services
+from approvals.models import Approval
 from assets import services
 from assets.models import Materialization
-from flowstone.errors import LeaseLostError
+from flowstone.errors import IOManagerError, LeaseLostError
 from flowstone.execution.step import execute_step
 from flowstone.io.base import IOTarget
+from flowstone.io.postgres import PostgresIOManager
 from flowstone.registry import get_registry
 from flowstone.status import RunKind, StepStatus
+from lineage.models import AuditEvent, LineageEdge
 from tests.conftest import UseDefinitions
 from tests.pipelines.fencing import as_rows, attempt_rows
 from tests.s3 import MotoServer
@@ -236,3 +240,149 @@ def test_load_value_of_a_partition_that_never_succeeded_is_a_clear_error(
         flowstone.load_value("no_such_asset")
     with pytest.raises(flowstone.errors.PartitionKeyError, match="not partitioned"):
         flowstone.load_value("v_source", "2024-01-01")
+
+
+def test_an_automated_decision_is_made_again_by_the_next_attempt(
+    use_definitions: UseDefinitions, tmp_path: Path
+) -> None:
+    """Attempt 1 is approved automatically, then its store fails (retryable): attempt 2 must
+    compute, decide and store its own value, with its lineage (it stored attempt 1's value with
+    no lineage when any decided approval resumed the step).
+    """
+    use_definitions(
+        FENCING,
+        "tests.pipelines.fencing_gate",
+        resources={},
+        io_managers={
+            "default": {
+                "CLASS": "flowstone.io.FilesystemIOManager",
+                "OPTIONS": {"base_dir": str(tmp_path / "storage")},
+            },
+            "flaky": {"CLASS": "tests.pipelines.fencing_gate.FailsFirstStoreIOManager"},
+        },
+    )
+    result = flowstone.materialize_all("v_gated")
+    result.raise_for_status()
+    gated = next(step for step in result.steps if step.asset == "v_gated")
+    assert gated.attempt == 2
+    assert flowstone.load_value("v_gated") == [{"attempt": 2, "read": 1}]
+    approval = Approval.objects.get(materialization_id=gated.materialization_id)
+    assert (approval.status, approval.decided_by, approval.proposed_value) == (
+        "approved",
+        "automated",
+        [{"attempt": 2, "read": 1}],
+    )
+    decisions = AuditEvent.objects.filter(
+        action="checkpoint.approved", partition_key="", asset="v_gated"
+    )
+    assert sorted(e.details["attempt"] for e in decisions) == [1, 2]
+    edges = LineageEdge.objects.filter(downstream_id=gated.materialization_id)
+    assert [e.upstream_asset for e in edges] == ["v_source"]
+
+
+def test_a_stale_attempt_records_no_automated_decision(use_definitions: UseDefinitions) -> None:
+    use_definitions(
+        FENCING,
+        resources={},
+        io_managers={"default": {"CLASS": "flowstone.io.MemoryIOManager"}},
+    )
+    source, _sink = _worker_run("memory")
+    step = _claim(source, "stale-worker")
+    _take_back(source)
+    _claim(source, "new-worker")
+    recorded = approval_services.record_automated_decision(
+        step,
+        owner="stale-worker",
+        message="m",
+        value=1,
+        decided_value=None,
+        status="approved",
+        reason="",
+    )
+    assert recorded is None
+    assert not Approval.objects.filter(materialization_id=source).exists()
+
+
+def test_a_step_reads_an_upstream_where_its_run_stored_it(
+    use_definitions: UseDefinitions, moto_server: MotoServer, bucket: str
+) -> None:
+    """The upstream was stored under another run's IO overrides (an S3 prefix): a later run
+    without them reads it where it is, as ``load_value`` does.
+    """
+    use_definitions(
+        FENCING,
+        resources={},
+        io_managers={"default": MANAGERS["s3"](Path(), moto_server, bucket)},
+    )
+    flowstone.materialize("v_source", io_overrides={"v_source": {"prefix": "elsewhere"}})
+    result = flowstone.materialize("v_sink")
+    result.raise_for_status()
+    assert flowstone.load_value("v_source") == attempt_rows(1)
+    assert flowstone.load_value("v_sink") == [{"read": 1}]
+
+
+@pytest.mark.postgres
+def test_the_fence_renews_the_lease_at_the_end_of_the_write(
+    use_definitions: UseDefinitions,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (this is the embedded SQLite run)")
+    use_definitions(FENCING, resources={})
+    source, _sink = _worker_run("postgres-json")
+    step = _claim(source, "w")
+    Materialization.objects.filter(pk=source).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    fence = services.AttemptFence(step_id=source, attempt=step.attempt, owner="w")
+    with transaction.atomic():
+        assert fence.hold("default")
+    renewed = Materialization.objects.get(pk=source).lease_expires_at
+    assert renewed is not None
+    assert renewed > timezone.now()
+    assert fence.hold("elsewhere") is False
+
+
+@pytest.mark.postgres
+def test_a_postgres_value_replaced_by_a_later_store_is_an_error_not_a_silent_read(
+    use_definitions: UseDefinitions,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (this is the embedded SQLite run)")
+    use_definitions(FENCING, resources={})
+    manager = PostgresIOManager()
+    first = IOTarget(asset="v_source", partition_key="", version="1.1")
+    later = IOTarget(asset="v_source", partition_key="", version="2.1")
+    manager.store(first, attempt_rows(1))
+    assert manager.load(first) == attempt_rows(1)
+    manager.store(later, attempt_rows(2))
+    assert manager.load(later) == attempt_rows(2)
+    assert manager.load(IOTarget(asset="v_source", partition_key="")) == attempt_rows(2)
+    with pytest.raises(IOManagerError, match=r"holds the value of attempt 2\.1, not of the"):
+        manager.load(first)
+
+
+@pytest.mark.postgres
+def test_a_store_table_from_before_versions_gets_its_column(
+    use_definitions: UseDefinitions,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (this is the embedded SQLite run)")
+    use_definitions(FENCING, resources={})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE public.old_store (asset text NOT NULL, partition_key text NOT NULL, "
+            "value jsonb, rows_table text, partition_column text, row_count bigint, "
+            "size_bytes bigint NOT NULL, content_hash text NOT NULL, "
+            "stored_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (asset, partition_key))"
+        )
+        cursor.execute(
+            "INSERT INTO public.old_store (asset, partition_key, value, size_bytes, "
+            "content_hash) VALUES ('v_source', 'old', '[1]', 3, 'sha256:x')"
+        )
+    manager = PostgresIOManager(table="public.old_store")
+    old = IOTarget(asset="v_source", partition_key="old")
+    assert manager.load(old) == [1]
+    target = IOTarget(asset="v_source", partition_key="", version="7.1")
+    manager.store(target, attempt_rows(1))
+    assert manager.load(target) == attempt_rows(1)
+    assert manager.load(old) == [1]
