@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -46,26 +46,35 @@ def test_a_clean_history_passes(finished: Scenario) -> None:
     assert (report.mismatches, report.reexecutions) == (0, 0)
 
 
+def _rewrite(conn: psycopg.Connection[Any], step_id: int, uri: str, **changes: object) -> None:
+    """Change fields of a stored value and record the new body's hash, as if it were written so."""
+    path = Path(unquote(urlsplit(uri).path))
+    body = json.dumps({**json.loads(path.read_text()), **changes}).encode()
+    path.write_bytes(body)
+    conn.execute(
+        "UPDATE assets_materialization SET metadata = metadata || jsonb_build_object("
+        "'content_hash', %s::text, 'size_bytes', %s::int) WHERE id = %s",
+        ("sha256:" + hashlib.sha256(body).hexdigest(), len(body), step_id),
+    )
+
+
 def test_tampered_history_is_reported(finished: Scenario) -> None:
     finished.close()  # no worker may consume the stray message below
     with psycopg.connect(finished.conninfo, autocommit=True) as conn:
         days = conn.execute(
             "SELECT id, metadata->>'uri', run_id::text, partition_key FROM assets_materialization "
-            "WHERE asset = 'f_day' AND status = 'success' ORDER BY id LIMIT 5"
+            "WHERE asset = 'f_day' AND status = 'success' ORDER BY id LIMIT 6"
         ).fetchall()
         (corrupt_id, corrupt_uri, *_), (doubled_id, *_), (stuck_id, *_) = days[:3]
-        (stale_id, stale_uri, *_), (_, _, rerun_run, rerun_key) = days[3:]
+        (stale_id, stale_uri, *_), (_, _, rerun_run, rerun_key), (misread_id, misread_uri, *_) = (
+            days[3:]
+        )
         Path(unquote(urlsplit(corrupt_uri).path)).write_text('{"tampered": true}')
         # A stale attempt's value in place of the recorded one, its hash recorded too: only
         # the fencing check can see it.
-        stale_path = Path(unquote(urlsplit(stale_uri).path))
-        stale_body = json.dumps({**json.loads(stale_path.read_text()), "attempt": 99}).encode()
-        stale_path.write_bytes(stale_body)
-        conn.execute(
-            "UPDATE assets_materialization SET metadata = metadata || jsonb_build_object("
-            "'content_hash', %s::text, 'size_bytes', %s::int) WHERE id = %s",
-            ("sha256:" + hashlib.sha256(stale_body).hexdigest(), len(stale_body), stale_id),
-        )
+        _rewrite(conn, stale_id, stale_uri, attempt=99)
+        # A value that read an upstream attempt its lineage does not name (lineage intact).
+        _rewrite(conn, misread_id, misread_uri, read={"f_seed[]": 9})
         conn.execute(
             "INSERT INTO lineage_auditevent (action, actor_type, actor, run_id, asset, "
             "partition_key, details, created_at) SELECT action, actor_type, actor, run_id, asset, "
@@ -105,7 +114,10 @@ def test_tampered_history_is_reported(finished: Scenario) -> None:
     assert "still running" in text
     assert "lineage of" in text
     assert "1 messages left in the step queues" in text
-    assert report.mismatches == 2  # the stale value, and the fan-in whose edge is gone
+    # the stale value, the misread upstream, and the fan-in whose edge is gone
+    assert report.mismatches == 3
+    assert f"success {misread_id} f_day[" in text
+    assert "read {'f_seed[]': 9}, its lineage says {'f_seed[]': 1}" in text
     assert f"success {stale_id} f_day" in text
     assert "its stored value is attempt 99's" in text
     assert "its lineage says" in text
