@@ -6,6 +6,7 @@ embedded default: SQLite under ``var/``, local-filesystem IO, in-process executi
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -43,6 +44,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, Swagger UI) under any server, runserver with DEBUG off included.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -128,6 +131,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# WhiteNoise serves STATIC_ROOT once `collectstatic` has filled it (with caching headers), and
+# until then the apps' own static directories, so the admin and Swagger UI are styled with the
+# documented commands alone.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+with contextlib.suppress(OSError):  # WhiteNoise warns about a missing STATIC_ROOT
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # The API: session (the admin's login) or token authentication; authenticated users only.
 REST_FRAMEWORK = {
