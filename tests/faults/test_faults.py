@@ -205,6 +205,19 @@ def _terminate_workers(admin: psycopg.Connection[Any], database: str) -> dict[st
     return terminated
 
 
+LOCK_WAIT_SECONDS = 10.0
+
+
+def _waiting_on_a_lock(admin: psycopg.Connection[Any], database: str) -> bool:
+    """Whether a worker backend of ``database`` waits on a lock (inside its transaction)."""
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name <> %s "
+        "AND wait_event_type = 'Lock'",
+        (database, HARNESS_APPLICATION),
+    ).fetchone()
+    return row is not None and int(row[0]) > 0
+
+
 def test_database_connections_terminated_mid_transaction(open_scenario: Scenario) -> None:
     """Kill worker backends, including ones caught inside a transaction.
 
@@ -223,6 +236,11 @@ def test_database_connections_terminated_mid_transaction(open_scenario: Scenario
             psycopg.connect(scenario.conninfo, application_name=HARNESS_APPLICATION) as locker,
         ):
             locker.execute("LOCK TABLE assets_materialization IN EXCLUSIVE MODE")
+            # Start the burst once a worker's statement waits on the lock inside its
+            # transaction (a worker that met a dead connection pauses before going on).
+            waited = time.monotonic() + LOCK_WAIT_SECONDS
+            while time.monotonic() < waited and not _waiting_on_a_lock(admin, database):
+                time.sleep(0.01)
             ends = time.monotonic() + TERMINATE_BURST
             while time.monotonic() < ends:
                 if locker.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and (
