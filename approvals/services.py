@@ -22,7 +22,6 @@ from approvals.signals import (
     approval_requested,
 )
 from assets import services as step_services
-from assets.models import Materialization
 from flowstone.conf import flowstone_settings
 from flowstone.errors import (
     ApprovalDecidedError,
@@ -30,7 +29,6 @@ from flowstone.errors import (
     ApprovalNotFoundError,
     ValidationFailedError,
 )
-from flowstone.status import StepStatus
 from lineage.models import AuditEvent
 from lineage.services import record_audit
 
@@ -38,6 +36,8 @@ if TYPE_CHECKING:
     import datetime as dt
     import uuid
     from collections.abc import Sequence
+
+    from assets.models import Materialization
 
 DecisionName = Literal["approve", "modify", "reject"]
 DECISIONS: Final[dict[str, Approval.Status]] = {
@@ -365,12 +365,7 @@ def record_automated_decision(
     attempt decides again and replaces the record; every decision is audited.
     """
     with transaction.atomic():
-        held = list(
-            Materialization.objects.select_for_update()
-            .filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt, lease_owner=owner)
-            .values_list("pk", flat=True)
-        )
-        if not held:
+        if not step_services.lock_attempt(step, owner):
             return None
         approval, _created = Approval.objects.update_or_create(
             materialization=step,

@@ -22,7 +22,7 @@ from flowstone.errors import MaterializationNotFoundError, ValidationFailedError
 from flowstone.execution.handle import RunHandle
 from flowstone.execution.inprocess import run_in_process
 from flowstone.execution.plan import plan_steps, validate_partition
-from flowstone.execution.step import io_guard, io_target
+from flowstone.execution.step import io_guard, recorded_target
 from flowstone.inputs import validate_json_object, validate_text
 from flowstone.partitions import encode_partition_key
 from flowstone.registry import Registry, get_registry
@@ -361,7 +361,6 @@ def load_value(asset: str | AssetFunction, partition: object = None) -> Any:
             asset=definition.name,
             partition=key,
         )
-    config = latest.run.config
-    target = io_target(definition, key, config, version=services.recorded_version(latest))
+    target = recorded_target(definition, latest, latest.run.config)
     with io_guard(definition.spec.io_manager, "load"):
         return registry.io_manager_for(definition).load(target)

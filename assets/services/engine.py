@@ -417,18 +417,7 @@ class AttemptFence:
         """Hold the lease inside ``using``'s open transaction (see ``flowstone.io.base.Fence``)."""
         if using != router.db_for_write(Materialization):
             return False
-        lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
-        held = (
-            Materialization.objects.using(using)
-            .filter(
-                pk=self.step_id,
-                status=StepStatus.RUNNING,
-                attempt=self.attempt,
-                lease_owner=self.owner,
-            )
-            .update(lease_expires_at=db_now() + lease)
-        )
-        if not held:
+        if not renew_lease(self.step_id, self.owner, self.attempt, using=using):
             raise LeaseLostError(
                 f"attempt {self.attempt} of step {self.step_id} lost its lease; its value is "
                 "not stored"
@@ -436,19 +425,31 @@ class AttemptFence:
         return True
 
 
-def renew_lease(step_id: int, owner: str, attempt: int | None = None) -> bool:
+def renew_lease(
+    step_id: int, owner: str, attempt: int | None = None, *, using: str | None = None
+) -> bool:
     """Extend the lease of a step this owner is running; ``False`` if it is no longer ours.
 
-    With ``attempt``, only while the step is still running that attempt.
+    With ``attempt``, only while the step is still running that attempt. Inside a transaction
+    the step row stays locked until it ends (``AttemptFence``).
     """
     lease = dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
-    running = Materialization.objects.filter(
+    running = Materialization.objects.db_manager(using).filter(
         pk=step_id, status=StepStatus.RUNNING, lease_owner=owner
     )
     if attempt is not None:
         running = running.filter(attempt=attempt)
     updated = running.update(lease_expires_at=db_now() + lease)
     return updated == 1
+
+
+def lock_attempt(step: Materialization, owner: str) -> bool:
+    """Lock the step's row if ``owner`` still runs this attempt of it; ``False`` if not.
+
+    For records an attempt makes inside its own transaction (an automated checkpoint decision):
+    an attempt that lost its lease records nothing, and the sweeper waits until it commits.
+    """
+    return bool(list(_running(step, owner).select_for_update().values_list("pk", flat=True)))
 
 
 def _running(

@@ -83,6 +83,17 @@ def io_target(
     )
 
 
+def recorded_target(
+    definition: AssetDefinition, source: Materialization, config: RunConfig
+) -> IOTarget:
+    """Where ``source``, a success of ``definition``, stored its value.
+
+    The version it recorded, with the IO overrides of ``config`` (the producing run's config).
+    """
+    version = services.recorded_version(source)
+    return io_target(definition, source.partition_key, config, version=version)
+
+
 def output_target(
     definition: AssetDefinition, step: Materialization, config: RunConfig, *, owner: str
 ) -> IOTarget:
@@ -145,12 +156,9 @@ def _load_inputs(
             consumed.append(source)
             if upstream.name in definition.value_parameters:
                 manager = registry.io_manager_for(upstream)
-                # Where the producing run stored it: its own IO overrides, its recorded version.
                 producer = config if source.run_id == step.run_id else source.run.config
-                version = services.recorded_version(source)
-                target = io_target(upstream, key, producer, version=version)
                 with io_guard(upstream.spec.io_manager, "load"):
-                    values[partition] = manager.load(target)
+                    values[partition] = manager.load(recorded_target(upstream, source, producer))
         if upstream.name in definition.value_parameters:
             if upstream_input.is_fan_in:
                 kwargs[upstream.name] = values
@@ -241,18 +249,20 @@ def _store(
 
 
 def _discard(
-    registry: Registry, definition: AssetDefinition, step: Materialization, config: RunConfig
+    registry: Registry,
+    definition: AssetDefinition,
+    step: Materialization,
+    config: RunConfig,
+    *,
+    owner: str,
 ) -> None:
     """Remove what a stale attempt stored at its own version; it is never read anyway."""
     manager = registry.io_manager_for(definition)
     if not isinstance(manager, DiscardsVersions):
         return
-    target = io_target(
-        definition, step.partition_key, config, version=services.attempt_version(step)
-    )
     try:
         with io_guard(definition.spec.io_manager, "discard"):
-            manager.discard(target)
+            manager.discard(output_target(definition, step, config, owner=owner))
     except FlowStoneError as exc:
         logger.warning("could not discard the value of a stale attempt: %s", exc)
 
@@ -484,7 +494,7 @@ def _execute(
         stored = _store(registry, definition, step, config, value, attempt=attempt)
     end = services.complete_step(step, stored, consumed, owner=attempt.owner)
     if not end.won:
-        _discard(registry, definition, step, config)
+        _discard(registry, definition, step, config, owner=attempt.owner)
         return None
     return StepOutcome(status=StepStatus.SUCCESS, value=value, end=end)
 

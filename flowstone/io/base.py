@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 # A version names one step attempt's value (``<step id>.<attempt>``); it goes into file names and
 # object keys, so it is restricted to characters that are safe in both.
 VERSION_PATTERN: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
-VERSION_SEPARATOR: Final = "@"  # percent-encoded in partition stems, so it never occurs in one
 
 
 class Fence(Protocol):
@@ -58,15 +57,6 @@ class IOTarget:
                 asset=self.asset,
                 partition=self.partition_key,
             )
-
-
-def versioned_stem(stem: str, target: IOTarget) -> str:
-    """A file name stem (or object key segment) for ``target``'s version of a partition.
-
-    ``stem`` is the partition's own stem (``partition_file_stem``), which never contains the
-    separator, so every (partition, version) pair has a name of its own.
-    """
-    return f"{stem}{VERSION_SEPARATOR}{target.version}" if target.version else stem
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,12 +16,12 @@ from flowstone.io.base import (
     decode_json,
     describe_output,
     encode_json,
-    versioned_stem,
 )
 
 DEFAULT_BASE_DIR: Final = Path("var") / "storage"
 UNPARTITIONED_FILE_STEM: Final = "__unpartitioned__"
 MAX_FILE_STEM_LENGTH: Final = 180
+VERSION_SEPARATOR: Final = "@"  # percent-encoded in partition stems, so it never occurs in one
 
 
 def partition_file_stem(partition_key: str) -> str:
@@ -36,6 +36,16 @@ def partition_file_stem(partition_key: str) -> str:
     if len(stem) > MAX_FILE_STEM_LENGTH:
         return "sha256-" + hashlib.sha256(partition_key.encode()).hexdigest()
     return stem
+
+
+def file_stem(target: IOTarget) -> str:
+    """The file name stem (or object key segment) of ``target``: its partition, then its version.
+
+    ``<partition stem>@<version>``, or the partition stem alone for an unversioned target; a
+    partition stem never contains the separator, so every (partition, version) has its own name.
+    """
+    stem = partition_file_stem(target.partition_key)
+    return f"{stem}{VERSION_SEPARATOR}{target.version}" if target.version else stem
 
 
 def write_atomically(path: Path, body: bytes) -> None:
@@ -80,8 +90,7 @@ class FilesystemIOManager:
 
     def path_for(self, target: IOTarget) -> Path:
         """Return the file that holds ``target``'s value."""
-        stem = versioned_stem(partition_file_stem(target.partition_key), target)
-        return self.base_dir / target.asset / f"{stem}.json"
+        return self.base_dir / target.asset / f"{file_stem(target)}.json"
 
     def store(self, target: IOTarget, value: Any) -> StoredOutput:
         """Write the value to a temporary file, fsync it, then rename it into place."""

@@ -20,9 +20,8 @@ from flowstone.io.base import (
     hash_content,
     invalid_options_error,
     unknown_option_problems,
-    versioned_stem,
 )
-from flowstone.io.filesystem import file_error, partition_file_stem, write_atomically
+from flowstone.io.filesystem import file_error, file_stem, write_atomically
 from flowstone.io.s3 import S3IOManager
 from flowstone.io.tabular import (
     DEFAULT_COMPRESSION,
@@ -115,8 +114,7 @@ class ParquetIOManager:
                 asset=target.asset,
                 partition=target.partition_key,
             )
-        stem = versioned_stem(partition_file_stem(target.partition_key), target)
-        return self.base_dir / target.asset / f"{stem}.parquet"
+        return self.base_dir / target.asset / f"{file_stem(target)}.parquet"
 
     def store(self, target: IOTarget, value: Any) -> StoredOutput:
         """Write the value as Parquet (atomically on disk; one PUT on S3)."""

@@ -324,8 +324,9 @@ class PostgresIOManager:
                 upsert_entry(self.table),
                 [target.asset, target.partition_key, *entry, target.version],
             )
-            if self._exists(cursor, table) or rows:  # no rows, no table: the entry says "0 rows"
-                if not self._exists(cursor, table):
+            exists = self._exists(cursor, table)
+            if exists or rows:  # no rows and no table: the entry says "0 rows"
+                if not exists:
                     cursor.execute(LOCK_FOR_CREATE, [str(table)])
                     cursor.execute(layout.create_table(rows))
                 cursor.execute(layout.delete_slice(), [target.partition_key])

@@ -30,9 +30,8 @@ from flowstone.io.base import (
     hash_content,
     invalid_options_error,
     unknown_option_problems,
-    versioned_stem,
 )
-from flowstone.io.filesystem import partition_file_stem
+from flowstone.io.filesystem import file_stem
 from flowstone.io.tabular import (
     DEFAULT_COMPRESSION,
     PARQUET_CONTENT_TYPE,
@@ -153,7 +152,7 @@ class S3Location:
         return self.key_template.format(
             prefix=prefix,
             asset=target.asset,
-            partition=versioned_stem(partition_file_stem(target.partition_key), target),
+            partition=file_stem(target),
             extension=FILE_FORMATS[self.file_format][0],
         )
 
