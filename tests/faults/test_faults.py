@@ -44,7 +44,7 @@ from tests.faults.pipeline import (
     SLOW_MARKER,
     body_seconds,
 )
-from tests.security.test_poison import REDIS_POISON
+from tests.poison_items import REDIS_POISON
 
 if TYPE_CHECKING:
     from collections.abc import Callable

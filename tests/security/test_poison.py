@@ -7,14 +7,9 @@ fix the worker's main process exited on the first of them.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -25,6 +20,7 @@ import flowstone
 from assets.models import RejectedMessage
 from flowstone.celery import MAX_RECORDED_BODY
 from flowstone.status import RunStatus
+from tests.poison_items import HUGE, REDIS_POISON, Poison, step_body, task_headers
 from tests.workers import (
     Services,
     amqp_url,
@@ -39,114 +35,12 @@ from tests.workers import (
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 WAIT = 30
-HUGE = 5 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Poison:
-    """One malformed message and how to find its ``RejectedMessage`` row."""
-
-    name: str
-    item: bytes
-    marker: str
-    """Text in the row's payload or task id; a marker starting with ``=`` is the whole payload."""
 
 
 def _found(rows: list[RejectedMessage], marker: str) -> int:
     if marker.startswith("="):
         return sum(1 for r in rows if r.payload == marker[1:])
     return sum(1 for r in rows if marker in r.payload or r.task_id == marker)
-
-
-def _envelope(
-    body: bytes,
-    *,
-    headers: Any,
-    content_type: str = "application/json",
-    content_encoding: str = "utf-8",
-    **properties: Any,
-) -> bytes:
-    """A queue item shaped like kombu's Redis envelope; ``properties`` override its defaults."""
-    return json.dumps(
-        {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": content_encoding,
-            "content-type": content_type,
-            "headers": headers,
-            "properties": {
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-                "delivery_info": {"exchange": "flowstone", "routing_key": "flowstone"},
-                "priority": 0,
-                "delivery_mode": 2,
-                **properties,
-            },
-        }
-    ).encode()
-
-
-def _task(marker: str) -> dict[str, str]:
-    return {"lang": "py", "task": "flowstone.run_step", "id": marker, "root_id": marker}
-
-
-def _step_body(marker: str) -> bytes:
-    return json.dumps([[], {"marker": marker}, {}]).encode()
-
-
-REDIS_POISON = [
-    Poison("not json", b"not json poison-r01", "poison-r01"),
-    Poison("empty object", b"{}", "={}"),
-    Poison("a JSON list", b'[1, 2, "poison-r03"]', "poison-r03"),
-    Poison("invalid UTF-8", b"\xff\xfe poison-r04", "poison-r04"),
-    Poison(
-        "no properties",
-        json.dumps({"body": "", "headers": {"id": "poison-r05"}}).encode(),
-        "poison-r05",
-    ),
-    Poison(
-        "no delivery tag or info",
-        _envelope(b"[]", headers={"id": "poison-r06"}, delivery_tag=None, delivery_info=None),
-        "poison-r06",
-    ),
-    Poison(
-        "body not base64",
-        json.dumps(
-            {
-                "body": "*** not base64 ***",
-                "headers": {"id": "poison-r07"},
-                "properties": {
-                    "body_encoding": "base64",
-                    "delivery_tag": "t7",
-                    "delivery_info": {"exchange": "flowstone", "routing_key": "flowstone"},
-                },
-            }
-        ).encode(),
-        "poison-r07",
-    ),
-    Poison(
-        "unknown body encoding",
-        _envelope(b"[]", headers={"id": "poison-r08"}, body_encoding="rot13"),
-        "poison-r08",
-    ),
-    Poison(
-        "wrong content type",
-        _envelope(_step_body("x"), headers=_task("poison-r09"), content_type="application/x-bogus"),
-        "poison-r09",
-    ),
-    Poison(
-        "unknown content encoding",
-        _envelope(_step_body("x"), headers=_task("poison-r10"), content_encoding="x-bogus"),
-        "poison-r10",
-    ),
-    Poison(
-        "task message without an id",
-        _envelope(_step_body("poison-r11"), headers={"lang": "py", "task": "flowstone.run_step"}),
-        "poison-r11",
-    ),
-    Poison("body not a list", _envelope(b"42", headers=_task("poison-r12")), "poison-r12"),
-    Poison("body not JSON", _envelope(b"{{{", headers=_task("poison-r13")), "poison-r13"),
-    Poison("huge", b"poison-r14" + b"x" * HUGE, "poison-r14"),
-]
 
 
 @pytest.fixture
@@ -201,27 +95,32 @@ AMQP_POISON: list[tuple[Poison, dict[str, str], str, str]] = [
     (Poison("not JSON", b"not json poison-a1", "poison-a1"), {}, "application/json", "utf-8"),
     (Poison("empty object", b"{}", "='{}'"), {}, "application/json", "utf-8"),
     (
-        Poison("no task id", _step_body("poison-a3"), "poison-a3"),
+        Poison("no task id", step_body("poison-a3"), "poison-a3"),
         NO_ID,
         "application/json",
         "utf-8",
     ),
     (
-        Poison("wrong content type", _step_body("x"), "poison-a4"),
-        _task("poison-a4"),
+        Poison("wrong content type", step_body("x"), "poison-a4"),
+        task_headers("poison-a4"),
         "application/x-bogus",
         "binary",
     ),
     (
-        Poison("unknown content encoding", _step_body("x"), "poison-a5"),
-        _task("poison-a5"),
+        Poison("unknown content encoding", step_body("x"), "poison-a5"),
+        task_headers("poison-a5"),
         "application/json",
         "x-bogus",
     ),
-    (Poison("not a list", b"42", "poison-a6"), _task("poison-a6"), "application/json", "utf-8"),
+    (
+        Poison("not a list", b"42", "poison-a6"),
+        task_headers("poison-a6"),
+        "application/json",
+        "utf-8",
+    ),
     (
         Poison("huge, not JSON", b"poison-a7" + b"{" * HUGE, "poison-a7"),
-        _task("poison-a7"),
+        task_headers("poison-a7"),
         "application/json",
         "utf-8",
     ),
