@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.html import format_html, format_html_join
 
 from assets import services
 from assets.graph import render_asset_graph
-from assets.models import Materialization, Run
+from assets.models import Materialization, Run, StepAttempt
 from flowstone.errors import FlowStoneError
 from flowstone.registry import get_registry
 from flowstone.status import StepStatus
@@ -130,6 +131,82 @@ class RunAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/assets/run/asset_graph.html", context)
 
 
+PRE_STYLE: Final = "white-space: pre-wrap; max-height: 30em; overflow: auto"
+
+
+def error_summary(error: dict[str, Any] | None) -> str:
+    """``Type [kind]: message`` of a stored error, and its cause; ``-`` without one."""
+    if not error:
+        return "-"
+    text = f"{error.get('type', 'Error')} [{error.get('kind', '?')}]: {error.get('message', '')}"
+    cause = error.get("cause")
+    return f"{text} (caused by {cause})" if cause else text
+
+
+def preformatted(text: str | None) -> str:
+    """Text shown as it is, escaped, in a scrolling block."""
+    if not text:
+        return "-"
+    return format_html('<pre style="{}">{}</pre>', PRE_STYLE, text)
+
+
+def log_lines(records: list[dict[str, str]], dropped: int = 0) -> str:
+    """An attempt's kept log as ``time LEVEL message`` lines."""
+    if not records and not dropped:
+        return "-"
+    lines = format_html_join(
+        "\n",
+        "{} {} {}",
+        ((r.get("at", ""), r.get("level", ""), r.get("message", "")) for r in records),
+    )
+    more = f"\n... {dropped} more record(s) not kept (STEP_LOG_MAX_CHARS)" if dropped else ""
+    return format_html('<pre style="{}">{}{}</pre>', PRE_STYLE, lines, more)
+
+
+class StepAttemptInline(admin.StackedInline):  # type: ignore[type-arg]
+    """The attempts of a step that have something to tell: error, traceback, log."""
+
+    model = StepAttempt
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "attempts with an error or a log"
+    fields = (
+        "attempt",
+        "outcome",
+        "worker",
+        "started_at",
+        "finished_at",
+        "summary",
+        "traceback",
+        "kept_log",
+    )
+    readonly_fields = fields
+    ordering = ("-attempt",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Attempts are written by the engine only."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Attempts are written by the engine only."""
+        return False
+
+    @admin.display(description="error")
+    def summary(self, obj: StepAttempt) -> str:
+        """The attempt's error in one line."""
+        return error_summary(obj.error)
+
+    @admin.display(description="traceback")
+    def traceback(self, obj: StepAttempt) -> str:
+        """The full traceback of the attempt's error."""
+        return preformatted((obj.error or {}).get("traceback"))
+
+    @admin.display(description="log")
+    def kept_log(self, obj: StepAttempt) -> str:
+        """What the asset logged through ``context.log`` in this attempt."""
+        return log_lines(obj.log, obj.log_dropped)
+
+
 @admin.register(Materialization)
 class MaterializationAdmin(ReadOnlyAdmin):
     """Materializations (steps) with their status, timings and errors."""
@@ -139,7 +216,18 @@ class MaterializationAdmin(ReadOnlyAdmin):
     search_fields = ("asset", "partition_key", "=run__id")
     list_select_related = ("run",)
     date_hierarchy = "created_at"
-    readonly_fields = ("staleness",)
+    readonly_fields = ("staleness", "error_summary", "error_traceback")
+    inlines = (StepAttemptInline,)
+
+    @admin.display(description="last error")
+    def error_summary(self, obj: Materialization) -> str:
+        """The step's last error in one line."""
+        return error_summary(obj.error)
+
+    @admin.display(description="last traceback")
+    def error_traceback(self, obj: Materialization) -> str:
+        """The full traceback of the step's last error."""
+        return preformatted((obj.error or {}).get("traceback"))
 
     @admin.display(description="staleness")
     def staleness(self, obj: Materialization) -> str:

@@ -157,6 +157,50 @@ class Materialization(models.Model):
         return f"{self.asset}[{self.partition_key}] in run {self.run_id}: {self.status}"
 
 
+class StepAttempt(models.Model):
+    """One attempt of a step that has something to tell: an error, a log, or a lost lease.
+
+    Written by the engine in the transaction that ends the attempt (``outcome``). An attempt that
+    succeeded without logging anything has no row: the step itself says all there is.
+    """
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        RETRIED = "retried", "failed, retried"
+        LOST = "lost", "lease lost"
+        CANCELED = "canceled"
+
+    materialization = models.ForeignKey(
+        Materialization, on_delete=models.CASCADE, related_name="attempt_history"
+    )
+    attempt = models.PositiveIntegerField()
+    worker = models.CharField(max_length=255, blank=True, help_text="The lease owner.")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.JSONField(
+        null=True, blank=True, help_text="Type, message, cause and traceback of a failure."
+    )
+    log = models.JSONField(
+        default=list, blank=True, help_text="What the asset logged through context.log."
+    )
+    log_dropped = models.PositiveIntegerField(
+        default=0, help_text="Log records left out once the attempt's log was full."
+    )
+
+    class Meta:
+        ordering = ("materialization", "attempt")
+        constraints = (
+            models.UniqueConstraint(
+                fields=("materialization", "attempt"), name="step_attempt_unique"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"attempt {self.attempt} of step {self.materialization_id}: {self.outcome}"
+
+
 class DynamicPartitionKey(models.Model):
     """A key added at run time to a ``DynamicPartitions`` definition."""
 

@@ -44,6 +44,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_COUNTDOWN_SECONDS": 300,
     # Whether the user who requested a run may decide its approvals.
     "ALLOW_SELF_APPROVAL": False,
+    # What an attempt keeps of its asset's ``context.log`` records: from this level, up to this
+    # many characters (records past it are counted, not kept). Shown with the attempt's error.
+    "STEP_LOG_LEVEL": "INFO",
+    "STEP_LOG_MAX_CHARS": 65_536,
     # Who gets an email when an approval is requested, escalated, decided or expires (empty: none).
     "APPROVAL_EMAIL_RECIPIENTS": [],
 }

@@ -32,7 +32,7 @@ from django.db.models.functions import Now
 from django.dispatch import Signal
 from django.utils import timezone
 
-from assets.models import Materialization, Run, StepEdge
+from assets.models import Materialization, Run, StepAttempt, StepEdge
 from assets.services.locks import lock_assets
 from flowstone.conf import flowstone_settings
 from flowstone.errors import FlowStoneError, LeaseLostError
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
 
     from flowstone.io.base import StoredOutput
+    from flowstone.step_log import StepLog
 
 ACTIVE_STATUSES: Final = (StepStatus.QUEUED, StepStatus.RUNNING)
 RECOVERY_BATCH: Final = 1000
@@ -469,8 +470,45 @@ def _running(
     return running
 
 
+def _record_attempt(
+    step: Materialization,
+    outcome: StepAttempt.Outcome,
+    *,
+    error: dict[str, Any] | None = None,
+    log: StepLog | None = None,
+) -> None:
+    """Keep an ended attempt that has something to tell: an error or a log.
+
+    Written in the transaction of the ending; an attempt that succeeded without logging anything
+    leaves no row.
+    """
+    if error is None and not log:
+        return
+    StepAttempt.objects.bulk_create(
+        [
+            StepAttempt(
+                materialization_id=step.pk,
+                attempt=step.attempt,
+                worker=step.lease_owner,
+                outcome=outcome,
+                started_at=step.started_at,
+                finished_at=db_now(),
+                error=error,
+                log=log.records if log else [],
+                log_dropped=log.dropped if log else 0,
+            )
+        ],
+        ignore_conflicts=True,  # an attempt ends once; never fail an ending over its record
+    )
+
+
 def complete_step(
-    step: Materialization, stored: StoredOutput, consumed: Iterable[Materialization], *, owner: str
+    step: Materialization,
+    stored: StoredOutput,
+    consumed: Iterable[Materialization],
+    *,
+    owner: str,
+    log: StepLog | None = None,
 ) -> StepEnd:
     """Mark a running step successful, with lineage, audit and downstream release, atomically.
 
@@ -500,6 +538,7 @@ def complete_step(
         if not won:
             transaction.set_rollback(True)
             return LOST
+        _record_attempt(step, StepAttempt.Outcome.SUCCEEDED, log=log)
         record_lineage(step, consumed)
         record_audit(
             AuditEvent.Action.ASSET_MATERIALIZED,
@@ -566,6 +605,7 @@ def _fail_locked(
     *,
     owner: str | None,
     expired_before: dt.datetime | None = None,
+    log: StepLog | None = None,
     **extra: Any,
 ) -> StepEnd:
     """``running -> failed`` on a locked run, failing the steps downstream of it."""
@@ -578,6 +618,8 @@ def _fail_locked(
     )
     if not won:
         return LOST
+    outcome = StepAttempt.Outcome.FAILED if owner is not None else StepAttempt.Outcome.LOST
+    _record_attempt(step, outcome, error=error, log=log)
     send_after_commit("step_failed", **_step_payload(step, error=error))
     cascaded = _fail_downstream(step) if run.has_step_edges else 0
     delta = Counter(
@@ -588,10 +630,16 @@ def _fail_locked(
     return _after_commit(run, ready, _limited([step.asset]))
 
 
-def fail_step(step: Materialization, error: FlowStoneError, *, owner: str | None) -> StepEnd:
+def fail_step(
+    step: Materialization,
+    error: FlowStoneError,
+    *,
+    owner: str | None,
+    log: StepLog | None = None,
+) -> StepEnd:
     """Mark a running step failed with its structured error, once, and fail its downstream."""
     with transaction.atomic():
-        return _fail_locked(lock_run(step.run_id), step, error.to_dict(), owner=owner)
+        return _fail_locked(lock_run(step.run_id), step, error.to_dict(), owner=owner, log=log)
 
 
 def _cancel_running_locked(
@@ -600,6 +648,8 @@ def _cancel_running_locked(
     owner: str | None,
     *,
     expired_before: dt.datetime | None = None,
+    error: dict[str, Any] | None = None,
+    log: StepLog | None = None,
 ) -> StepEnd:
     """A running step of a canceled run ends ``canceled`` instead of going on."""
     won = _running(step, owner, expired_before=expired_before).update(
@@ -610,13 +660,19 @@ def _cancel_running_locked(
     )
     if not won:
         return LOST
+    _record_attempt(step, StepAttempt.Outcome.CANCELED, error=error, log=log)
     delta = Counter({StepCount.ACTIVE: -1, StepCount.CANCELED: 1})
     _settle(run, delta)
     return _after_commit(run, [], _limited([step.asset]))
 
 
 def retry_step(
-    step: Materialization, error: FlowStoneError, *, owner: str, delay: dt.timedelta
+    step: Materialization,
+    error: FlowStoneError,
+    *,
+    owner: str,
+    delay: dt.timedelta,
+    log: StepLog | None = None,
 ) -> StepEnd:
     """Return a running step to ``queued`` for another attempt ``delay`` from now.
 
@@ -626,11 +682,12 @@ def retry_step(
     """
     with transaction.atomic():
         run = lock_run(step.run_id)
+        stored = error.to_dict()
         if run.cancel_requested_at is not None:
-            return _cancel_running_locked(run, step, owner)
+            return _cancel_running_locked(run, step, owner, error=stored, log=log)
         won = _running(step, owner).update(
             status=StepStatus.QUEUED,
-            error=error.to_dict(),
+            error=stored,
             not_before=db_now() + delay,
             queued_at=db_now(),
             dispatched_at=None,
@@ -639,6 +696,7 @@ def retry_step(
         )
         if not won:
             return LOST
+        _record_attempt(step, StepAttempt.Outcome.RETRIED, error=stored, log=log)
         return _after_commit(run, [step.pk], ())
 
 
@@ -751,6 +809,14 @@ def _recover(step_id: int, now: Any) -> StepEnd:
         )
         if not won:
             return LOST
+        lost = FlowStoneError(
+            f"the worker {step.lease_owner or '(unknown)'} stopped renewing its lease; "
+            "the step was taken back and queued again",
+            asset=step.asset,
+            partition=step.partition_key,
+            run_id=str(step.run_id),
+        )
+        _record_attempt(step, StepAttempt.Outcome.LOST, error=lost.to_dict())
         return _after_commit(run, [step.pk], ())
 
 

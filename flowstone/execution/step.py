@@ -39,6 +39,7 @@ from flowstone.io.base import DiscardsVersions, IOTarget, StoredOutput
 from flowstone.partitions import PartitionValue, decode_partition_key
 from flowstone.resources import open_resources
 from flowstone.status import StepStatus
+from flowstone.step_log import StepLog
 from flowstone.time_limits import soft_time_limit_error
 
 if TYPE_CHECKING:
@@ -199,7 +200,11 @@ class _Computed:
 
 
 def _compute(
-    registry: Registry, definition: AssetDefinition, step: Materialization, config: RunConfig
+    registry: Registry,
+    definition: AssetDefinition,
+    step: Materialization,
+    config: RunConfig,
+    kept_log: StepLog,
 ) -> _Computed:
     """Load inputs and call the asset function."""
     partition = validate_partition(definition, decode_partition_key(step.partition_key), None)
@@ -217,6 +222,7 @@ def _compute(
                 attempt=step.attempt,
                 resources=resources,
                 config=MappingProxyType(dict(config.options or {})),
+                kept_log=kept_log,
             )
         value = _call_asset(definition, kwargs)
     return _Computed(value=value, consumed=consumed, upstream=upstream, partition=partition)
@@ -228,6 +234,7 @@ class _Attempt:
 
     owner: str
     lost: threading.Event
+    log: StepLog
 
 
 def _store(
@@ -445,10 +452,11 @@ def execute_step(
     """
     ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
     definition: AssetDefinition | None = None
+    kept_log = StepLog()
     try:
         definition = registry.get(step.asset)
         with lease_heartbeat(step.pk, owner, step.attempt) as lost:
-            attempt = _Attempt(owner=owner, lost=lost)
+            attempt = _Attempt(owner=owner, lost=lost, log=kept_log)
             outcome = _execute(registry, definition, step, config, attempt)
         if outcome is not None:
             return outcome
@@ -461,7 +469,8 @@ def execute_step(
         # not fail. Nothing is recorded here; the lease brings the step back to a worker.
         raise
     except Exception as exc:  # noqa: BLE001  # the step boundary: every failure is recorded
-        return _record_failure(definition, step, as_step_error(exc).with_context(**ids), owner)
+        error = as_step_error(exc).with_context(**ids)
+        return _record_failure(definition, step, error, owner, kept_log)
     logger.warning("step was no longer ours when it ended; nothing recorded", extra=ids)
     return StepOutcome(status=StepStatus.SUCCESS)
 
@@ -485,14 +494,14 @@ def _execute(
             registry, definition, step, config, approval, attempt=attempt
         )
     else:
-        computed = _compute(registry, definition, step, config)
+        computed = _compute(registry, definition, step, config, attempt.log)
         value, must_wait = _gate(definition, step, computed, owner=attempt.owner)
         if must_wait:
             logger.info("step waits for approval", extra=ids)
             return StepOutcome(status=StepStatus.WAITING_APPROVAL, value=value)
         consumed = computed.consumed
         stored = _store(registry, definition, step, config, value, attempt=attempt)
-    end = services.complete_step(step, stored, consumed, owner=attempt.owner)
+    end = services.complete_step(step, stored, consumed, owner=attempt.owner, log=attempt.log)
     if not end.won:
         _discard(registry, definition, step, config, owner=attempt.owner)
         return None
@@ -504,15 +513,17 @@ def _record_failure(
     step: Materialization,
     error: FlowStoneError,
     owner: str,
+    kept_log: StepLog,
 ) -> StepOutcome:
     """Retry the step if its error is retryable and attempts remain, else fail it once."""
     ids = {"asset": step.asset, "partition": step.partition_key, "run_id": str(step.run_id)}
     max_retries = definition.spec.retry_policy.max_retries if definition is not None else 0
     if definition is not None and error.retryable and max_retries - (step.attempt - 1) > 0:
         not_before = retry_time(definition, step.attempt)
-        end = services.retry_step(step, error, owner=owner, delay=not_before - timezone.now())
+        delay = not_before - timezone.now()
+        end = services.retry_step(step, error, owner=owner, delay=delay, log=kept_log)
         logger.warning("step will be retried at %s: %s", not_before, error, extra=ids)
         return StepOutcome(status=StepStatus.QUEUED, error=error, not_before=not_before, end=end)
-    end = services.fail_step(step, error, owner=owner)
+    end = services.fail_step(step, error, owner=owner, log=kept_log)
     logger.error("step failed: %s", error, extra=ids)  # recorded on the step
     return StepOutcome(status=StepStatus.FAILED, error=error, end=end)
