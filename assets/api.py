@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError
+from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -14,12 +15,13 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from assets import services
-from assets.models import Materialization, Run
+from assets.models import Materialization, Run, StepAttempt
 from assets.serializers import (
     AssetSerializer,
     GraphSerializer,
     RunSerializer,
     StartRunSerializer,
+    StepDetailSerializer,
     StepSerializer,
 )
 from flowstone import api
@@ -228,8 +230,16 @@ class MaterializationViewSet(
     permission_classes = (permissions.IsAuthenticated, ReadWithViewPermission)
     filter_fields = ("asset", "partition_key", "status", "run")
 
+    def get_serializer_class(self) -> type[StepSerializer]:
+        """One materialization shows its kept attempts (errors, tracebacks, logs); lists do not."""
+        return StepDetailSerializer if self.action == "retrieve" else StepSerializer
+
     def get_queryset(self) -> QuerySet[Materialization]:
         """Filtered by the query parameters given; a malformed run id is a 400."""
+        if self.action == "retrieve":
+            return Materialization.objects.prefetch_related(
+                Prefetch("attempt_history", StepAttempt.objects.order_by("-attempt"))
+            )
         rows = Materialization.objects.all()
         for name in self.filter_fields:
             value = self.request.query_params.get(name)

@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from rest_framework import serializers
 
-from assets.models import Materialization, Run
+from assets.models import Materialization, Run, StepAttempt
 
 RUN_KINDS: Final = ("materialize", "materialize_all", "backfill")
 MAX_PARTITIONS_PER_REQUEST: Final = 10_000
@@ -88,6 +88,34 @@ class StepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "error",
             "metadata",
         )
+        read_only_fields = fields
+
+
+class StepAttemptSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """An attempt of a step that has something to tell: its error (with the traceback) and log."""
+
+    class Meta:
+        model = StepAttempt
+        fields = (
+            "attempt",
+            "outcome",
+            "worker",
+            "started_at",
+            "finished_at",
+            "error",
+            "log",
+            "log_dropped",
+        )
+        read_only_fields = fields
+
+
+class StepDetailSerializer(StepSerializer):
+    """One step with its kept attempts, newest first."""
+
+    attempts = StepAttemptSerializer(many=True, read_only=True, source="attempt_history")
+
+    class Meta(StepSerializer.Meta):
+        fields = (*StepSerializer.Meta.fields, "attempts")
         read_only_fields = fields
 
 

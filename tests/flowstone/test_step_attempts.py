@@ -158,3 +158,24 @@ def test_a_record_is_formatted_as_logging_would_and_never_raises(
     kept = StepLog(max_chars=100_000, level="DEBUG")
     kept.add(20, msg, args)
     assert [r["message"] for r in kept.records] == [expected]
+
+
+def test_the_api_shows_a_materialization_with_its_attempts_and_lists_without_them(
+    admin_client: Client,
+) -> None:
+    result = flowstone.materialize("d_flaky")
+    step = Materialization.objects.get(run_id=result.run_id, asset="d_flaky")
+
+    detail = admin_client.get(f"/api/materializations/{step.pk}/").json()
+    listed = admin_client.get(f"/api/materializations/?run={result.run_id}").json()
+
+    assert [(a["attempt"], a["outcome"]) for a in detail["attempts"]] == [
+        (2, "succeeded"),
+        (1, "retried"),
+    ]
+    retried = detail["attempts"][1]
+    assert retried["error"]["kind"] == "timeout"
+    assert "Traceback (most recent call last)" in retried["error"]["traceback"]
+    assert retried["log"][0]["message"] == "attempt 1 starts"
+    assert retried["worker"].startswith("inprocess:")
+    assert "attempts" not in listed["results"][0]
