@@ -198,6 +198,24 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         steps = Materialization.objects.filter(run=run).order_by("id")
         return Response(StepSerializer(steps, many=True).data)
 
+    @extend_schema(request=None, responses={201: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def reexecute(self, request: Request, pk: str | None = None) -> Response:
+        """Re-execute a finished run from its failures, on the workers.
+
+        The new run holds the failed, upstream-failed and canceled steps and reuses the run's
+        successes as their upstreams; ``409`` if the run has not finished or has nothing to
+        re-execute.
+        """
+        run = self.get_object()
+        if not request.user.has_perm("assets.add_run"):
+            return Response({"detail": "You may not start runs."}, status=status.HTTP_403_FORBIDDEN)
+        handle = api.reexecute_async(
+            run.pk, requested_by=request.user.get_username(), actor_type="api"
+        )
+        new = services.get_run(handle.run_id)
+        return Response(RunSerializer(new).data, status=status.HTTP_201_CREATED)
+
     @extend_schema(request=None, responses=RunSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:

@@ -55,6 +55,14 @@ class Run(models.Model):
         blank=True,
         help_text="A client's key: the same requester and key start one run, however often sent.",
     )
+    parent_run = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reexecutions",
+        help_text="The run this one re-executes from failure.",
+    )
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -90,6 +98,12 @@ class RunConfig(models.Model):
     resource_overrides = models.JSONField(default=dict, blank=True)
     tags = models.JSONField(default=dict, blank=True)
     requested_by = models.CharField(max_length=150, blank=True)
+    reused_runs = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="A re-execution's parent run and its ancestors, nearest first: its steps read "
+        "their successes before anything newer.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

@@ -76,7 +76,7 @@ class StepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
     class Meta:
         model = Materialization
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "run",
             "asset",
@@ -88,7 +88,7 @@ class StepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "error",
             "metadata",
         )
-        read_only_fields = fields
+        read_only_fields: tuple[str, ...] = fields
 
 
 class StepAttemptSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

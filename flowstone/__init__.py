@@ -25,6 +25,8 @@ if TYPE_CHECKING:
         materialize_all,
         materialize_all_async,
         materialize_async,
+        reexecute,
+        reexecute_async,
     )
     from flowstone.execution.handle import RunHandle
     from flowstone.results import RunResult, StepResult
@@ -39,6 +41,8 @@ _LAZY: Final = {
     "materialize_all": "flowstone.api",
     "materialize_all_async": "flowstone.api",
     "materialize_async": "flowstone.api",
+    "reexecute": "flowstone.api",
+    "reexecute_async": "flowstone.api",
     "RunHandle": "flowstone.execution.handle",
     "RunResult": "flowstone.results",
     "StepResult": "flowstone.results",
@@ -71,4 +75,6 @@ __all__ = [
     "materialize_all",
     "materialize_all_async",
     "materialize_async",
+    "reexecute",
+    "reexecute_async",
 ]

@@ -343,6 +343,66 @@ def backfill_async(
     return _start_async(request)
 
 
+def _reexecution_request(
+    run_id: object, *, is_in_process: bool, requested_by: str, actor_type: str, idempotency_key: str
+) -> services.RunRequest:
+    return services.reexecution_request(
+        validate_text(str(run_id), what="run_id", max_length=64),
+        is_in_process=is_in_process,
+        requested_by=validate_text(requested_by, what="requested_by", max_length=MAX_REQUESTED_BY),
+        actor_type=validate_text(actor_type, what="actor_type", max_length=16),
+        idempotency_key=validate_text(
+            idempotency_key, what="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY
+        ),
+    )
+
+
+def reexecute(
+    run_id: object,
+    *,
+    include_values: bool = False,
+    requested_by: str = "",
+    actor_type: str = "system",
+) -> RunResult:
+    """Re-execute a finished run from its failures, in this process; return the new run's result.
+
+    The new run holds the steps of ``run_id`` that failed, were skipped for a failed upstream, or
+    were canceled, with the run's config. Its steps read their other upstreams from the
+    successes of ``run_id`` (reused, not recomputed), and their lineage points at them.
+    ``RunStateError`` for a run still going or with nothing to re-execute.
+    """
+    request = _reexecution_request(
+        run_id,
+        is_in_process=True,
+        requested_by=requested_by,
+        actor_type=actor_type,
+        idempotency_key="",
+    )
+    created = services.create_run(request)
+    return run_in_process(
+        get_registry(), created.run.pk, created.ready, include_values=include_values
+    )
+
+
+def reexecute_async(
+    run_id: object,
+    *,
+    requested_by: str = "",
+    actor_type: str = "system",
+    idempotency_key: str = "",
+) -> RunHandle:
+    """Enqueue a re-execution of a finished run from its failures (see ``reexecute``)."""
+    return _start_async(
+        _reexecution_request(
+            run_id,
+            is_in_process=False,
+            requested_by=requested_by,
+            actor_type=actor_type,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
 def load_value(asset: str | AssetFunction, partition: object = None) -> Any:
     """Load the value of an asset partition's latest successful materialization.
 

@@ -29,6 +29,7 @@ from flowstone.errors import (
     MaterializationNotFoundError,
     PartitionKeyError,
     RunNotFoundError,
+    RunStateError,
     ValidationFailedError,
 )
 
@@ -48,6 +49,7 @@ STATUS_CODES: Final[Mapping[type[FlowStoneError], int]] = {
     MaterializationNotFoundError: status.HTTP_404_NOT_FOUND,
     ApprovalForbiddenError: status.HTTP_403_FORBIDDEN,
     ApprovalDecidedError: status.HTTP_409_CONFLICT,
+    RunStateError: status.HTTP_409_CONFLICT,
     # Run-time failures (a step's IO, resources, timeouts, user code): the server's problem.
     FlowStoneError: status.HTTP_500_INTERNAL_SERVER_ERROR,
 }

@@ -8,6 +8,7 @@ Every error that crosses the public API is a ``FlowStoneError``::
     │   └── PartitionKeyError      validation_error      malformed or unknown partition key
     ├── AssetNotFoundError         asset_not_found
     ├── RunNotFoundError           validation_error
+    ├── RunStateError              validation_error      e.g. re-executing a run that succeeded
     ├── DependencyFailedError      dependency_failed
     ├── DependencyNotReadyError    dependency_not_ready  retryable
     ├── IOManagerError             io_error              retryable when transient
@@ -189,6 +190,12 @@ class RunNotFoundError(FlowStoneError):
     default_kind = "validation_error"
 
 
+class RunStateError(FlowStoneError):
+    """The run is not in a state that allows the request (re-executing an unfinished run...)."""
+
+    default_kind = "validation_error"
+
+
 class DependencyFailedError(FlowStoneError):
     """An upstream step of the same run failed, so this step cannot run."""
 
@@ -282,6 +289,7 @@ _ERROR_CLASSES: Final[dict[str, type[FlowStoneError]]] = {
         PartitionKeyError,
         AssetNotFoundError,
         RunNotFoundError,
+        RunStateError,
         DependencyFailedError,
         DependencyNotReadyError,
         IOManagerError,
@@ -318,6 +326,7 @@ __all__ = [
     "PartitionKeyError",
     "ResourceUnavailableError",
     "RunNotFoundError",
+    "RunStateError",
     "StepTimeoutError",
     "ValidationFailedError",
 ]

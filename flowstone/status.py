@@ -39,6 +39,7 @@ class RunKind(StrEnum):
     MATERIALIZE = "materialize"
     MATERIALIZE_ALL = "materialize_all"
     BACKFILL = "backfill"
+    REEXECUTE = "reexecute"
 
 
 TERMINAL_STEP_STATUSES: Final = frozenset(

@@ -28,6 +28,8 @@ def test_flowstone_all() -> None:
         "materialize_all",
         "materialize_all_async",
         "materialize_async",
+        "reexecute",
+        "reexecute_async",
     ]
     for name in flowstone.__all__:
         assert getattr(flowstone, name) is not None

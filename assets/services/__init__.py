@@ -1,7 +1,8 @@
 """The only code that creates or changes runs and materializations (steps).
 
 ``engine`` owns every step transition and a run's counters and status; ``outbox`` sends what
-the engine released to the workers; ``runs`` creates and reads runs.
+the engine released to the workers; ``runs`` creates and reads runs; ``reexecution`` builds a
+run that re-executes another from its failures.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from assets.services.outbox import (
     reschedule_early,
     step_payload,
 )
+from assets.services.reexecution import reexecution_request, reused_successes
 from assets.services.runs import (
     CreatedRun,
     DatabaseDynamicKeyStore,
@@ -85,6 +87,7 @@ __all__ = [
     "record_rejection",
     "recorded_version",
     "recover_stale_steps",
+    "reexecution_request",
     "relay_outbox",
     "release_for_asset",
     "release_ready_steps",
@@ -93,6 +96,7 @@ __all__ = [
     "reschedule_early",
     "resume_step",
     "retry_step",
+    "reused_successes",
     "run_for_idempotency_key",
     "seconds_until_due",
     "step_payload",

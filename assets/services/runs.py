@@ -56,6 +56,10 @@ class RunRequest:
     requested_by: str = ""
     actor_type: str = AuditEvent.ActorType.SYSTEM
     idempotency_key: str = ""
+    parent_run_id: uuid.UUID | None = None
+    """A re-execution: the run it re-executes; its steps read that run's successes first."""
+    reused_runs: Sequence[str] = ()
+    """The parent run and its own reused runs, nearest first."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,6 +182,7 @@ def create_run(request: RunRequest) -> CreatedRun:
             is_in_process=request.is_in_process,
             max_parallel=request.max_parallel,
             idempotency_key=request.idempotency_key,
+            parent_run_id=request.parent_run_id,
         )
         RunConfig.objects.create(
             run=run,
@@ -186,6 +191,7 @@ def create_run(request: RunRequest) -> CreatedRun:
             resource_overrides=dict(request.resource_overrides),
             tags=dict(request.tags),
             requested_by=request.requested_by,
+            reused_runs=list(request.reused_runs),
         )
         total, has_edges = _insert_steps(run, request.steps)
         record_audit(
@@ -200,6 +206,7 @@ def create_run(request: RunRequest) -> CreatedRun:
                 "max_parallel": request.max_parallel,
                 "options": dict(request.options),
                 "tags": dict(request.tags),
+                **({"reexecution_of": str(request.parent_run_id)} if request.parent_run_id else {}),
             },
         )
         send_after_commit("run_started", run_id=str(run.pk))

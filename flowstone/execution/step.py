@@ -110,9 +110,15 @@ def output_target(
 
 
 def _consumed_materialization(
-    upstream: str, partition_key: str, in_run: Materialization | None
+    upstream: str,
+    partition_key: str,
+    in_run: Materialization | None,
+    reused: Materialization | None = None,
 ) -> Materialization:
-    """The upstream materialization a step reads: the run's own step, else the latest success.
+    """The upstream materialization a step reads: its run's own step, else a reused success.
+
+    A reused success is one of the runs a re-execution reads first; anything else reads the
+    latest success.
 
     The caller adds the step's asset, partition and run to any error raised here.
     """
@@ -126,6 +132,8 @@ def _consumed_materialization(
         raise DependencyNotReadyError(
             f"upstream {upstream}[{partition_key}] is still {in_run.status}"
         )
+    if reused is not None:
+        return reused
     latest = services.latest_successful(upstream, partition_key)
     if latest is None:
         raise DependencyNotReadyError(
@@ -142,8 +150,12 @@ def _load_inputs(
     config: RunConfig,
 ) -> tuple[dict[str, Any], list[Materialization]]:
     """Find the materialization behind every upstream partition and load the values used."""
-    in_run = services.steps_by_key(
-        step.run_id, [(i.asset, key) for i in inputs for key in i.partition_keys]
+    keys = [(i.asset, key) for i in inputs for key in i.partition_keys]
+    in_run = services.steps_by_key(step.run_id, keys)
+    reused = (
+        services.reused_successes(config.reused_runs, [k for k in keys if k not in in_run])
+        if config.reused_runs
+        else {}
     )
     kwargs: dict[str, Any] = {}
     consumed: list[Materialization] = []
@@ -153,7 +165,12 @@ def _load_inputs(
         for partition, key in zip(
             upstream_input.partitions, upstream_input.partition_keys, strict=True
         ):
-            source = _consumed_materialization(upstream.name, key, in_run.get((upstream.name, key)))
+            source = _consumed_materialization(
+                upstream.name,
+                key,
+                in_run.get((upstream.name, key)),
+                reused.get((upstream.name, key)),
+            )
             consumed.append(source)
             if upstream.name in definition.value_parameters:
                 manager = registry.io_manager_for(upstream)
