@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from assets import services
+from assets.forms import LaunchRunForm
 from assets.graph import render_asset_graph
 from assets.models import Materialization, Run, StepAttempt
+from flowstone import api
 from flowstone.errors import FlowStoneError
 from flowstone.registry import get_registry
 from flowstone.status import StepStatus
@@ -69,11 +72,37 @@ class RunAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     change_form_template = "admin/assets/run/change_form.html"
     change_list_template = "admin/assets/run/change_list.html"
-    actions = ("cancel_runs",)
+    actions = ("cancel_runs", "reexecute_runs")
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         """Cancelling needs the same permission as over the API (``assets.change_run``)."""
         return bool(request.user.has_perm("assets.change_run"))
+
+    def has_launch_permission(self, request: HttpRequest) -> bool:
+        """Starting runs needs the same permission as over the API (``assets.add_run``)."""
+        return bool(request.user.has_perm("assets.add_run"))
+
+    @admin.action(description="Re-execute selected runs from failure", permissions=["launch"])
+    def reexecute_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        """Start, for each finished run, a run of its failed steps and what they held back."""
+        actor = request.user.get_username()
+        started: list[str] = []
+        refused: list[str] = []
+        for run_id in queryset.values_list("pk", flat=True):
+            try:
+                handle = api.reexecute_async(run_id, requested_by=actor, actor_type="user")
+            except FlowStoneError as exc:
+                refused.append(exc.message)
+                continue
+            started.append(handle.run_id)
+        if started:
+            self.message_user(
+                request,
+                f"Started {len(started)} re-execution run(s): {', '.join(started)}.",
+                messages.SUCCESS,
+            )
+        for reason in refused:
+            self.message_user(request, f"Not re-executed: {reason}", messages.WARNING)
 
     @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
@@ -96,6 +125,13 @@ class RunAdmin(ReadOnlyAdmin):
         """How many steps have ended, of how many."""
         return f"{obj.steps_total - obj.steps_remaining}/{obj.steps_total}"
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Offer the launch form to those who may start runs."""
+        context = {**(extra_context or {}), "can_launch": self.has_launch_permission(request)}
+        return super().changelist_view(request, context)
+
     def change_view(
         self,
         request: HttpRequest,
@@ -109,11 +145,35 @@ class RunAdmin(ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, context)
 
     def get_urls(self) -> list[URLPattern]:
-        """Add the asset graph page."""
+        """Add the asset graph page and the launch form."""
         graph = path(
             "asset-graph/", self.admin_site.admin_view(self.graph_view), name="assets_asset_graph"
         )
-        return [graph, *super().get_urls()]
+        launch = path(
+            "launch/", self.admin_site.admin_view(self.launch_view), name="assets_run_launch"
+        )
+        return [graph, launch, *super().get_urls()]
+
+    def launch_view(self, request: HttpRequest) -> HttpResponse:
+        """Launch a materialization or a backfill on the workers, then show the new run."""
+        if not self.has_launch_permission(request):
+            raise PermissionDenied
+        form = LaunchRunForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                handle = form.launch(requested_by=request.user.get_username())
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                self.message_user(request, f"Started run {handle.run_id}.", messages.SUCCESS)
+                return redirect("admin:assets_run_change", handle.run_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Launch a run",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/assets/run/launch.html", context)
 
     def graph_view(self, request: HttpRequest) -> HttpResponse:
         """The asset graph drawn by Graphviz (as text if Graphviz's ``dot`` is not installed)."""
