@@ -117,7 +117,7 @@ def test_the_admin_action_reexecutes_failed_runs_and_says_why_it_skips_others(
     text = page.content.decode()
     assert "Started 1 re-execution run(s)" in text
     assert "has no failed or canceled step to re-execute" in text
-    again = Run.objects.get(parent_run_id=first)
+    again = Run.objects.get(parent_run_id=uuid.UUID(first))
     assert again.requested_by == "root"
     _reads_the_first_runs_source(first, str(again.pk))
 
@@ -197,6 +197,6 @@ def test_launch_and_reexecute_from_the_admin_in_a_browser(
     page.select_option("select[name=action]", "reexecute_runs")
     page.click("button[name=index]")
     page.wait_for_selector("text=Started 1 re-execution run(s)")
-    again = Run.objects.get(parent_run_id=first)
+    again = Run.objects.get(parent_run_id=uuid.UUID(first))
     _reads_the_first_runs_source(first, str(again.pk))
     assert Materialization.objects.filter(run=again, status=StepStatus.SUCCESS).count() == 2
