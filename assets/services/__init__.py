@@ -1,7 +1,8 @@
 """The only code that creates or changes runs and materializations (steps).
 
 ``engine`` owns every step transition and a run's counters and status; ``outbox`` sends what
-the engine released to the workers; ``runs`` creates and reads runs.
+the engine released to the workers; ``runs`` creates and reads runs; ``workers`` records and
+reads worker heartbeats.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ from assets.services.runs import (
     steps_of_run,
     upsert_materialization,
 )
+from assets.services.workers import (
+    SeenWorker,
+    forget_worker,
+    record_worker_heartbeat,
+    workers_seen_within,
+)
 
 __all__ = [
     "AttemptFence",
@@ -63,6 +70,7 @@ __all__ = [
     "DatabaseDynamicKeyStore",
     "Parked",
     "RunRequest",
+    "SeenWorker",
     "StepEnd",
     "StepRequest",
     "attempt_version",
@@ -73,6 +81,7 @@ __all__ = [
     "create_run",
     "fail_step",
     "find_step",
+    "forget_worker",
     "get_run",
     "get_step",
     "is_terminal",
@@ -83,6 +92,7 @@ __all__ = [
     "park_step",
     "publish_steps",
     "record_rejection",
+    "record_worker_heartbeat",
     "recorded_version",
     "recover_stale_steps",
     "relay_outbox",
@@ -100,4 +110,5 @@ __all__ = [
     "steps_of_run",
     "upsert_materialization",
     "waiting_steps_canceled",
+    "workers_seen_within",
 ]
