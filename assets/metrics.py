@@ -1,15 +1,21 @@
 """Prometheus metrics computed from the database at scrape time.
 
 Workers run on many machines and in many processes; the database sees every step, so the metrics
-are read from it (one grouped query per family) instead of being counted in each process.
+are read from it (one grouped query per family) instead of being counted in each process. The
+step families group the whole materialization table, so the rendered text is reused for
+``METRICS_CACHE_SECONDS`` (Django's default cache): a scrape storm costs one collection per
+process per period. The run families read the run table; the unfinished-step gauge sums the
+counters of unfinished runs only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.core.cache import cache
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -19,13 +25,21 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from approvals.models import Approval
-from assets.models import Materialization
-from flowstone.status import StepStatus
+from assets.models import Materialization, Run
+from flowstone.conf import flowstone_settings
+from flowstone.status import (
+    TERMINAL_RUN_STATUSES,
+    UNFINISHED_COUNTS,
+    RunStatus,
+    StepStatus,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 DURATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0)
+RUN_DURATION_BUCKETS: Final = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0)
+CACHE_KEY: Final = "flowstone:metrics"
 ENDED: Final = (
     StepStatus.SUCCESS,
     StepStatus.FAILED,
@@ -35,34 +49,71 @@ ENDED: Final = (
 
 
 def _histogram(
-    name: str, documentation: str, start: str, end: str, condition: Q
+    rows: QuerySet[Any],
+    *,
+    name: str,
+    documentation: str,
+    label: str,
+    interval: tuple[str, str],
+    buckets: tuple[float, ...],
 ) -> HistogramMetricFamily:
-    """A per-asset histogram of ``end - start`` over the rows matching ``condition``."""
-    family = HistogramMetricFamily(name, documentation, labels=["asset"])
+    """A histogram of ``end - start`` over ``rows``, one series per value of ``label``."""
+    start, end = interval
+    family = HistogramMetricFamily(name, documentation, labels=[label])
     elapsed = ExpressionWrapper(F(end) - F(start), output_field=DurationField())
     aggregates = {
-        f"le_{index}": Count("id", filter=Q(elapsed__lte=dt.timedelta(seconds=bound)))
-        for index, bound in enumerate(DURATION_BUCKETS)
+        f"le_{index}": Count("pk", filter=Q(elapsed__lte=dt.timedelta(seconds=bound)))
+        for index, bound in enumerate(buckets)
     }
-    rows = (
-        Materialization.objects.filter(
-            condition, **{f"{start}__isnull": False, f"{end}__isnull": False}
-        )
+    grouped = (
+        rows.filter(**{f"{start}__isnull": False, f"{end}__isnull": False})
         .annotate(elapsed=elapsed)
-        .values("asset")
-        .annotate(total=Count("id"), seconds=Sum("elapsed"), **aggregates)
-        .order_by("asset")
+        .values(label)
+        .annotate(total=Count("pk"), seconds=Sum("elapsed"), **aggregates)
+        .order_by(label)
     )
-    for row in rows:
-        buckets = [(str(b), row[f"le_{i}"]) for i, b in enumerate(DURATION_BUCKETS)]
-        buckets.append(("+Inf", row["total"]))
+    for row in grouped:
+        counts = [(str(b), row[f"le_{i}"]) for i, b in enumerate(buckets)]
+        counts.append(("+Inf", row["total"]))
         total_seconds = row["seconds"].total_seconds() if row["seconds"] else 0.0
-        family.add_metric([row["asset"]], buckets, total_seconds)
+        family.add_metric([row[label]], counts, total_seconds)
     return family
 
 
+def _run_families() -> Iterator[Metric]:
+    """Runs by status, finished runs' durations, and the steps of unfinished runs by state."""
+    runs = GaugeMetricFamily("flowstone_runs", "Runs, by status.", labels=["status"])
+    by_status = {
+        row["status"]: row["n"]
+        for row in Run.objects.values("status").annotate(n=Count("pk")).order_by()
+    }
+    for status in RunStatus:
+        runs.add_metric([status.value], float(by_status.get(status.value, 0)))
+    yield runs
+    yield _histogram(
+        Run.objects.filter(status__in=TERMINAL_RUN_STATUSES),
+        name="flowstone_run_duration_seconds",
+        documentation="Time from a finished run's request to its end, by status.",
+        label="status",
+        interval=("created_at", "finished_at"),
+        buckets=RUN_DURATION_BUCKETS,
+    )
+    # The engine keeps each run's counters; summing those of unfinished runs reads a few rows.
+    unfinished = Run.objects.exclude(status__in=TERMINAL_RUN_STATUSES).aggregate(
+        **{count.value: Sum(f"steps_{count.value}") for count in UNFINISHED_COUNTS}
+    )
+    steps = GaugeMetricFamily(
+        "flowstone_unfinished_run_steps",
+        "Steps of unfinished runs not yet ended, by state (the run counters).",
+        labels=["state"],
+    )
+    for count in sorted(UNFINISHED_COUNTS):
+        steps.add_metric([count.value], float(unfinished[count.value] or 0))
+    yield steps
+
+
 class FlowStoneCollector(Collector):
-    """Steps by asset and status, step durations, queue waits and pending approvals."""
+    """Steps by asset and status, step durations, queue waits, runs and pending approvals."""
 
     def collect(self) -> Iterator[Metric]:
         """Read the figures from the database."""
@@ -96,18 +147,20 @@ class FlowStoneCollector(Collector):
         yield ended
         yield active
         yield _histogram(
-            "flowstone_step_duration_seconds",
-            "Time from a successful step's start to its end, by asset.",
-            "started_at",
-            "finished_at",
-            Q(status=StepStatus.SUCCESS),
+            Materialization.objects.filter(status=StepStatus.SUCCESS),
+            name="flowstone_step_duration_seconds",
+            documentation="Time from a successful step's start to its end, by asset.",
+            label="asset",
+            interval=("started_at", "finished_at"),
+            buckets=DURATION_BUCKETS,
         )
         yield _histogram(
-            "flowstone_queue_wait_seconds",
-            "Time from a step's last dispatch to its start, by asset.",
-            "queued_at",
-            "started_at",
-            Q(started_at__gte=F("queued_at")),
+            Materialization.objects.filter(started_at__gte=F("queued_at")),
+            name="flowstone_queue_wait_seconds",
+            documentation="Time from a step's last dispatch to its start, by asset.",
+            label="asset",
+            interval=("queued_at", "started_at"),
+            buckets=DURATION_BUCKETS,
         )
         pending = GaugeMetricFamily(
             "flowstone_approvals_pending", "Approvals waiting for a decision."
@@ -116,3 +169,31 @@ class FlowStoneCollector(Collector):
             [], float(Approval.objects.filter(status=Approval.Status.PENDING).count())
         )
         yield pending
+        yield from _run_families()
+
+
+def collect_exposition() -> str:
+    """The Prometheus text of every FlowStone family, collected now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FlowStoneCollector())
+    return generate_latest(registry).decode()
+
+
+def cached_exposition() -> str:
+    """``collect_exposition()``, reused for ``METRICS_CACHE_SECONDS`` (0: collected every time)."""
+    seconds = flowstone_settings.METRICS_CACHE_SECONDS
+    if seconds > 0:
+        stored = cache.get(CACHE_KEY)
+        if isinstance(stored, str):
+            return stored
+    text = collect_exposition()
+    if seconds > 0:
+        cache.set(CACHE_KEY, text, timeout=seconds)
+    return text
+
+
+def _forget_cached_exposition() -> None:
+    cache.delete(CACHE_KEY)
+
+
+flowstone_settings.on_reload(_forget_cached_exposition)

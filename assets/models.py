@@ -294,3 +294,17 @@ class BrokerEpoch(models.Model):
 
     def __str__(self) -> str:
         return f"broker {self.broker}: epoch since {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WorkerHeartbeat(models.Model):
+    """When a Celery worker last said it was alive; written by the worker, read by ``/health/``.
+
+    Times are the database's clock, like leases, so web servers and workers with skewed clocks
+    agree on how long ago a worker was seen.
+    """
+
+    hostname = models.CharField(max_length=255, unique=True)
+    last_seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"worker {self.hostname}, seen {self.last_seen_at:%Y-%m-%d %H:%M:%S}"

@@ -24,12 +24,15 @@ from celery.signals import (
 from django.db import close_old_connections
 
 from flowstone.time_limits import end_timed_out_step
+from flowstone.worker_heartbeat import WorkerHeartbeatStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowstone.settings")
 
 app = Celery("flowstone")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["assets", "approvals", "schedules"])
+# Each worker records that it is alive; /health/ reads the records (flowstone.worker_heartbeat).
+app.steps["worker"].add(WorkerHeartbeatStep)
 
 MAX_RECORDED_BODY: Final = 2000
 

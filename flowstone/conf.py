@@ -50,6 +50,14 @@ DEFAULTS: Final[dict[str, Any]] = {
     "STEP_LOG_MAX_CHARS": 65_536,
     # Who gets an email when an approval is requested, escalated, decided or expires (empty: none).
     "APPROVAL_EMAIL_RECIPIENTS": [],
+    # A Celery worker records that it is alive this often (one upsert of its WorkerHeartbeat row).
+    "WORKER_HEARTBEAT_SECONDS": 10,
+    # /health/ answers 503 when no worker has recorded a heartbeat within this long.
+    "WORKER_SEEN_WITHIN_SECONDS": 60,
+    # /health/ reuses its checks for this long (0: check on every request).
+    "HEALTH_CACHE_SECONDS": 5,
+    # /metrics reuses its collection for this long (0: collect on every scrape).
+    "METRICS_CACHE_SECONDS": 15,
 }
 
 

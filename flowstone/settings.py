@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 import flowstone
 
@@ -22,6 +23,51 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = [
     h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h
 ]
+
+
+def _env_flag(name: str) -> bool:
+    """A ``0``/``1`` variable; anything else is a configuration error naming it."""
+    value = os.environ.get(name, "0")
+    if value not in ("0", "1"):
+        raise ImproperlyConfigured(f"{name} must be 0 or 1, not {value!r}")
+    return value == "1"
+
+
+def _env_seconds(name: str) -> int:
+    """A non-negative whole number of seconds; anything else is a configuration error."""
+    value = os.environ.get(name, "0")
+    if not value.isdigit():
+        raise ImproperlyConfigured(f"{name} must be a whole number of seconds, not {value!r}")
+    return int(value)
+
+
+def _env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """``Header-Name: value`` as Django's ``SECURE_PROXY_SSL_HEADER`` (``HTTP_HEADER_NAME``)."""
+    value = os.environ.get(name, "")
+    if not value:
+        return None
+    header, sep, expected = (part.strip() for part in value.partition(":"))
+    if not sep or not header or not expected:
+        raise ImproperlyConfigured(
+            f"{name} must look like 'X-Forwarded-Proto: https', not {value!r}"
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), expected
+
+
+# Production security (README "Deploying"): off by default so the embedded default and runserver
+# work over plain HTTP; with the documented variables set, `manage.py check --deploy` is clean.
+CSRF_TRUSTED_ORIGINS = [
+    o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o
+]
+SECURE_SSL_REDIRECT = _env_flag("DJANGO_SECURE_SSL_REDIRECT")
+# Load balancers and Prometheus probe over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics$"]
+SECURE_PROXY_SSL_HEADER = _env_proxy_ssl_header("DJANGO_SECURE_PROXY_SSL_HEADER")
+SESSION_COOKIE_SECURE = _env_flag("DJANGO_SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = _env_flag("DJANGO_CSRF_COOKIE_SECURE")
+SECURE_HSTS_SECONDS = _env_seconds("DJANGO_SECURE_HSTS_SECONDS")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_flag("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = _env_flag("DJANGO_SECURE_HSTS_PRELOAD")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -267,4 +313,6 @@ FLOWSTONE = {
     "STEP_LEASE_SECONDS": int(os.environ.get("FLOWSTONE_STEP_LEASE_SECONDS", "15")),
     "MAX_RECOVERIES": int(os.environ.get("FLOWSTONE_MAX_RECOVERIES", "3")),
     "REQUEUE_AFTER_SECONDS": int(os.environ.get("FLOWSTONE_REQUEUE_AFTER_SECONDS", "600")),
+    "WORKER_HEARTBEAT_SECONDS": int(os.environ.get("FLOWSTONE_WORKER_HEARTBEAT_SECONDS", "10")),
+    "WORKER_SEEN_WITHIN_SECONDS": int(os.environ.get("FLOWSTONE_WORKER_SEEN_WITHIN_SECONDS", "60")),
 }

@@ -33,7 +33,7 @@ def test_readme_states_and_installs_this_version() -> None:
     install = re.search(r"## Installing into a project\n(.*?)\n## ", readme, re.DOTALL)
     assert install is not None
     snippet = install.group(1)
-    assert "python -m pip install ./flowstone" in snippet
+    assert "python -m pip install .  " in snippet
     assert f"# flowstone {flowstone.__version__} " in snippet
     assert not re.search(r"\b0\.(?!2\.0)\d+\.\d+\b", snippet)  # no other version in the snippet
 

@@ -2,7 +2,7 @@
 
 ``engine`` owns every step transition and a run's counters and status; ``outbox`` sends what
 the engine released to the workers; ``runs`` creates and reads runs; ``reexecution`` builds a
-run that re-executes another from its failures.
+run that re-executes another from its failures; ``workers`` records and reads worker heartbeats.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ from assets.services.runs import (
     steps_of_run,
     upsert_materialization,
 )
+from assets.services.workers import (
+    SeenWorker,
+    forget_worker,
+    record_worker_heartbeat,
+    workers_seen_within,
+)
 
 __all__ = [
     "AttemptFence",
@@ -65,6 +71,7 @@ __all__ = [
     "DatabaseDynamicKeyStore",
     "Parked",
     "RunRequest",
+    "SeenWorker",
     "StepEnd",
     "StepRequest",
     "attempt_version",
@@ -75,6 +82,7 @@ __all__ = [
     "create_run",
     "fail_step",
     "find_step",
+    "forget_worker",
     "get_run",
     "get_step",
     "is_terminal",
@@ -85,6 +93,7 @@ __all__ = [
     "park_step",
     "publish_steps",
     "record_rejection",
+    "record_worker_heartbeat",
     "recorded_version",
     "recover_stale_steps",
     "reexecution_request",
@@ -104,4 +113,5 @@ __all__ = [
     "steps_of_run",
     "upsert_materialization",
     "waiting_steps_canceled",
+    "workers_seen_within",
 ]
