@@ -90,8 +90,10 @@ _JSON_SEPARATORS: Final = (",", ":")
 
 
 def format_partition_value(value: object) -> str:
-    """Show a partition value as a person writes it, for messages: ISO dates and times, a key as
-    itself, a multi-dimensional value as a JSON array; ``None`` is ``(unpartitioned)``.
+    """Show a partition value as a person writes it, for messages.
+
+    ISO dates and times, a key as itself, a multi-dimensional value as a JSON array; ``None`` is
+    ``(unpartitioned)``.
     """
     if value is None:
         return "(unpartitioned)"
