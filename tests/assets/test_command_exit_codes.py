@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 GATES = "tests.pipelines.gates"
 PIPELINES = ("tests.pipelines.diamond", "tests.pipelines.shapes", GATES)
-DEMO_CATALOG = {"CLASS": "demo.resources.ProductCatalog", "OPTIONS": {"currency": "EUR"}}
+DEMO_CATALOG_CLASS = "demo.resources.ProductCatalog"
 WAIT = 120
 
 
@@ -175,7 +175,7 @@ def test_demo_exit_codes(
     code: int,
     text: str,
 ) -> None:
-    catalog = {**DEMO_CATALOG, "OPTIONS": {**DEMO_CATALOG["OPTIONS"], **options}}
+    catalog = {"CLASS": DEMO_CATALOG_CLASS, "OPTIONS": {"currency": "EUR", **options}}
     use_definitions("demo.assets", resources={"catalog": catalog})
     returned, out, message = _exit_code("demo", *args)
     assert (returned, text in out + message) == (code, True), (out, message)
