@@ -184,18 +184,22 @@ def materialize(
     partition: object = None,
     *,
     include_values: bool = False,
+    progress: Progress | None = None,
     **options: Any,
 ) -> RunResult:
     """Materialize one asset partition now, in this process, reading upstreams' latest successes.
 
     ``partition`` is a partition value (a ``date``, a string, a tuple ...), not an encoded key.
     Options: ``config``, ``io_overrides``, ``resources``, ``tags``, ``requested_by``.
+    ``progress`` is called after each step attempt, as for ``backfill``.
     """
     registry, request = _planned_request(
         asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE, is_in_process=True
     )
     created = services.create_run(request)
-    return run_in_process(registry, created.run.pk, created.ready, include_values=include_values)
+    return run_in_process(
+        registry, created.run.pk, created.ready, include_values=include_values, progress=progress
+    )
 
 
 def materialize_all(
@@ -203,6 +207,7 @@ def materialize_all(
     partition: object = None,
     *,
     include_values: bool = False,
+    progress: Progress | None = None,
     **options: Any,
 ) -> RunResult:
     """Materialize an asset partition and every upstream step it needs, in DAG order, now."""
@@ -210,7 +215,9 @@ def materialize_all(
         asset, partition, RunOptions(**options), kind=RunKind.MATERIALIZE_ALL, is_in_process=True
     )
     created = services.create_run(request)
-    return run_in_process(registry, created.run.pk, created.ready, include_values=include_values)
+    return run_in_process(
+        registry, created.run.pk, created.ready, include_values=include_values, progress=progress
+    )
 
 
 def materialize_async(

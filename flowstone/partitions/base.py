@@ -87,6 +87,14 @@ class PartitionsDefinition(ABC):
         Raises ``PartitionKeyError`` when the value has the wrong type or is not a member.
         """
 
+    def describe(self) -> str:
+        """Say which partitions these are in a few words, for messages.
+
+        For example ``daily partitions from 2025-12-01`` or ``static partitions eu, us``; the
+        kinds override it, a custom definition is named by its class.
+        """
+        return type(self).__name__
+
     @abstractmethod
     def parse(self, text: str) -> PartitionValue:
         """Turn the text a user types (on the command line, in the admin) into a partition value."""
@@ -99,7 +107,7 @@ class PartitionsDefinition(ABC):
         """Decode a partition key and validate the value against this definition."""
         value = decode_partition_key(key)
         if value is None:
-            msg = f"{self!r} is partitioned; the empty key (unpartitioned) is not one of its keys"
+            msg = f"{self.describe()}: the empty key (unpartitioned) is not one of them"
             raise PartitionKeyError(msg, partition=key)
         try:
             return self.validate(value, store=store)

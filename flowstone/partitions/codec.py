@@ -89,6 +89,23 @@ _DATE_PATTERN: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _JSON_SEPARATORS: Final = (",", ":")
 
 
+def format_partition_value(value: object) -> str:
+    """Show a partition value as a person writes it, for messages.
+
+    ISO dates and times, a key as itself, a multi-dimensional value as a JSON array; ``None`` is
+    ``(unpartitioned)``.
+    """
+    if value is None:
+        return "(unpartitioned)"
+    if isinstance(value, date):  # a datetime too
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return json.dumps([format_partition_value(item) for item in value], ensure_ascii=False)
+    if isinstance(value, str):
+        return value if len(value) <= _PREVIEW_LENGTH else value[: _PREVIEW_LENGTH - 3] + "..."
+    return _preview(value)
+
+
 def encode_partition_key(value: PartitionValue | None) -> str:
     """Encode a partition value as its partition key (``None`` becomes ``""``)."""
     if value is None:

@@ -40,6 +40,10 @@ class DynamicPartitions(PartitionsDefinition):
             )
             raise DefinitionError(msg)
 
+    def describe(self) -> str:
+        """``dynamic partitions 'customers'``."""
+        return f"dynamic partitions {self.name!r}"
+
     def keys(
         self,
         *,
@@ -52,12 +56,12 @@ class DynamicPartitions(PartitionsDefinition):
 
     def validate(self, value: object, *, store: DynamicKeyStore | None = None) -> PartitionValue:
         """Return ``value`` if it is a valid key (and, given a store, one that was added)."""
-        key = check_key_text(value, what=f"partition of {self!r}")
+        key = check_key_text(value, what=f"partition of {self.describe()}")
         if not key:
-            msg = f"{self!r}: a key cannot be the empty string"
+            msg = f"{self.describe()}: a key cannot be the empty string"
             raise PartitionKeyError(msg)
         if store is not None and key not in self._store_keys(store):
-            msg = f"{key!r} has not been added to {self!r}"
+            msg = f"{key!r} has not been added to {self.describe()}"
             raise PartitionKeyError(msg)
         return key
 
@@ -68,7 +72,7 @@ class DynamicPartitions(PartitionsDefinition):
     def _require(self, store: DynamicKeyStore | None) -> DynamicKeyStore:
         """Return ``store``, or raise when the caller did not give one."""
         if store is None:
-            msg = f"listing the keys of {self!r} needs a DynamicKeyStore (pass store=...)"
+            msg = f"listing the keys of {self.describe()} needs a DynamicKeyStore (pass store=...)"
             raise PartitionKeyError(msg)
         return store
 

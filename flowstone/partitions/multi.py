@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final
 
 from flowstone.errors import DefinitionError, PartitionKeyError
 from flowstone.partitions.base import PartitionsDefinition
+from flowstone.partitions.codec import format_partition_value
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -86,8 +87,16 @@ class MultiPartitions(PartitionsDefinition):
         for dimension_name, definition in self.dimensions:
             if dimension_name == name:
                 return definition
-        msg = f"{self!r} has no dimension {name!r}; its dimensions are {self.dimension_names!r}"
+        msg = (
+            f"{self.describe()} have no dimension {name!r}; the dimensions are "
+            f"{', '.join(self.dimension_names)}"
+        )
         raise DefinitionError(msg)
+
+    def describe(self) -> str:
+        """``partitions by tenant (static partitions a, b) x date (daily partitions from ...)``."""
+        parts = " x ".join(f"{name} ({d.describe()})" for name, d in self.dimensions)
+        return f"partitions by {parts}"
 
     def keys(
         self, *, store: DynamicKeyStore | None = None, now: datetime | None = None
@@ -100,8 +109,8 @@ class MultiPartitions(PartitionsDefinition):
         """Return ``value`` with each element validated by its dimension, or raise."""
         if not isinstance(value, tuple) or len(value) != len(self.dimensions):
             msg = (
-                f"{self!r} takes a tuple of {len(self.dimensions)} values "
-                f"{self.dimension_names!r}, got {value!r}"
+                f"{self.describe()} take a tuple of {len(self.dimensions)} values "
+                f"({', '.join(self.dimension_names)}), got {format_partition_value(value)}"
             )
             raise PartitionKeyError(msg)
         result: list[PartitionValue] = []
@@ -127,7 +136,7 @@ class MultiPartitions(PartitionsDefinition):
         ):
             msg = (
                 f"{text!r} must be a JSON array of {len(self.dimensions)} strings "
-                f"{self.dimension_names!r}, such as {self._example()}"
+                f"({', '.join(self.dimension_names)}), such as {self._example()}"
             )
             raise PartitionKeyError(msg)
         result: list[PartitionValue] = []

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from flowstone.errors import DefinitionError, PartitionKeyError
 from flowstone.partitions.base import PartitionsDefinition
-from flowstone.partitions.codec import check_key_text
+from flowstone.partitions.codec import check_key_text, format_partition_value
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
     from flowstone.partitions.base import DynamicKeyStore
     from flowstone.partitions.codec import PartitionValue
+
+_DESCRIBED_KEYS: Final = 10
+"""How many keys a message names before it says how many more there are."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, init=False, repr=False)
@@ -55,6 +58,12 @@ class StaticPartitions(PartitionsDefinition):
     def __repr__(self) -> str:
         return f"StaticPartitions(keys={self.partition_keys!r})"
 
+    def describe(self) -> str:
+        """``static partitions eu, us`` (the first keys, then how many more)."""
+        shown = ", ".join(self.partition_keys[:_DESCRIBED_KEYS])
+        more = len(self.partition_keys) - _DESCRIBED_KEYS
+        return f"static partitions {shown}" + (f" and {more} more" if more > 0 else "")
+
     def keys(
         self,
         *,
@@ -74,11 +83,14 @@ class StaticPartitions(PartitionsDefinition):
         """Return ``value`` if it is one of the keys, else raise ``PartitionKeyError``."""
         del store  # the shared signature; static keys need no store
         if not isinstance(value, str):
-            msg = f"{self!r} takes str partition values, got {type(value).__name__} ({value!r})"
+            msg = (
+                f"{self.describe()} take str partition values, got {type(value).__name__} "
+                f"({format_partition_value(value)})"
+            )
             raise PartitionKeyError(msg)
         plain = str.__str__(value)
         if plain not in self._key_set:
-            msg = f"{plain!r} is not one of the partitions of {self!r}"
+            msg = f"{plain!r} is not one of the {self.describe()}"
             raise PartitionKeyError(msg)
         return plain
 

@@ -22,6 +22,7 @@ from flowstone.errors import (
     ValidationFailedError,
 )
 from flowstone.partitions.base import PartitionsDefinition
+from flowstone.partitions.codec import format_partition_value
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -91,10 +92,22 @@ class TimeWindowPartitions(PartitionsDefinition):
         object.__setattr__(self, "_first", first)
         object.__setattr__(self, "start", self._key_at(first))
         if stop is not None and stop <= first:
-            msg = f"TimeWindowPartitions: end {self.end!r} must be after start {self.start!r}"
+            msg = (
+                f"TimeWindowPartitions: end {format_partition_value(self.end)} must be after "
+                f"start {format_partition_value(self.start)}"
+            )
             raise DefinitionError(msg)
         object.__setattr__(self, "_stop", stop)
         object.__setattr__(self, "end", None if stop is None else self._key_at(stop))
+
+    def describe(self) -> str:
+        """``daily partitions from 2025-12-01``, with the end (exclusive) and a timezone not UTC."""
+        text = f"{self.cadence} partitions from {format_partition_value(self.start)}"
+        if self.end is not None:
+            text += f" to {format_partition_value(self.end)} (exclusive)"
+        if self.timezone != DEFAULT_TIMEZONE:
+            text += f" in {self.timezone}"
+        return text
 
     def keys(
         self,
@@ -136,10 +149,16 @@ class TimeWindowPartitions(PartitionsDefinition):
         del store  # the shared signature; time windows need no store
         instant = self._start_instant(value)
         if instant < self._first:
-            msg = f"{value!r} is before the first partition ({self.start!r}) of {self!r}"
+            msg = (
+                f"{format_partition_value(value)} is before the first partition "
+                f"({format_partition_value(self.start)}) of the {self.describe()}"
+            )
             raise PartitionKeyError(msg)
         if self._stop is not None and instant >= self._stop:
-            msg = f"{value!r} is not before the end ({self.end!r}, exclusive) of {self!r}"
+            msg = (
+                f"{format_partition_value(value)} is not before the end "
+                f"({format_partition_value(self.end)}, exclusive) of the {self.describe()}"
+            )
             raise PartitionKeyError(msg)
         return self._key_at(instant)
 
@@ -204,17 +223,23 @@ class TimeWindowPartitions(PartitionsDefinition):
             if not isinstance(value, datetime) or value.utcoffset() is None:
                 msg = (
                     f"hourly partitions take an aware datetime, got {type(value).__name__} "
-                    f"({value!r})"
+                    f"({format_partition_value(value)})"
                 )
                 raise PartitionKeyError(msg)
             instant = _to_utc(value)
             local = instant.astimezone(self._zone)
             if (local.minute, local.second, local.microsecond) != (0, 0, 0):
-                msg = f"{value!r} is not the start of an hour in {self.timezone}"
+                msg = (
+                    f"{format_partition_value(value)} is not the start of an hour "
+                    f"in {self.timezone}"
+                )
                 raise PartitionKeyError(msg)
             return instant
         if isinstance(value, datetime) or not isinstance(value, date):
-            msg = f"{self.cadence} partitions take a date, got {type(value).__name__} ({value!r})"
+            msg = (
+                f"{self.cadence} partitions take a date, got {type(value).__name__} "
+                f"({format_partition_value(value)})"
+            )
             raise PartitionKeyError(msg)
         day = date(value.year, value.month, value.day)
         problem = self._misalignment(day)

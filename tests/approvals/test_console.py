@@ -226,8 +226,10 @@ def test_command_lists_and_decides(reviewer: User, viewer: User) -> None:
     assert [a["id"] for a in json.loads(out.getvalue())] == [approval.pk]
     with pytest.raises(CommandError, match="may not decide"):
         call_command("approvals", "approve", str(approval.pk), "--user", "victor")
-    with pytest.raises(CommandError, match="needs a reason"):
+    with pytest.raises(CommandError, match="required: --reason"):
         call_command("approvals", "reject", str(approval.pk), "--user", "bob")
+    with pytest.raises(CommandError, match="needs a reason"):
+        call_command("approvals", "reject", str(approval.pk), "--user", "bob", "--reason", " ")
     out = io.StringIO()
     call_command("approvals", "approve", str(approval.pk), "--user", "bob", stdout=out)
     assert out.getvalue().startswith(f"approval {approval.pk}: approved")

@@ -58,14 +58,14 @@ def test_async_materialize_only_enqueues() -> None:
     out, _ = _run("materialize", "source", "--partition", "eu", "--async", "--json")
     data = json.loads(out)
     assert data["status"] == "enqueued"
-    assert Materialization.objects.get(run_id=data["run_id"]).status == "queued"
+    assert Materialization.objects.get(run_id=data["id"]).status == "queued"
 
 
 def test_backfill_a_range_with_progress_then_skip_on_rerun() -> None:
     out, err = _run("backfill", "calendar", "--from", "2025-01-01", "--to", "2025-01-02")
     assert "(2 steps, 0 not successful)" in out
-    assert "2/2" in err  # the progress bar
-    out, _ = _run("backfill", "calendar", "--json")
+    assert err.splitlines()[-1] == "calendar: 2/2 steps ended (success)"  # plain: not a TTY
+    out, _ = _run("backfill", "calendar", "--all", "--json")
     assert [s["partition_key"] for s in json.loads(out)["steps"]] == ["d:2025-01-03"]
     out, _ = _run("backfill", "calendar", "--partition", "2025-01-01", "--force", "--no-progress")
     assert "(1 steps, 0 not successful)" in out
@@ -76,10 +76,10 @@ def test_backfill_a_range_with_progress_then_skip_on_rerun() -> None:
 def test_runs_list_show_cancel() -> None:
     _run("materialize", "sink", "--partition", "us", "--all")
     queued, _ = _run("materialize", "source", "--partition", "eu", "--async", "--json")
-    queued_id = json.loads(queued)["run_id"]
+    queued_id = json.loads(queued)["id"]
     listing = json.loads(_run("runs", "list", "--json")[0])
     assert [r["status"] for r in listing] == ["running", "success"]  # queued for a worker
-    shown, _ = _run("runs", "show", listing[1]["run_id"])
+    shown, _ = _run("runs", "show", listing[1]["id"])
     assert [line.split()[0] for line in shown.splitlines()[1:]] == [
         "source",
         "left",
@@ -91,6 +91,10 @@ def test_runs_list_show_cancel() -> None:
     assert Run.objects.get(pk=queued_id).status == "canceled"
     assert _exit_code("runs", "show", "not-a-run")[0] == 2
     assert _exit_code("runs", "show")[0] == 2
+    assert json.loads(_run("runs", "cancel", queued_id, "--json")[0]) == {
+        "id": queued_id,
+        "canceled_steps": 0,
+    }
 
 
 @pytest.mark.parametrize(

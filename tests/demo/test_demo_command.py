@@ -73,9 +73,16 @@ def test_demo_week_above_the_threshold_waits_for_approval_then_finishes(
 ) -> None:
     use_definitions("demo.assets", resources=CATALOG)
     out = io.StringIO()
-    call_command("demo", "--week", "2025-12-08", stdout=out)
+    with pytest.raises(CommandError) as caught:
+        call_command("demo", "--week", "2025-12-08", stdout=out)
     text = out.getvalue()
     approval = Approval.objects.get()
+    assert caught.value.returncode == 3
+    assert str(caught.value).endswith(
+        f"waits for approval {approval.pk} (weekly_report, partition 2025-12-08); decide with: "
+        f"python manage.py approvals approve {approval.pk} --user USER "
+        f"(or reject {approval.pk} --user USER --reason TEXT)"
+    )
     assert "waiting_approval (23 steps)" in text
     assert f"weekly_report waits for approval {approval.pk}:" in text
     assert approval.message == (

@@ -119,7 +119,7 @@ def test_json_output_is_the_query_answer() -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (("nope",), 1, "unknown asset 'nope'"),
+        (("nope",), 2, "unknown asset 'nope'"),
         (("sink", "--partition", "us"), 1, "no successful materialization"),
         (("sink", "--partition", "nowhere"), 2, "nowhere"),
         (("sink", "--partition-key", "eu"), 2, "unknown type tag"),

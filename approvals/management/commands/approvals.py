@@ -1,104 +1,117 @@
-"""``manage.py approvals``: list pending approvals and decide them from the command line."""
+"""``manage.py approvals``: list approvals and decide them from the command line.
+
+Exit codes: 0 listed, or the decision was recorded; 1 the decision was refused (the approval was
+already decided or expired, or the user may not decide it); 2 invalid input (an unknown approval
+or user, bad JSON, a value the checkpoint refuses, a rejection without a reason).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from approvals import services
 from approvals.models import Approval
-from assets.cli import invalid
-from flowstone.errors import FlowStoneError, ValidationFailedError
+from assets import cli
+from flowstone.errors import (
+    ApprovalDecidedError,
+    ApprovalForbiddenError,
+    FlowStoneError,
+    ValidationFailedError,
+)
 from flowstone.execution.resume import continue_after_decision
 from flowstone.inputs import parse_json
 
 if TYPE_CHECKING:
     from django.core.management.base import CommandParser
 
+EXIT_REFUSED: Final = cli.EXIT_FAILED
+"""A well-formed decision the approval's state or the user's rights refuse."""
 
-class Command(BaseCommand):
+
+class Command(cli.FlowStoneCommand):
     """List approvals, or approve / modify / reject one as a named user."""
 
-    help = "List approvals or decide one: approvals list | approve ID | reject ID | modify ID."
+    help = (
+        "List approvals or decide one: approvals list | approve ID | reject ID | modify ID. "
+        "Exit codes: 0 done, 1 decision refused (already decided, not allowed), 2 invalid input."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        """Sub-commands and their options."""
-        parser.add_argument("action", choices=("list", "approve", "reject", "modify"))
-        parser.add_argument("approval_id", nargs="?", help="The approval to decide.")
-        parser.add_argument(
-            "--user", help="The deciding user (must hold approvals.decide_approval)."
+        """One sub-parser per sub-command."""
+        actions = cli.add_subcommands(parser)
+        listing = actions.add_parser("list", help="Approvals with one status, oldest first.")
+        listing.add_argument(
+            "--status",
+            default=Approval.Status.PENDING,
+            choices=Approval.Status.values,
+            help="Which approvals to list (default: %(default)s).",
         )
-        parser.add_argument("--reason", default="", help="Why (required to reject).")
-        parser.add_argument("--value", help="The new value as JSON (to modify).")
-        parser.add_argument("--status", default="pending", help="Which approvals to list.")
-        parser.add_argument("--json", action="store_true", help="Machine-readable output.")
+        cli.add_json_argument(listing)
+        for action in ("approve", "reject", "modify"):
+            decide = actions.add_parser(action, help=f"{action.capitalize()} a pending approval.")
+            decide.add_argument("approval_id", metavar="ID", help="The approval to decide.")
+            decide.add_argument(
+                "--user", required=True, help="The deciding user (holds approvals.decide_approval)."
+            )
+            decide.add_argument(
+                "--reason", default="", required=action == "reject", help="Why (to reject)."
+            )
+            if action == "modify":
+                decide.add_argument("--value", required=True, help="The new value as JSON.")
+            cli.add_json_argument(decide)
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Dispatch to the sub-command."""
         if options["action"] == "list":
             self._list(options["status"], as_json=options["json"])
             return
-        if not options["approval_id"]:
-            raise CommandError(f"'{options['action']}' needs an approval id")
         user = self._decider(options["user"])
         value = None
         if options["action"] == "modify":
             try:
-                value = parse_json(options["value"] or "", what="--value")
+                value = parse_json(options["value"], what="--value")
             except ValidationFailedError as exc:
-                raise invalid(exc.message) from exc
-        decision = {"approve": "approve", "reject": "reject", "modify": "modify"}[options["action"]]
+                raise cli.invalid(exc.message) from exc
         try:
             continuation = services.decide_approval(
                 options["approval_id"],
-                decision,
+                options["action"],
                 actor=user,
                 actor_type=Approval.ActorType.USER,
                 reason=options["reason"],
                 value=value,
             )
-            continue_after_decision(continuation)
-        except ValidationFailedError as exc:
-            raise invalid(str(exc)) from exc
+        except (ApprovalDecidedError, ApprovalForbiddenError) as exc:
+            raise CommandError(cli.in_cli_terms(str(exc)), returncode=EXIT_REFUSED) from exc
         except FlowStoneError as exc:
-            raise CommandError(str(exc)) from exc
+            raise cli.invalid_input(exc) from exc
+        continue_after_decision(continuation)
         approval = services.get_approval(options["approval_id"])
         if options["json"]:
-            self.stdout.write(json.dumps({"id": approval.pk, "status": approval.status}))
+            self.stdout.write(json.dumps(cli.approval_json(approval)))
         else:
             self.stdout.write(f"approval {approval.pk}: {approval.status}; run {approval.run_id}")
 
-    def _decider(self, username: str | None) -> str:
-        if not username:
-            raise CommandError("--user is required to decide")
+    def _decider(self, username: str) -> str:
         user = get_user_model().objects.filter(username=username).first()
-        if user is None or not user.has_perm("approvals.decide_approval"):
-            raise CommandError(f"user {username!r} may not decide approvals")
+        if user is None:
+            raise cli.invalid(f"unknown user {username!r}")
+        if not user.has_perm("approvals.decide_approval"):
+            raise CommandError(
+                f"user {username!r} may not decide approvals "
+                "(needs the approvals.decide_approval permission)",
+                returncode=EXIT_REFUSED,
+            )
         return str(user.get_username())
 
     def _list(self, wanted: str, *, as_json: bool) -> None:
         rows = Approval.objects.filter(status=wanted).order_by("requested_at", "id")
         if as_json:
-            self.stdout.write(
-                json.dumps(
-                    [
-                        {
-                            "id": a.pk,
-                            "asset": a.asset,
-                            "partition_key": a.partition_key,
-                            "run_id": str(a.run_id),
-                            "status": a.status,
-                            "message": a.message,
-                            "requested_at": a.requested_at.isoformat(),
-                            "expires_at": a.expires_at.isoformat() if a.expires_at else None,
-                        }
-                        for a in rows
-                    ]
-                )
-            )
+            self.stdout.write(json.dumps([cli.approval_json(a) for a in rows]))
             return
         for a in rows:
             self.stdout.write(

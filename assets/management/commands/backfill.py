@@ -1,39 +1,37 @@
-"""``manage.py backfill ASSET``: many partitions, with a live progress bar and ETA."""
+"""``manage.py backfill ASSET``: many partitions of one asset, with live progress on stderr."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-from django.core.management.base import BaseCommand
-from tqdm import tqdm
-
 from assets import cli, services
+from assets.cli_progress import RunProgress, follow_run
 from flowstone import api
 from flowstone.errors import FlowStoneError
+from flowstone.execution.inprocess import load_run_result
 from flowstone.registry import get_registry
-from flowstone.status import TERMINAL_RUN_STATUSES, StepStatus
+from flowstone.status import StepStatus
 
 if TYPE_CHECKING:
     from django.core.management.base import CommandParser
 
-    from flowstone.execution.step import StepOutcome
     from flowstone.partitions import PartitionValue
+    from flowstone.results import RunResult
 
-WATCH_INTERVAL = 0.5
 
-
-class Command(BaseCommand):
+class Command(cli.FlowStoneCommand):
     """Backfill partitions of one asset in this process, or on the workers with ``--async``."""
 
     help = (
-        "Backfill partitions of an asset (all, a --from/--to range, or --partition ...). "
-        "Exit codes: 0 ok, 1 failed, 2 invalid, 3 waiting."
+        "Backfill partitions of an asset: --all, a --from/--to range, or --partition ... "
+        "(one of them). Exit codes: 0 succeeded (or enqueued), 1 failed or cancelled, "
+        "2 invalid input, 3 waits for approval."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Asset, partitions and run options."""
         parser.add_argument("asset")
+        parser.add_argument("--all", action="store_true", help="Every partition of the asset.")
         parser.add_argument(
             "--partition", action="append", help="A partition as text (repeatable)."
         )
@@ -43,33 +41,69 @@ class Command(BaseCommand):
         parser.add_argument("--async", dest="is_async", action="store_true", help="Use workers.")
         parser.add_argument("--max-parallel", type=int, help="With --async: steps at once.")
         parser.add_argument("--no-wait", action="store_true", help="With --async: just enqueue.")
-        parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
-        parser.add_argument("--json", action="store_true", help="Machine-readable output.")
+        parser.add_argument("--no-progress", action="store_true", help="No progress on stderr.")
+        cli.add_json_argument(parser)
+
+    def _check_options(self, options: dict[str, Any]) -> None:
+        """Exactly one way to choose partitions; worker options only with ``--async``."""
+        ways = [
+            name
+            for name, given in (
+                ("--all", options["all"]),
+                ("--partition", options["partition"]),
+                ("--from/--to", options["start"] or options["end"]),
+            )
+            if given
+        ]
+        if not ways:
+            raise cli.invalid("choose the partitions: --all, --from/--to, or --partition")
+        if len(ways) > 1:
+            raise cli.invalid(f"{' and '.join(ways)} cannot be combined; choose one")
+        if not options["is_async"]:
+            for option, name in (("max_parallel", "--max-parallel"), ("no_wait", "--no-wait")):
+                if options[option]:
+                    raise cli.invalid(f"{name} needs --async")
 
     def _partitions(self, options: dict[str, Any]) -> list[PartitionValue | None] | None:
+        """The partitions to backfill (``None``: all of them), checked before anything runs."""
         asset = options["asset"]
+        try:
+            definition = get_registry().get(asset)
+        except FlowStoneError as exc:
+            raise cli.invalid_input(exc) from exc
+        if definition.spec.partitions is None:
+            raise cli.invalid(f"asset {asset!r} is not partitioned; use materialize")
+        if options["all"]:
+            return None
         if options["partition"]:
             return [cli.parse_partition(asset, text, None) for text in options["partition"]]
-        if not (options["start"] or options["end"]):
-            return None
-        definition = get_registry().get(asset)
-        if definition.spec.partitions is None:
-            raise cli.invalid(f"asset {asset!r} is not partitioned")
         keys = definition.spec.partitions.keys(store=services.DatabaseDynamicKeyStore())
-        first = cli.parse_partition(asset, options["start"], None) if options["start"] else None
-        last = cli.parse_partition(asset, options["end"], None) if options["end"] else None
-        if first is not None and first not in keys:
-            raise cli.invalid(f"--from {options['start']!r} is not a partition of {asset!r}")
-        if last is not None and last not in keys:
-            raise cli.invalid(f"--to {options['end']!r} is not a partition of {asset!r}")
-        begin = keys.index(first) if first is not None else 0
-        stop = keys.index(last) + 1 if last is not None else len(keys)
+        begin, stop = 0, len(keys)
+        for option, text in (("--from", options["start"]), ("--to", options["end"])):
+            if text is None:
+                continue
+            value = cli.parse_partition(asset, text, None)
+            if value not in keys:
+                raise cli.invalid(f"{option} {text} is not one of the partitions of {asset!r}")
+            if option == "--from":
+                begin = keys.index(value)
+            else:
+                stop = keys.index(value) + 1
+        if begin >= stop:
+            raise cli.invalid(
+                f"--from {options['start']} is after --to {options['end']}; nothing to backfill"
+            )
         return list(keys[begin:stop])
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Start the backfill and show its progress."""
+        """Check the input, start the backfill and show its progress."""
+        self._check_options(options)
         partitions = self._partitions(options)
-        show = not options["no_progress"] and not options["json"]
+        progress = RunProgress(
+            self.stderr,
+            label=options["asset"],
+            enabled=not (options["no_progress"] or options["json"]),
+        )
         try:
             if options["is_async"]:
                 handle = api.backfill_async(
@@ -79,48 +113,32 @@ class Command(BaseCommand):
                     force=options["force"],
                     requested_by="cli",
                 )
-                if options["no_wait"]:
-                    self.stdout.write(f"run {handle.run_id} enqueued")
-                    return
-                self._watch(handle.run_id, show=show)
-                result = handle.result()
             else:
-                bar = tqdm(desc=options["asset"], unit="step", disable=not show, file=self.stderr)
-
-                def progress(outcome: StepOutcome, ended: int, total: int) -> None:
-                    del outcome
-                    bar.total = total
-                    bar.n = ended
-                    bar.refresh()
-
                 result = api.backfill(
                     options["asset"],
                     partitions,
                     force=options["force"],
-                    progress=progress,
+                    progress=progress.step_ended,
                     requested_by="cli",
                 )
-                bar.close()
+                progress.close(result.status)
         except FlowStoneError as exc:
-            raise cli.invalid(str(exc)) from exc
-        if options["json"]:
-            self.stdout.write(cli.result_json(result))
-        else:
-            failed = sum(1 for step in result.steps if step.status != StepStatus.SUCCESS)
-            self.stdout.write(
-                f"run {result.run_id}: {result.status} "
-                f"({len(result.steps)} steps, {failed} not successful)"
-            )
+            raise cli.invalid_input(exc) from exc
+        if options["is_async"]:
+            if options["no_wait"]:
+                self.stdout.write(cli.enqueued(handle.run_id, as_json=options["json"]))
+                return
+            follow_run(handle.run_id, progress)
+            result = load_run_result(handle.run_id)
+        self._report(result, as_json=options["json"])
         cli.finish(result)
 
-    def _watch(self, run_id: str, *, show: bool) -> None:
-        """Follow a worker backfill's progress from its run row until it ends."""
-        run = services.get_run(run_id)
-        with tqdm(total=run.steps_total, unit="step", disable=not show, file=self.stderr) as bar:
-            while True:
-                run = services.get_run(run_id)
-                bar.n = run.steps_total - run.steps_remaining
-                bar.refresh()
-                if run.status in TERMINAL_RUN_STATUSES:
-                    return
-                time.sleep(WATCH_INTERVAL)
+    def _report(self, result: RunResult, *, as_json: bool) -> None:
+        if as_json:
+            self.stdout.write(cli.result_json(result))
+            return
+        failed = sum(1 for step in result.steps if step.status != StepStatus.SUCCESS)
+        self.stdout.write(
+            f"run {result.run_id}: {result.status} "
+            f"({len(result.steps)} steps, {failed} not successful)"
+        )

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from approvals.models import Approval
+from assets import cli
 from flowstone import FlowStoneError, materialize_all
 from flowstone.status import RunStatus
 
 if TYPE_CHECKING:
+    from django.core.management.base import CommandParser
+
     from flowstone.results import RunResult
 
 DEFAULT_WEEK = dt.date(2025, 12, 1)
@@ -65,10 +69,13 @@ Decide it in the admin at /admin/approvals/approval/{approval_id}/decide/
 The run continues in the process that records the decision."""
 
 
-class Command(BaseCommand):
+class Command(cli.FlowStoneCommand):
     """Run the demo pipeline's weekly report and everything upstream of it."""
 
-    help = "Materialize the demo pipeline (weekly_report and its upstreams) for one week."
+    help = (
+        "Materialize the demo pipeline (weekly_report and its upstreams) for one week. "
+        "Exit codes: 0 succeeded, 1 failed, 2 invalid input, 3 waits for approval."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Accept the week to materialize."""
@@ -78,6 +85,7 @@ class Command(BaseCommand):
             default=DEFAULT_WEEK,
             help="Monday of the week to materialize (default: %(default)s).",
         )
+        cli.add_json_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Materialize and print the table of materializations and the report."""
@@ -86,17 +94,22 @@ class Command(BaseCommand):
                 "weekly_report", options["week"], requested_by="demo", include_values=True
             )
         except FlowStoneError as exc:
-            raise CommandError(str(exc)) from exc
+            raise cli.invalid_input(exc) from exc
+        report = result.value("weekly_report", options["week"]) if result.is_success else None
+        if options["json"]:
+            self.stdout.write(json.dumps({**cli.result_data(result), "report": report}))
+        else:
+            self._print(result, options["week"], report)
+        cli.finish(result)
+
+    def _print(self, result: RunResult, week: dt.date, report: dict[str, Any] | None) -> None:
         self.stdout.write(f"run {result.run_id}: {result.status} ({len(result.steps)} steps)\n")
         for line in render_table(result):
             self.stdout.write(line)
         if result.status == RunStatus.WAITING_APPROVAL:
             self._explain_approval(result.run_id)
-            return
-        if not result.is_success:
-            raise CommandError("; ".join(str(error) for error in result.errors))
-        report = result.value("weekly_report", options["week"])
-        self._print_report(options["week"], report)
+        if report is not None:
+            self._print_report(week, report)
 
     def _explain_approval(self, run_id: str) -> None:
         approval = Approval.objects.get(run_id=run_id)

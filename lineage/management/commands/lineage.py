@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from flowstone.errors import AssetNotFoundError, FlowStoneError
+from assets import cli
+from flowstone.errors import FlowStoneError
 from lineage.errors import MaterializationNotFoundError
 from lineage.queries import ImpactResult, downstream, impact, parse_partition, upstream
 from lineage.render import render_impact, render_tree
@@ -18,9 +19,9 @@ if TYPE_CHECKING:
     from lineage.queries import LineageResult
 
 EXIT_NOT_FOUND: Final = 1
-"""The asset is unknown, or the partition has no successful materialization."""
-EXIT_INVALID: Final = 2
-"""The partition, the depth or another argument is invalid (as for argparse's own errors)."""
+"""The partition has no successful materialization to answer about."""
+EXIT_INVALID: Final = cli.EXIT_INVALID
+"""The asset, the partition, the depth or another argument is invalid."""
 
 QUERIES: Final[dict[str, Callable[..., LineageResult | ImpactResult]]] = {
     "upstream": upstream,
@@ -38,14 +39,14 @@ def _positive(text: str) -> int:
     return value
 
 
-class Command(BaseCommand):
+class Command(cli.FlowStoneCommand):
     """Show the lineage of an asset partition as a tree, or as JSON."""
 
     help = (
         "Show what the latest successful materialization of an asset partition was made from "
         "(upstream), what was made from it (downstream), or what is stale because it is newer "
-        "(impact). Exit codes: 0 answered, 1 unknown asset or no successful materialization, "
-        "2 invalid arguments."
+        "(impact). Exit codes: 0 answered, 1 no successful materialization, "
+        "2 invalid input (an unknown asset, a bad partition or depth)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -75,10 +76,10 @@ class Command(BaseCommand):
             result = QUERIES[options["direction"]](
                 asset, partition, options["depth"], partition_key=options["partition_key"]
             )
-        except (AssetNotFoundError, MaterializationNotFoundError) as exc:
-            raise CommandError(str(exc), returncode=EXIT_NOT_FOUND) from exc
+        except MaterializationNotFoundError as exc:
+            raise CommandError(cli.in_cli_terms(str(exc)), returncode=EXIT_NOT_FOUND) from exc
         except FlowStoneError as exc:
-            raise CommandError(str(exc), returncode=EXIT_INVALID) from exc
+            raise cli.invalid_input(exc) from exc
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
             return
