@@ -26,7 +26,7 @@ STATUS_COLOURS: Final[Mapping[str, str]] = MappingProxyType(
         MISSING: "#f2f2f2",
     }
 )
-"""Every ``StepStatus`` and ``MISSING``; the templates draw ``status-<name>`` CSS classes from it."""
+"""Every ``StepStatus`` and ``MISSING``; the templates make ``status-<name>`` CSS classes of it."""
 
 
 def colour_of(status: str) -> str:
