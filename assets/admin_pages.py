@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from django.core.paginator import Paginator
-from django.db.models import Case, F, IntegerField, QuerySet, Value, When
+from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import Http404
 from django.template.response import TemplateResponse
 
 from assets.graph import asset_states, render_asset_graph
 from assets.models import Materialization, Run
 from assets.palette import STATUS_COLOURS
-from assets.partition_health import partition_health, partition_label
+from assets.partition_health import newest_first, partition_health, partition_label
 from assets.timeline import run_timeline
 from flowstone.registry import get_registry
 from flowstone.status import StepStatus
@@ -105,9 +105,9 @@ def asset_page(request: HttpRequest, model_admin: ModelAdmin[Run], name: str) ->
     if definition is None:
         raise Http404("No registered asset has that name.")
     health = partition_health(definition)
-    latest = Materialization.objects.filter(asset=definition.name).order_by(
-        F("finished_at").desc(nulls_first=True), "-id"
-    )[:LATEST_MATERIALIZATIONS]
+    latest = Materialization.objects.filter(asset=definition.name).order_by(*newest_first())[
+        :LATEST_MATERIALIZATIONS
+    ]
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,

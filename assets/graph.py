@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from assets.models import Materialization
 from assets.palette import MISSING, colour_of
-from assets.partition_health import latest_steps
+from assets.partition_health import newest_first
 from flowstone.errors import FlowStoneError
 from flowstone.registry import get_registry
 from flowstone.status import StepStatus
@@ -56,29 +56,32 @@ class AssetGraphDrawing:
 
 
 def asset_states(names: Sequence[str] | None = None) -> dict[str, AssetState]:
-    """The status and staleness of registered assets (two queries, then a few per success).
+    """The status and staleness of registered assets (per asset: two queries, a few for staleness).
 
     ``names`` (registered asset names; default: all, in DAG order) limits which.
     """
     registry = get_registry()
-    names = list(registry.graph.order if names is None else names)
-    steps = Materialization.objects.filter(asset__in=names)
-    latest = dict(latest_steps(steps, "asset").values_list("asset", "status"))
-    successes = latest_steps(steps.filter(status=StepStatus.SUCCESS), "asset")
-    success_ids = dict(successes.values_list("asset", "id"))
     states = {}
-    for name in names:
+    for name in registry.graph.order if names is None else names:
+        steps = Materialization.objects.filter(asset=name)
+        status = steps.order_by(*newest_first()).values_list("status", flat=True).first()
+        success_id = (
+            steps.filter(status=StepStatus.SUCCESS)
+            .order_by("-finished_at", "-id")
+            .values_list("id", flat=True)
+            .first()
+        )
         is_stale, summary = False, ""
-        if name in success_ids:
+        if success_id is not None:
             try:
-                answer = lineage_queries.staleness(name, materialization_id=success_ids[name])
+                answer = lineage_queries.staleness(name, materialization_id=success_id)
             except FlowStoneError as exc:
                 summary = str(exc)
             else:
                 is_stale, summary = answer.is_stale, answer.summary()
         states[name] = AssetState(
             name=name,
-            status=latest.get(name, MISSING),
+            status=status or MISSING,
             is_stale=is_stale,
             staleness=summary,
             is_partitioned=registry.get(name).spec.partitions is not None,

@@ -12,7 +12,7 @@ so a grid of 100,000 daily partitions is a handful of ranges.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
@@ -29,7 +29,7 @@ from flowstone.partitions import decode_partition_key, encode_partition_key
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
-    from django.db.models import QuerySet
+    from django.db.models import OrderBy, QuerySet
 
     from flowstone.definitions import AssetDefinition
 
@@ -68,13 +68,12 @@ class PartitionHealth:
 
     ranges: tuple[PartitionRange, ...]
     counts: Mapping[str, int]
+    """Partitions by status, in the order the statuses first appear in the grid."""
     total: int
     is_truncated: bool = False
     """The definition has more than ``MAX_GRID_PARTITIONS`` partitions; the first are shown."""
     unknown_keys: int = 0
     """Partitions with steps that the definition no longer lists (not in the grid)."""
-    statuses: tuple[str, ...] = field(default=())
-    """The statuses present, most frequent first."""
 
 
 def compress(partitions: Iterable[tuple[str, str]]) -> list[PartitionRange]:
@@ -101,16 +100,20 @@ def _range(current: tuple[str, int, str], stop: int, last_key: str) -> Partition
     )
 
 
+def newest_first() -> tuple[OrderBy, OrderBy]:
+    """The order of "latest": unfinished first, then the newest completion, then the highest id."""
+    return (F("finished_at").desc(nulls_first=True), F("id").desc())
+
+
 def latest_steps(steps: QuerySet[Materialization], by: str) -> QuerySet[Materialization]:
     """The latest of ``steps`` for each value of the field ``by`` (``partition_key``, ``asset``).
 
     ``DISTINCT ON`` on PostgreSQL; elsewhere, the first row of a window per value.
     """
-    newest_first = (F("finished_at").desc(nulls_first=True), F("id").desc())
     if connections[steps.db].vendor == "postgresql":
-        return steps.order_by(by, *newest_first).distinct(by)
+        return steps.order_by(by, *newest_first()).distinct(by)
     ranked = steps.annotate(
-        _newest=Window(RowNumber(), partition_by=[F(by)], order_by=newest_first)
+        _newest=Window(RowNumber(), partition_by=[F(by)], order_by=newest_first())
     )
     return ranked.filter(_newest=1)
 
@@ -148,7 +151,6 @@ def partition_health(definition: AssetDefinition) -> PartitionHealth:
         total=len(keys),
         is_truncated=is_truncated,
         unknown_keys=unknown,
-        statuses=tuple(status for status, _ in counts.most_common()),
     )
 
 

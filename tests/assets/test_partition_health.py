@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 from django.utils import timezone
@@ -38,10 +39,10 @@ def test_ranges_cover_every_partition_once_in_order_and_neighbours_differ(
     expanded = [r.status for r in ranges for _ in range(r.count)]
     assert expanded == statuses
     bounds = [0, *(r.stop for r in ranges)]
-    assert [(r.start, r.stop) for r in ranges] == list(zip(bounds, bounds[1:], strict=False))
+    assert [(r.start, r.stop) for r in ranges] == list(itertools.pairwise(bounds))
     assert bounds[-1] == len(statuses)
     assert all(r.count > 0 for r in ranges)
-    assert all(a.status != b.status for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a.status != b.status for a, b in itertools.pairwise(ranges))
     for r in ranges:
         assert (r.first_key, r.last_key) == (partitions[r.start][0], partitions[r.stop - 1][0])
 
@@ -93,9 +94,7 @@ def test_the_latest_step_of_a_partition_decides_its_status(
 
     # Two steps finished at the same instant: the higher id is the latest, whatever its status.
     instant = timezone.now() + dt.timedelta(hours=1)
-    Materialization.objects.filter(asset="source", partition_key="s:eu").update(
-        finished_at=instant
-    )
+    Materialization.objects.filter(asset="source", partition_key="s:eu").update(finished_at=instant)
     later = Run.objects.create(kind=RunKind.MATERIALIZE)
     Materialization.objects.create(
         run=later,
