@@ -8,23 +8,28 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse_lazy
 from django.utils.html import format_html, format_html_join
 
-from assets import services
+from assets import admin_pages, services
 from assets.forms import LaunchRunForm
-from assets.graph import render_asset_graph
 from assets.models import Materialization, Run, StepAttempt
 from flowstone import api
 from flowstone.errors import FlowStoneError
-from flowstone.registry import get_registry
 from flowstone.status import StepStatus
 from lineage import queries as lineage_queries
 
 if TYPE_CHECKING:
+    import uuid
+
     from django.db.models import QuerySet
     from django.http import HttpRequest, HttpResponse
     from django.urls import URLPattern
+
+# The admin is the site: "View site" opens the asset graph, and the index links to it. The URL
+# is lazy (the URLconf imports this module); templates render it as the string it becomes.
+admin.site.site_url = reverse_lazy("admin:assets_asset_graph")  # type: ignore[assignment]
+admin.site.index_template = "admin/assets/index.html"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -43,20 +48,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
-def steps_in_dag_order(run: Run) -> list[Materialization]:
-    """A run's steps, upstream assets first (the registry's topological order), then by key."""
-    position = {name: index for index, name in enumerate(get_registry().graph.order)}
-    steps = Materialization.objects.filter(run=run).only(
-        "asset", "partition_key", "status", "attempt", "started_at", "finished_at", "error"
-    )
-    return sorted(
-        steps, key=lambda s: (position.get(s.asset, len(position)), s.partition_key, s.pk)
-    )
-
-
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
-    """Runs, newest first; a run's page lists its steps in DAG order; the asset graph page."""
+    """Runs, newest first; a run's page: timeline and paged steps; the asset graph and pages."""
 
     list_display = (
         "id",
@@ -139,20 +133,26 @@ class RunAdmin(ReadOnlyAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        """Add the run's steps, in DAG order, to its page."""
+        """Add the run's timeline and one page of its steps, in DAG order, to its page."""
         run = self.get_object(request, object_id)
-        context = {**(extra_context or {}), "steps": steps_in_dag_order(run) if run else []}
+        pictures = admin_pages.run_page_context(request, run) if run else {}
+        context = {**(extra_context or {}), **pictures}
         return super().change_view(request, object_id, form_url, context)
 
     def get_urls(self) -> list[URLPattern]:
-        """Add the asset graph page and the launch form."""
-        graph = path(
-            "asset-graph/", self.admin_site.admin_view(self.graph_view), name="assets_asset_graph"
-        )
-        launch = path(
-            "launch/", self.admin_site.admin_view(self.launch_view), name="assets_run_launch"
-        )
-        return [graph, launch, *super().get_urls()]
+        """Add the asset graph, the asset pages, a run's timeline fragment and the launch form."""
+        view = self.admin_site.admin_view
+        pages = [
+            path("asset-graph/", view(self.graph_view), name="assets_asset_graph"),
+            path("asset/<path:name>/", view(self.asset_view), name="assets_asset_detail"),
+            path(
+                "<uuid:run_id>/timeline/",
+                view(self.timeline_view),
+                name="assets_run_timeline",
+            ),
+            path("launch/", view(self.launch_view), name="assets_run_launch"),
+        ]
+        return [*pages, *super().get_urls()]
 
     def launch_view(self, request: HttpRequest) -> HttpResponse:
         """Launch a materialization or a backfill on the workers, then show the new run."""
@@ -176,19 +176,22 @@ class RunAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/assets/run/launch.html", context)
 
     def graph_view(self, request: HttpRequest) -> HttpResponse:
-        """The asset graph drawn by Graphviz (as text if Graphviz's ``dot`` is not installed)."""
+        """The asset graph with each asset's status and staleness, drawn by Graphviz."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        drawing = render_asset_graph()
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Asset graph",
-            "svg": drawing.svg,
-            "edges": drawing.edges,
-            "problem": drawing.problem,
-        }
-        return TemplateResponse(request, "admin/assets/run/asset_graph.html", context)
+        return admin_pages.graph_page(request, self)
+
+    def asset_view(self, request: HttpRequest, name: str) -> HttpResponse:
+        """One asset: its partition grid and latest materializations."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return admin_pages.asset_page(request, self, name)
+
+    def timeline_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+        """A run's timeline alone, fetched again by the run's page while the run is live."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return admin_pages.timeline_fragment(request, run_id)
 
 
 PRE_STYLE: Final = "white-space: pre-wrap; max-height: 30em; overflow: auto"
