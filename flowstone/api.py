@@ -368,6 +368,7 @@ def reexecute(
     run_id: object,
     *,
     include_values: bool = False,
+    progress: Progress | None = None,
     requested_by: str = "",
     actor_type: str = "system",
 ) -> RunResult:
@@ -387,7 +388,11 @@ def reexecute(
     )
     created = services.create_run(request)
     return run_in_process(
-        get_registry(), created.run.pk, created.ready, include_values=include_values
+        get_registry(),
+        created.run.pk,
+        created.ready,
+        include_values=include_values,
+        progress=progress,
     )
 
 

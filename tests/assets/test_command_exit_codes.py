@@ -52,6 +52,7 @@ def state(use_definitions: UseDefinitions) -> dict[str, str]:
     """A run, a pending and a decided approval, a decider and a user who may not decide."""
     use_definitions(*PIPELINES)
     run = flowstone.materialize_all("sink", "eu")
+    failed = flowstone.materialize_all("after_broken", "us")
     flowstone.backfill("g_invoice")
     flowstone.materialize("g_payout", "large")
     flowstone.materialize("g_payout", "huge")
@@ -60,7 +61,12 @@ def state(use_definitions: UseDefinitions) -> dict[str, str]:
     bob.user_permissions.add(Permission.objects.get(codename="decide_approval"))
     User.objects.create_user("victor")
     call_command("approvals", "approve", str(decided.pk), "--user", "bob", stdout=io.StringIO())
-    return {"run": run.run_id, "approval": str(pending.pk), "decided": str(decided.pk)}
+    return {
+        "run": run.run_id,
+        "failed": failed.run_id,
+        "approval": str(pending.pk),
+        "decided": str(decided.pk),
+    }
 
 
 # (args, exit code, a part of the output or message); {run}, {approval} and {decided} are filled
@@ -119,6 +125,12 @@ CASES = [
     (("runs", "show", "not-a-run"), 2, "unknown run id 'not-a-run'"),
     (("runs", "show"), 2, "required: RUN"),
     (("runs",), 2, "required: ACTION"),
+    (("runs", "show", "{failed}"), 0, "attempt 1 failed on inprocess:"),
+    (("runs", "reexecute", "{failed}"), 1, "is failed"),
+    (("runs", "reexecute", "{failed}", "--async", "--json"), 0, '"enqueued"'),
+    (("runs", "reexecute", "{run}"), 2, "has no failed or canceled step to re-execute"),
+    (("runs", "reexecute", "not-a-run"), 2, "unknown run id 'not-a-run'"),
+    (("runs", "reexecute", "{failed}", "--wait", "5"), 2, "--wait needs --async"),
     # approvals
     (("approvals", "list", "--json"), 0, '"status": "pending"'),
     (("approvals", "approve", "{approval}", "--user", "bob"), 0, "approved"),

@@ -7,10 +7,13 @@ retry on a real Celery worker, a lease taken back) are in ``tests/assets/test_at
 
 from __future__ import annotations
 
+import io
+import json
 from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 
 import flowstone
 from assets.models import Materialization, StepAttempt
@@ -179,3 +182,23 @@ def test_the_api_shows_a_materialization_with_its_attempts_and_lists_without_the
     assert retried["log"][0]["message"] == "attempt 1 starts"
     assert retried["worker"].startswith("inprocess:")
     assert "attempts" not in listed["results"][0]
+
+
+def test_runs_show_prints_each_kept_attempt_with_its_log_and_traceback() -> None:
+    failed = flowstone.materialize_all("d_downstream")
+    out = io.StringIO()
+    call_command("runs", "show", failed.run_id, stdout=out)
+    as_json = io.StringIO()
+    call_command("runs", "show", failed.run_id, "--json", stdout=as_json)
+
+    text = out.getvalue()
+    assert "    attempt 1 failed on inprocess:" in text
+    assert "INFO looking up the customer of order 1" in text
+    assert "Traceback (most recent call last)" in text
+    assert "KeyError: 'missing_key'" in text
+    steps = {step["asset"]: step for step in json.loads(as_json.getvalue())["steps"]}
+    (attempt,) = steps["d_broken"]["attempts"]
+    assert attempt["outcome"] == "failed"
+    assert attempt["error"]["cause"] == "KeyError: 'missing_key'"
+    assert [r["level"] for r in attempt["log"]] == ["INFO", "ERROR"]
+    assert steps["d_quiet"]["attempts"] == []

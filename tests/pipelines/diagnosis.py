@@ -34,8 +34,9 @@ def d_flaky(context: AssetContext) -> int:
 @asset
 def d_broken(context: AssetContext, d_quiet: int) -> int:
     context.log.info("looking up the customer of order %d", d_quiet)
+    customers: dict[str, int] = {}
     try:
-        {}["missing_key"]  # the failure under test
+        customers["missing_key"]  # the failure under test
     except KeyError:
         context.log.exception("lookup failed")
         raise

@@ -1,4 +1,4 @@
-"""``manage.py runs``: list runs, show one (its steps in DAG order), or cancel one.
+"""``manage.py runs``: list, show (steps and kept attempts), cancel or re-execute runs.
 
 Each sub-command is a sub-parser (``_add_<name>``) and a handler in ``_handlers``; a new one is
 one of each.
@@ -10,7 +10,9 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from assets import cli, services
-from assets.models import Run
+from assets.cli_progress import WAIT_ENDS_AT, RunProgress, follow_run
+from assets.models import Run, StepAttempt
+from flowstone import api
 from flowstone.errors import FlowStoneError
 from flowstone.execution.inprocess import load_run_result
 from flowstone.registry import get_registry
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from django.core.management.base import CommandParser
+
+    from flowstone.results import RunResult
 
 DEFAULT_LIMIT: Final = 20
 
@@ -34,17 +38,19 @@ def _limit(text: str) -> int:
 
 
 class Command(cli.FlowStoneCommand):
-    """``runs list``, ``runs show RUN``, ``runs cancel RUN``."""
+    """``runs list``, ``runs show RUN``, ``runs cancel RUN``, ``runs reexecute RUN``."""
 
     help = (
-        "List, show or cancel runs. Exit codes: 0 answered (or cancelled), 2 invalid input "
-        "(an unknown run, a status that does not exist)."
+        "List, show, cancel or re-execute runs. Exit codes: 0 answered (or cancelled, or the "
+        "re-execution succeeded or was enqueued), 1 the re-execution failed or was cancelled, "
+        "2 invalid input (an unknown run, a status that does not exist, a run that cannot be "
+        "re-executed), 3 the re-execution waits for approval or was still running after --wait."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         """One sub-parser per sub-command."""
         actions = cli.add_subcommands(parser)
-        for add in (self._add_list, self._add_show, self._add_cancel):
+        for add in (self._add_list, self._add_show, self._add_cancel, self._add_reexecute):
             add(actions)
 
     @staticmethod
@@ -70,8 +76,28 @@ class Command(cli.FlowStoneCommand):
         cancel.add_argument("run_id", metavar="RUN", help="The run's id.")
         cli.add_json_argument(cancel)
 
+    @staticmethod
+    def _add_reexecute(actions: Any) -> None:
+        again = actions.add_parser(
+            "reexecute",
+            help="Run a finished run's failed, upstream-failed and canceled steps again, reading "
+            "its successes as their upstreams (here; --async: on the workers).",
+        )
+        again.add_argument("run_id", metavar="RUN", help="The finished run's id.")
+        again.add_argument("--async", dest="is_async", action="store_true", help="Enqueue.")
+        again.add_argument(
+            "--wait", type=float, metavar="SECONDS", help="With --async: wait this long."
+        )
+        again.add_argument("--no-progress", action="store_true", help="No progress on stderr.")
+        cli.add_json_argument(again)
+
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
-        return {"list": self._list, "show": self._show, "cancel": self._cancel}
+        return {
+            "list": self._list,
+            "show": self._show,
+            "cancel": self._cancel,
+            "reexecute": self._reexecute,
+        }
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Dispatch to the sub-command."""
@@ -112,8 +138,18 @@ class Command(cli.FlowStoneCommand):
 
     def _show(self, options: dict[str, Any]) -> None:
         result = load_run_result(options["run_id"])
+        attempts: dict[int, list[StepAttempt]] = {}
+        for attempt in StepAttempt.objects.filter(materialization__run_id=result.run_id).order_by(
+            "materialization_id", "attempt"
+        ):
+            attempts.setdefault(attempt.materialization_id, []).append(attempt)
         if options["json"]:
-            self.stdout.write(cli.result_json(result))
+            data = cli.result_data(result)
+            for step in data["steps"]:
+                step["attempts"] = [
+                    _attempt_data(a) for a in attempts.get(step["materialization_id"], [])
+                ]
+            self.stdout.write(json.dumps(data))
             return
         position = {name: index for index, name in enumerate(get_registry().graph.order)}
         steps = sorted(
@@ -125,6 +161,37 @@ class Command(cli.FlowStoneCommand):
             self.stdout.write(
                 f"  {step.asset:<24} {step.partition_key:<24} {step.status:<16}{error}"
             )
+            for attempt in attempts.get(step.materialization_id, []):
+                self.stdout.write(_attempt_text(attempt))
+
+    def _reexecute(self, options: dict[str, Any]) -> None:
+        if options["wait"] is not None and not options["is_async"]:
+            raise cli.invalid("--wait needs --async (a run here always runs to its end)")
+        if options["wait"] is not None and options["wait"] < 0:
+            raise cli.invalid(f"--wait must be 0 or more seconds, got {options['wait']:g}")
+        progress = RunProgress(
+            self.stderr,
+            label="reexecute",
+            enabled=not (options["no_progress"] or options["json"]),
+        )
+        if not options["is_async"]:
+            result = api.reexecute(
+                options["run_id"], progress=progress.step_ended, requested_by="cli"
+            )
+            progress.close(result.status)
+            self.stdout.write(cli.result_json(result) if options["json"] else _summary(result))
+            cli.finish(result)
+            return
+        handle = api.reexecute_async(options["run_id"], requested_by="cli")
+        if options["wait"] is None:
+            self.stdout.write(cli.enqueued(handle.run_id, as_json=options["json"]))
+            return
+        status = follow_run(handle.run_id, progress, timeout=options["wait"])
+        result = load_run_result(handle.run_id)
+        self.stdout.write(cli.result_json(result) if options["json"] else _summary(result))
+        if status not in WAIT_ENDS_AT:
+            raise cli.still_running(handle.run_id, options["wait"])
+        cli.finish(result)
 
     def _cancel(self, options: dict[str, Any]) -> None:
         run_id = options["run_id"]
@@ -134,3 +201,42 @@ class Command(cli.FlowStoneCommand):
             if options["json"]
             else f"run {run_id}: {canceled} step(s) canceled"
         )
+
+
+def _summary(result: RunResult) -> str:
+    """A re-execution's new run and its steps, one line each."""
+    lines = [f"run {result.run_id}: {result.status}"]
+    lines += [
+        f"  {step.asset}[{step.partition_key}] {step.status} (attempt {step.attempt})"
+        + (f": {step.error}" if step.error else "")
+        for step in result.steps
+    ]
+    return "\n".join(lines)
+
+
+def _attempt_data(attempt: StepAttempt) -> dict[str, Any]:
+    """A kept attempt as JSON data, with the API's field names."""
+    return {
+        "attempt": attempt.attempt,
+        "outcome": attempt.outcome,
+        "worker": attempt.worker,
+        "started_at": attempt.started_at.isoformat() if attempt.started_at else None,
+        "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
+        "error": attempt.error,
+        "log": attempt.log,
+        "log_dropped": attempt.log_dropped,
+    }
+
+
+def _attempt_text(attempt: StepAttempt) -> str:
+    """A kept attempt: its outcome and worker, its log and its error's traceback, indented."""
+    lines = [f"    attempt {attempt.attempt} {attempt.outcome} on {attempt.worker or '?'}"]
+    lines += [f"      {r['at']} {r['level']} {r['message']}" for r in attempt.log]
+    if attempt.log_dropped:
+        lines.append(f"      ... {attempt.log_dropped} more record(s) not kept")
+    error = attempt.error or {}
+    if error.get("traceback"):
+        lines += [f"      {line}" for line in str(error["traceback"]).rstrip().splitlines()]
+    elif error:
+        lines.append(f"      {error.get('type', 'Error')}: {error.get('message', '')}")
+    return "\n".join(lines)
