@@ -281,6 +281,29 @@ class MaterializationAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     readonly_fields = ("staleness", "error_summary", "error_traceback")
     inlines = (StepAttemptInline,)
+    fieldsets = (
+        (None, {"fields": ("run", "asset", "partition_key", "status", "attempt", "staleness")}),
+        ("Last error", {"fields": ("error_summary", "error_traceback")}),
+        (
+            "Times",
+            {"fields": ("created_at", "queued_at", "dispatched_at", "started_at", "finished_at")},
+        ),
+        (
+            "Lease and dispatch",
+            {
+                "fields": (
+                    "lease_owner",
+                    "lease_expires_at",
+                    "not_before",
+                    "recoveries",
+                    "remaining_upstreams",
+                    "code_version",
+                ),
+                "classes": ("collapse",),
+            },
+        ),
+        ("Metadata", {"fields": ("metadata",)}),
+    )
 
     @admin.display(description="last error")
     def error_summary(self, obj: Materialization) -> str:

@@ -53,7 +53,7 @@ class LaunchRunForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        names = get_registry().graph.order
+        names = sorted(get_registry().graph.order)
         self.fields["asset"].choices = [(name, name) for name in names]  # type: ignore[attr-defined]
 
     def clean_config(self) -> dict[str, Any]:
