@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse_lazy
@@ -64,6 +66,43 @@ class RunAdmin(ReadOnlyAdmin):
     list_filter = ("status", "kind", "is_in_process")
     search_fields = ("=id", "requested_by", "idempotency_key")
     date_hierarchy = "created_at"
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    ("kind", "status"),
+                    "selection",
+                    ("requested_by", "parent_run"),
+                    ("created_at", "started_at", "finished_at"),
+                )
+            },
+        ),
+        (
+            "Steps",
+            {
+                "fields": (
+                    "steps_total",
+                    ("steps_pending", "steps_active", "steps_waiting"),
+                    ("steps_succeeded", "steps_failed", "steps_canceled"),
+                ),
+                "classes": ("collapse",),
+            },
+        ),
+        (
+            "Options",
+            {
+                "fields": (
+                    "is_in_process",
+                    "max_parallel",
+                    "has_step_edges",
+                    "cancel_requested_at",
+                    "idempotency_key",
+                ),
+                "classes": ("collapse",),
+            },
+        ),
+    )
     change_form_template = "admin/assets/run/change_form.html"
     change_list_template = "admin/assets/run/change_list.html"
     actions = ("cancel_runs", "reexecute_runs")
@@ -136,7 +175,13 @@ class RunAdmin(ReadOnlyAdmin):
         """Add the run's timeline and one page of its steps, in DAG order, to its page."""
         run = self.get_object(request, object_id)
         pictures = admin_pages.run_page_context(request, run) if run else {}
-        context = {**(extra_context or {}), **pictures}
+        can_reexecute = (
+            run is not None
+            and run.finished_at is not None
+            and bool(run.steps_failed or run.steps_canceled)
+            and self.has_launch_permission(request)
+        )
+        context = {**(extra_context or {}), **pictures, "can_reexecute": can_reexecute}
         return super().change_view(request, object_id, form_url, context)
 
     def get_urls(self) -> list[URLPattern]:
@@ -151,8 +196,26 @@ class RunAdmin(ReadOnlyAdmin):
                 name="assets_run_timeline",
             ),
             path("launch/", view(self.launch_view), name="assets_run_launch"),
+            path(
+                "<uuid:run_id>/reexecute/", view(self.reexecute_view), name="assets_run_reexecute"
+            ),
         ]
         return [*pages, *super().get_urls()]
+
+    def reexecute_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+        """The run page's button: re-execute this run from failure, then show the new run."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_launch_permission(request):
+            raise PermissionDenied
+        actor = request.user.get_username()
+        try:
+            handle = api.reexecute_async(run_id, requested_by=actor, actor_type="user")
+        except FlowStoneError as exc:
+            self.message_user(request, f"Not re-executed: {exc.message}", messages.WARNING)
+            return redirect("admin:assets_run_change", run_id)
+        self.message_user(request, f"Started re-execution run {handle.run_id}.", messages.SUCCESS)
+        return redirect("admin:assets_run_change", handle.run_id)
 
     def launch_view(self, request: HttpRequest) -> HttpResponse:
         """Launch a materialization or a backfill on the workers, then show the new run."""

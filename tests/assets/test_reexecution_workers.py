@@ -168,6 +168,28 @@ def test_the_launch_form_starts_runs_and_rejects_bad_input_with_form_errors(
     assert (run.requested_by, run.config.options) == ("operator", {"n": 1})
 
 
+def test_the_run_page_button_reexecutes_and_refuses_what_it_cannot(stack: Services) -> None:
+    first = _failed_run(stack)
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password=PASSWORD))
+    page = client.get(f"/admin/assets/run/{first}/change/").content.decode()
+    assert "Re-execute from failure" in page
+
+    started = client.post(f"/admin/assets/run/{first}/reexecute/")
+    again = Run.objects.get(parent_run_id=uuid.UUID(first))
+    assert started["Location"] == f"/admin/assets/run/{again.pk}/change/"
+    _reads_the_first_runs_source(first, str(again.pk))
+    page = client.get(f"/admin/assets/run/{again.pk}/change/").content.decode()
+    assert "Re-execute from failure" not in page  # it succeeded: nothing to re-execute
+    refused = client.post(f"/admin/assets/run/{again.pk}/reexecute/", follow=True)
+    assert "Not re-executed:" in refused.content.decode()
+    assert client.get(f"/admin/assets/run/{first}/reexecute/").status_code == 405
+    viewer = Client()
+    viewer.force_login(_user("view_run", staff=True))
+    assert viewer.post(f"/admin/assets/run/{first}/reexecute/").status_code == 403
+    assert Run.objects.filter(parent_run_id=uuid.UUID(first)).count() == 1
+
+
 def test_launching_needs_the_add_permission() -> None:
     client = Client()
     client.force_login(_user("view_run", staff=True))
@@ -192,11 +214,10 @@ def test_launch_and_reexecute_from_the_admin_in_a_browser(
     launched = page.url.rstrip("/").split("/")[-2]
     assert flowstone.RunHandle(launched).wait(WAIT).status == RunStatus.SUCCESS
 
-    page.goto(f"{live_server.url}/admin/assets/run/")
-    page.check(f"input[name=_selected_action][value='{first}']")
-    page.select_option("select[name=action]", "reexecute_runs")
-    page.click("button[name=index]")
-    page.wait_for_selector("text=Started 1 re-execution run(s)")
+    page.goto(f"{live_server.url}/admin/assets/run/{first}/change/")
+    page.click("input[value='Re-execute from failure']")
+    page.wait_for_selector("text=Started re-execution run")
     again = Run.objects.get(parent_run_id=uuid.UUID(first))
+    assert page.url.endswith(f"/admin/assets/run/{again.pk}/change/")
     _reads_the_first_runs_source(first, str(again.pk))
     assert Materialization.objects.filter(run=again, status=StepStatus.SUCCESS).count() == 2
