@@ -175,6 +175,34 @@ def result_data(result: RunResult) -> dict[str, Any]:
     }
 
 
+def result_table(result: RunResult) -> str:
+    """A run result as text: the run, then one line per step."""
+    lines = [f"run {result.run_id}: {result.status}"]
+    lines += [
+        f"  {step.asset}[{step.partition_key}] {step.status} (attempt {step.attempt})"
+        + (f": {step.error}" if step.error else "")
+        for step in result.steps
+    ]
+    return "\n".join(lines)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of 1 or more."""
+    value = int(text)
+    if value < 1:
+        msg = f"{text} is not a positive integer"
+        raise ValueError(msg)
+    return value
+
+
+def check_wait(options: dict[str, Any]) -> None:
+    """``--wait SECONDS`` goes with ``--async`` only, and is 0 or more."""
+    if options["wait"] is not None and not options["is_async"]:
+        raise invalid("--wait needs --async (a run here always runs to its end)")
+    if options["wait"] is not None and options["wait"] < 0:
+        raise invalid(f"--wait must be 0 or more seconds, got {options['wait']:g}")
+
+
 def result_json(result: RunResult) -> str:
     """``result_data`` as a JSON text."""
     return json.dumps(result_data(result))

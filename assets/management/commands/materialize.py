@@ -41,10 +41,7 @@ class Command(cli.FlowStoneCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         """Start the run, then report it."""
         asset = options["asset"]
-        if options["wait"] is not None and not options["is_async"]:
-            raise cli.invalid("--wait needs --async (a run here always runs to its end)")
-        if options["wait"] is not None and options["wait"] < 0:
-            raise cli.invalid(f"--wait must be 0 or more seconds, got {options['wait']:g}")
+        cli.check_wait(options)
         partition = cli.parse_partition(asset, options["partition"], options["partition_key"])
         run_options: dict[str, Any] = {
             "config": cli.parse_json_option(options["config"], "--config"),
@@ -78,14 +75,4 @@ class Command(cli.FlowStoneCommand):
         cli.finish(result)
 
     def _report(self, result: RunResult, *, as_json: bool) -> None:
-        self.stdout.write(cli.result_json(result) if as_json else self._table(result))
-
-    @staticmethod
-    def _table(result: RunResult) -> str:
-        lines = [f"run {result.run_id}: {result.status}"]
-        lines += [
-            f"  {step.asset}[{step.partition_key}] {step.status} (attempt {step.attempt})"
-            + (f": {step.error}" if step.error else "")
-            for step in result.steps
-        ]
-        return "\n".join(lines)
+        self.stdout.write(cli.result_json(result) if as_json else cli.result_table(result))

@@ -23,18 +23,8 @@ if TYPE_CHECKING:
 
     from django.core.management.base import CommandParser
 
-    from flowstone.results import RunResult
 
 DEFAULT_LIMIT: Final = 20
-
-
-def _limit(text: str) -> int:
-    """An argparse type: 1 or more."""
-    value = int(text)
-    if value < 1:
-        msg = f"{text} is not a positive integer"
-        raise ValueError(msg)
-    return value
 
 
 class Command(cli.FlowStoneCommand):
@@ -60,7 +50,10 @@ class Command(cli.FlowStoneCommand):
             "--status", choices=[str(s) for s in RunStatus], help="Only runs with this status."
         )
         listing.add_argument(
-            "--limit", type=_limit, default=DEFAULT_LIMIT, help="How many (default: %(default)s)."
+            "--limit",
+            type=cli.positive_int,
+            default=DEFAULT_LIMIT,
+            help="How many (default: %(default)s).",
         )
         cli.add_json_argument(listing)
 
@@ -165,10 +158,7 @@ class Command(cli.FlowStoneCommand):
                 self.stdout.write(_attempt_text(attempt))
 
     def _reexecute(self, options: dict[str, Any]) -> None:
-        if options["wait"] is not None and not options["is_async"]:
-            raise cli.invalid("--wait needs --async (a run here always runs to its end)")
-        if options["wait"] is not None and options["wait"] < 0:
-            raise cli.invalid(f"--wait must be 0 or more seconds, got {options['wait']:g}")
+        cli.check_wait(options)
         progress = RunProgress(
             self.stderr,
             label="reexecute",
@@ -179,7 +169,9 @@ class Command(cli.FlowStoneCommand):
                 options["run_id"], progress=progress.step_ended, requested_by="cli"
             )
             progress.close(result.status)
-            self.stdout.write(cli.result_json(result) if options["json"] else _summary(result))
+            self.stdout.write(
+                cli.result_json(result) if options["json"] else cli.result_table(result)
+            )
             cli.finish(result)
             return
         handle = api.reexecute_async(options["run_id"], requested_by="cli")
@@ -188,7 +180,7 @@ class Command(cli.FlowStoneCommand):
             return
         status = follow_run(handle.run_id, progress, timeout=options["wait"])
         result = load_run_result(handle.run_id)
-        self.stdout.write(cli.result_json(result) if options["json"] else _summary(result))
+        self.stdout.write(cli.result_json(result) if options["json"] else cli.result_table(result))
         if status not in WAIT_ENDS_AT:
             raise cli.still_running(handle.run_id, options["wait"])
         cli.finish(result)
@@ -201,17 +193,6 @@ class Command(cli.FlowStoneCommand):
             if options["json"]
             else f"run {run_id}: {canceled} step(s) canceled"
         )
-
-
-def _summary(result: RunResult) -> str:
-    """A re-execution's new run and its steps, one line each."""
-    lines = [f"run {result.run_id}: {result.status}"]
-    lines += [
-        f"  {step.asset}[{step.partition_key}] {step.status} (attempt {step.attempt})"
-        + (f": {step.error}" if step.error else "")
-        for step in result.steps
-    ]
-    return "\n".join(lines)
 
 
 def _attempt_data(attempt: StepAttempt) -> dict[str, Any]:

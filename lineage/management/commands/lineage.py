@@ -30,15 +30,6 @@ QUERIES: Final[dict[str, Callable[..., LineageResult | ImpactResult]]] = {
 }
 
 
-def _positive(text: str) -> int:
-    """An argparse type: a positive integer."""
-    value = int(text)
-    if value < 1:
-        msg = f"{text} is not a positive integer"
-        raise ValueError(msg)
-    return value
-
-
 class Command(cli.FlowStoneCommand):
     """Show the lineage of an asset partition as a tree, or as JSON."""
 
@@ -61,7 +52,9 @@ class Command(cli.FlowStoneCommand):
             help="Partition as text, read by the asset's partitions definition (e.g. 2025-12-01).",
         )
         parser.add_argument("--direction", choices=sorted(QUERIES), default="upstream")
-        parser.add_argument("--depth", type=_positive, help="Follow at most this many edges.")
+        parser.add_argument(
+            "--depth", type=cli.positive_int, help="Follow at most this many edges."
+        )
         parser.add_argument("--json", action="store_true", help="Print the answer as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
