@@ -12,7 +12,15 @@ pytestmark = pytest.mark.embedded
 
 
 def test_all_is_pinned() -> None:
-    assert api_errors.__all__ == ["STATUS_CODES", "exception_handler", "status_code_for"]
+    assert api_errors.__all__ == [
+        "ERROR_CODES",
+        "STATUS_CODES",
+        "ErrorSerializer",
+        "FieldErrorsSerializer",
+        "error_response",
+        "exception_handler",
+        "status_code_for",
+    ]
 
 
 @pytest.mark.parametrize(
