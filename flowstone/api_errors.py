@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from django.http import JsonResponse
+from django.views import defaults
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -41,6 +43,8 @@ from flowstone.errors import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from django.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,33 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         logger.error("%s answered %d", type(exc).__name__, code, exc_info=exc)
     set_rollback()
     return Response({"detail": exc.message, "kind": exc.kind}, status=code)
+
+
+API_PREFIX: Final = "/api/"
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's ``handler404``: an ``Error`` body under ``/api/``, the HTML page elsewhere.
+
+    A URL no route matches (``/api/approvals/1.5/``) never reaches DRF, so without this an API
+    client would get an HTML page where the schema promises JSON.
+    """
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's ``handler400``: an ``Error`` body under ``/api/``, the HTML page elsewhere.
+
+    Django answers a request it refuses before DRF parses it (a form body over
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` or ``DATA_UPLOAD_MAX_MEMORY_SIZE``) with a 400 of its own;
+    it has already logged it to ``django.security``.
+    """
+    if request.path.startswith(API_PREFIX):
+        detail = "The request body is too large or has too many fields."
+        return JsonResponse({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
+    return defaults.bad_request(request, exception)
 
 
 class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -130,7 +161,9 @@ __all__ = [
     "STATUS_CODES",
     "ErrorSerializer",
     "FieldErrorsSerializer",
+    "bad_request",
     "error_response",
     "exception_handler",
+    "not_found",
     "status_code_for",
 ]

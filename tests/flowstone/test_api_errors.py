@@ -17,8 +17,10 @@ def test_all_is_pinned() -> None:
         "STATUS_CODES",
         "ErrorSerializer",
         "FieldErrorsSerializer",
+        "bad_request",
         "error_response",
         "exception_handler",
+        "not_found",
         "status_code_for",
     ]
 
