@@ -102,11 +102,11 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Django's ``handler400``: an ``Error`` body under ``/api/``, the HTML page elsewhere.
 
     Django answers a request it refuses before DRF parses it (a form body over
-    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` or ``DATA_UPLOAD_MAX_MEMORY_SIZE``) with a 400 of its own;
-    it has already logged it to ``django.security``.
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` or ``DATA_UPLOAD_MAX_MEMORY_SIZE``, a Host not in
+    ``ALLOWED_HOSTS``) with a 400 of its own; it has already logged it to ``django.security``.
     """
     if request.path.startswith(API_PREFIX):
-        detail = "The request body is too large or has too many fields."
+        detail = "Bad request: a body too large or with too many fields, or a bad Host header."
         return JsonResponse({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
     return defaults.bad_request(request, exception)
 

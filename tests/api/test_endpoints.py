@@ -208,7 +208,8 @@ def test_token_authentication(users: dict[str, User | None]) -> None:
     assert client.get("/api/assets/").status_code == 200
     client.credentials(HTTP_AUTHORIZATION="Token wrong")
     refused = client.get("/api/assets/")
-    assert refused.status_code in (401, 403)
+    assert refused.status_code == 401
+    assert refused["WWW-Authenticate"] == "Token"
     assert refused.json() == {"detail": "Invalid token."}
 
 

@@ -38,7 +38,9 @@ def test_a_form_body_django_refuses_is_a_json_400(client: APIClient) -> None:
     fields = {f"f{i}": "x" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
     response = client.post("/api/runs/", fields)  # multipart, one field too many
     assert response.status_code == 400
-    assert response.json() == {"detail": "The request body is too large or has too many fields."}
+    assert response.json() == {
+        "detail": "Bad request: a body too large or with too many fields, or a bad Host header."
+    }
 
 
 def test_outside_the_api_django_keeps_its_html_400() -> None:
