@@ -1,16 +1,19 @@
-"""DRF endpoints for approvals: list, detail and decide."""
+"""DRF endpoints for approvals: list (paginated by page number), detail and decide."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from rest_framework import mixins, permissions, serializers, viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from approvals import services
 from approvals.models import Approval
+from flowstone.api_errors import error_response
 from flowstone.execution.resume import continue_after_decision
+from flowstone.filters import FilterSerializer, choice_filter
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -18,8 +21,13 @@ if TYPE_CHECKING:
     from rest_framework.views import APIView
 
 
+DECISIONS: Final = ("approve", "modify", "reject")
+
+
 class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    """An approval as the API shows it."""
+    """An approval as the API shows it; ``run_id`` is the ``id`` of the run it holds."""
+
+    run_id = serializers.UUIDField(read_only=True, help_text="The id of the approval's run.")
 
     class Meta:
         model = Approval
@@ -27,7 +35,7 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "id",
             "asset",
             "partition_key",
-            "run",
+            "run_id",
             "status",
             "message",
             "proposed_value",
@@ -46,7 +54,7 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A decision: ``approve``, ``modify`` (with ``value``) or ``reject`` (with ``reason``)."""
 
-    decision = serializers.ChoiceField(choices=("approve", "modify", "reject"))
+    decision = serializers.ChoiceField(choices=DECISIONS)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     value = serializers.JSONField(required=False)
 
@@ -78,6 +86,12 @@ class ViewApprovals(permissions.DjangoModelPermissions):
         }
 
 
+class ApprovalFilters(FilterSerializer):
+    """The filters of ``GET /api/approvals/``."""
+
+    status = choice_filter(Approval.Status.choices, help_text="Only approvals in this status.")
+
+
 class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
     """List approvals (``?status=pending``), show one, and decide it."""
 
@@ -85,13 +99,20 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     permission_classes = (permissions.IsAuthenticated, ViewApprovals)
 
     def get_queryset(self) -> QuerySet[Approval]:
-        """Approvals, filtered by ``status`` when given."""
-        queryset = Approval.objects.all().order_by("requested_at", "id")
-        wanted = self.request.query_params.get("status")
-        if wanted:
-            queryset = queryset.filter(status=wanted)
-        return queryset
+        """Approvals, oldest request first."""
+        return Approval.objects.all().order_by("requested_at", "id")
 
+    @extend_schema(parameters=[ApprovalFilters])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Approvals, oldest request first, filtered by ``status``."""
+        approvals = ApprovalFilters.apply(self.get_queryset(), request.query_params)
+        page = self.paginate_queryset(approvals)
+        return self.get_paginated_response(ApprovalSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=DecisionSerializer,
+        responses={200: ApprovalSerializer, 409: error_response(status.HTTP_409_CONFLICT)},
+    )
     @action(
         detail=True,
         methods=["post"],

@@ -1,21 +1,23 @@
-"""DRF endpoints: assets and their graph, runs (start, status, cancel), materializations."""
+"""DRF endpoints: assets and their graph, runs (start, status, cancel), materializations.
+
+Every list is paginated (``flowstone.pagination``) and filtered by a ``FilterSerializer`` that
+also documents its query parameters; a step or materialization names its run as ``run_id``.
+"""
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError
 from django.db.models import Prefetch
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from assets import services
-from assets.models import Materialization, Run, StepAttempt
+from assets.models import ASSET_NAME_LENGTH, Materialization, Run, StepAttempt
 from assets.serializers import (
     AssetSerializer,
     GraphSerializer,
@@ -25,9 +27,18 @@ from assets.serializers import (
     StepSerializer,
 )
 from flowstone import api
+from flowstone.api_errors import error_response
 from flowstone.errors import ValidationFailedError
+from flowstone.filters import FilterSerializer, choice_filter
 from flowstone.inputs import validate_text
-from flowstone.partitions import decode_partition_key
+from flowstone.openapi import RUN_STATUSES, STEP_STATUSES
+from flowstone.pagination import (
+    NewestFirstPagination,
+    PageNumberPagination,
+    RunPagination,
+    StepPagination,
+)
+from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, decode_partition_key
 from flowstone.registry import get_registry
 
 if TYPE_CHECKING:
@@ -39,6 +50,50 @@ if TYPE_CHECKING:
     from flowstone.partitions import PartitionValue
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+RUN_FILTER_REMOVED_IN = "0.3.0"
+"""The release that drops the ``?run=`` materialization filter (renamed ``?run_id=``)."""
+
+
+class RunFilters(FilterSerializer):
+    """The filters of ``GET /api/runs/``."""
+
+    status = choice_filter(RUN_STATUSES, help_text="Only runs in this status.")
+
+
+class StepFilters(FilterSerializer):
+    """The filters of ``GET /api/runs/{id}/steps/``."""
+
+    status = choice_filter(STEP_STATUSES, help_text="Only steps in this status.")
+
+
+class MaterializationFilters(FilterSerializer):
+    """The filters of ``GET /api/materializations/``; ``run`` is the old name of ``run_id``."""
+
+    blank_values = frozenset({"partition_key"})
+
+    asset = serializers.CharField(
+        required=False, allow_blank=True, max_length=ASSET_NAME_LENGTH, help_text="Asset name."
+    )
+    partition_key = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=MAX_PARTITION_KEY_LENGTH,
+        help_text="Encoded partition key; empty for an unpartitioned asset.",
+    )
+    status = choice_filter(STEP_STATUSES, help_text="Only materializations in this status.")
+    run_id = serializers.UUIDField(required=False, help_text="The id of their run.")
+    run = serializers.UUIDField(
+        required=False,
+        help_text=f"Deprecated name of run_id, removed in {RUN_FILTER_REMOVED_IN}.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """``run`` is ``run_id`` under its old name; giving both, they must agree."""
+        old = attrs.pop("run", None)
+        if old is not None and attrs.setdefault("run_id", old) != old:
+            raise serializers.ValidationError({"run": "Give run_id or run, not both."})
+        return attrs
 
 
 class ReadWithViewPermission(permissions.DjangoModelPermissions):
@@ -73,15 +128,25 @@ class AssetViewSet(viewsets.ViewSet):
     """The registry's assets (read-only; definitions live in code)."""
 
     permission_classes = (permissions.IsAuthenticated,)
+    pagination_class = PageNumberPagination
     lookup_value_regex = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 
     @extend_schema(responses=AssetSerializer(many=True))
     def list(self, request: Request) -> Response:
-        """Every asset, in topological order."""
+        """Every asset, in topological order, a page at a time."""
         registry = get_registry()
-        return Response([_asset_data(registry.get(name)) for name in registry.graph.order])
+        paginator = self.pagination_class()
+        # DRF pages any sequence; its stubs only say QuerySet.
+        names: list[str] | None = paginator.paginate_queryset(
+            list(registry.graph.order),  # type: ignore[arg-type]
+            request,
+            view=self,
+        )
+        return paginator.get_paginated_response(
+            [_asset_data(registry.get(name)) for name in names or ()]
+        )
 
-    @extend_schema(responses=AssetSerializer)
+    @extend_schema(responses={200: AssetSerializer, 404: error_response(404)})
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         """One asset; 404 for an unknown name."""
         return Response(_asset_data(get_registry().get(str(pk))))
@@ -114,18 +179,29 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     serializer_class = RunSerializer
     permission_classes = (permissions.IsAuthenticated,)
+    pagination_class = RunPagination
 
     def get_queryset(self) -> QuerySet[Run]:
         """Every run for users who may view runs; otherwise only the user's own."""
         runs = Run.objects.order_by("-created_at", "-id")
         if not self.request.user.has_perm("assets.view_run"):
             runs = runs.filter(requested_by=self.request.user.get_username())
-        wanted = self.request.query_params.get("status")
-        return runs.filter(status=wanted) if wanted else runs
+        return runs
+
+    @extend_schema(parameters=[RunFilters])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Runs you may see, newest first, filtered by ``status``."""
+        runs = RunFilters.apply(self.get_queryset(), request.query_params)
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(RunSerializer(page, many=True).data)
 
     @extend_schema(
         request=StartRunSerializer,
-        responses={201: RunSerializer, 200: RunSerializer},
+        responses={
+            201: RunSerializer,
+            200: RunSerializer,
+            404: error_response(status.HTTP_404_NOT_FOUND),
+        },
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request) -> Response:
@@ -190,15 +266,19 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         )
         return start(definition.name, partition, **options)
 
-    @extend_schema(responses=StepSerializer(many=True))
-    @action(detail=True)
+    @extend_schema(responses=StepSerializer(many=True), parameters=[StepFilters])
+    @action(detail=True, pagination_class=StepPagination)
     def steps(self, request: Request, pk: str | None = None) -> Response:
-        """The run's steps."""
+        """The run's steps in planned order, a page at a time, filtered by ``status``."""
         run = self.get_object()
-        steps = Materialization.objects.filter(run=run).order_by("id")
-        return Response(StepSerializer(steps, many=True).data)
+        steps = StepFilters.apply(Materialization.objects.filter(run=run), request.query_params)
+        page = self.paginate_queryset(steps)
+        return self.get_paginated_response(StepSerializer(page, many=True).data)
 
-    @extend_schema(request=None, responses={201: RunSerializer})
+    @extend_schema(
+        request=None,
+        responses={201: RunSerializer, 409: error_response(status.HTTP_409_CONFLICT)},
+    )
     @action(detail=True, methods=["post"])
     def reexecute(self, request: Request, pk: str | None = None) -> Response:
         """Re-execute a finished run from its failures, on the workers.
@@ -229,46 +309,43 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return Response(RunSerializer(services.get_run(run.pk)).data)
 
 
-class MaterializationPagination(CursorPagination):
-    """Newest first, stable under inserts."""
-
-    ordering = "-id"
-    page_size = 100
-
-
 class MaterializationViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,  # type: ignore[type-arg]
 ):
-    """Materializations, filtered by ``asset``, ``partition_key``, ``status`` and ``run``."""
+    """Materializations, newest first, filtered by asset, partition key, status and run."""
 
     serializer_class = StepSerializer
-    pagination_class = MaterializationPagination
+    pagination_class = NewestFirstPagination
     permission_classes = (permissions.IsAuthenticated, ReadWithViewPermission)
-    filter_fields = ("asset", "partition_key", "status", "run")
+    queryset = Materialization.objects.all()
 
     def get_serializer_class(self) -> type[StepSerializer]:
         """One materialization shows its kept attempts (errors, tracebacks, logs); lists do not."""
         return StepDetailSerializer if self.action == "retrieve" else StepSerializer
 
     def get_queryset(self) -> QuerySet[Materialization]:
-        """Filtered by the query parameters given; a malformed run id is a 400."""
+        """With its kept attempts, newest first, for one materialization."""
         if self.action == "retrieve":
             return Materialization.objects.prefetch_related(
                 Prefetch("attempt_history", StepAttempt.objects.order_by("-attempt"))
             )
-        rows = Materialization.objects.all()
-        for name in self.filter_fields:
-            value = self.request.query_params.get(name)
-            if value is None:
-                continue
-            if "\x00" in value:
-                raise ValidationError({name: ["NUL characters are not allowed."]})
-            if name == "run":
-                try:
-                    value = str(uuid.UUID(value))
-                except ValueError as exc:
-                    raise ValidationError({"run": ["Not a run id."]}) from exc
-            rows = rows.filter(**{name: value})
-        return rows
+        return Materialization.objects.all()
+
+    @extend_schema(
+        parameters=[
+            MaterializationFilters,
+            OpenApiParameter(
+                "run",
+                OpenApiTypes.UUID,
+                deprecated=True,
+                description=f"Old name of run_id, removed in {RUN_FILTER_REMOVED_IN}.",
+            ),
+        ]
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Materializations matching every filter given; a malformed filter is a 400."""
+        rows = MaterializationFilters.apply(self.get_queryset(), request.query_params)
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(StepSerializer(page, many=True).data)

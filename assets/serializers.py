@@ -72,13 +72,15 @@ class StartRunSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class StepSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    """A step (materialization) of a run."""
+    """A step (materialization) of a run; ``run_id`` is the ``id`` of its run."""
+
+    run_id = serializers.UUIDField(read_only=True, help_text="The id of the step's run.")
 
     class Meta:
         model = Materialization
         fields: tuple[str, ...] = (
             "id",
-            "run",
+            "run_id",
             "asset",
             "partition_key",
             "status",

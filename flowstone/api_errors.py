@@ -6,6 +6,11 @@ Views raise; they do not map errors to status codes. ``exception_handler`` is
 (an unlisted subclass takes its base's code); anything else goes to DRF's own handler (its
 ``APIException``, ``Http404`` and ``PermissionDenied``), and what that leaves is a server error.
 A ``FlowStoneError`` answered with a 5xx code is logged with its traceback first.
+
+The bodies are described for the OpenAPI schema by ``ErrorSerializer`` (``{"detail", "kind"}``,
+``kind`` present for a ``FlowStoneError``) and ``FieldErrorsSerializer`` (a 400's
+``{field: [message, ...]}``); ``error_response(code)`` is the documented response of each status
+code, which ``flowstone.openapi.AutoSchema`` adds to every operation that can answer it.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from rest_framework import status
+from django.http import JsonResponse
+from django.views import defaults
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from flowstone.errors import (
+    ERROR_KINDS,
     ApprovalDecidedError,
     ApprovalForbiddenError,
     ApprovalNotFoundError,
@@ -35,6 +44,8 @@ from flowstone.errors import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from django.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger(__name__)
 
@@ -75,4 +86,86 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response({"detail": exc.message, "kind": exc.kind}, status=code)
 
 
-__all__ = ["STATUS_CODES", "exception_handler", "status_code_for"]
+API_PREFIX: Final = "/api/"
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's ``handler404``: an ``Error`` body under ``/api/``, the HTML page elsewhere.
+
+    A URL no route matches (``/api/approvals/1.5/``) never reaches DRF, so without this an API
+    client would get an HTML page where the schema promises JSON.
+    """
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's ``handler400``: an ``Error`` body under ``/api/``, the HTML page elsewhere.
+
+    Django answers a request it refuses before DRF parses it (a form body over
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` or ``DATA_UPLOAD_MAX_MEMORY_SIZE``, a Host not in
+    ``ALLOWED_HOSTS``) with a 400 of its own; it has already logged it to ``django.security``.
+    """
+    if request.path.startswith(API_PREFIX):
+        detail = "Bad request: a body too large or with too many fields, or a bad Host header."
+        return JsonResponse({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
+    return defaults.bad_request(request, exception)
+
+
+class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """An error: ``{"detail": message}``, with ``kind`` when it is a ``FlowStoneError``."""
+
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+    kind = serializers.ChoiceField(
+        choices=sorted(ERROR_KINDS),
+        required=False,
+        help_text="The FlowStoneError's kind; absent for authentication, permission, "
+        "not-found and parse errors.",
+    )
+
+
+class FieldErrorsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Invalid fields or query parameters: ``{name: [message, ...]}``, nested for nested fields.
+
+    Its schema is ``flowstone.openapi.FieldErrorsExtension``'s: the field names vary.
+    """
+
+
+_DESCRIPTIONS: Final[Mapping[int, str]] = {
+    status.HTTP_400_BAD_REQUEST: "Invalid input: field errors ({name: [message]}), or a "
+    '{"detail", "kind"} error (a malformed body, or input refused by a FlowStoneError).',
+    status.HTTP_401_UNAUTHORIZED: "No credentials, or a bad token.",
+    status.HTTP_403_FORBIDDEN: "Not allowed: a missing permission (or, with session "
+    "authentication, a missing CSRF token).",
+    status.HTTP_404_NOT_FOUND: "No such object (or not visible to you), or a bad page cursor.",
+    status.HTTP_409_CONFLICT: "The object is no longer in a state that allows this.",
+}
+ERROR_CODES: Final = tuple(_DESCRIPTIONS)
+"""The error status codes the API documents."""
+
+
+def error_response(code: int) -> OpenApiResponse:
+    """The documented response of an error status ``code`` (one of ``ERROR_CODES``)."""
+    if code == status.HTTP_400_BAD_REQUEST:
+        body: Any = PolymorphicProxySerializer(
+            component_name="BadRequest",
+            serializers=[FieldErrorsSerializer, ErrorSerializer],
+            resource_type_field_name=None,
+        )
+    else:
+        body = ErrorSerializer
+    return OpenApiResponse(body, description=_DESCRIPTIONS[code])
+
+
+__all__ = [
+    "ERROR_CODES",
+    "STATUS_CODES",
+    "ErrorSerializer",
+    "FieldErrorsSerializer",
+    "bad_request",
+    "error_response",
+    "exception_handler",
+    "not_found",
+    "status_code_for",
+]

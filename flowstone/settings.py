@@ -187,12 +187,16 @@ with contextlib.suppress(OSError):  # WhiteNoise warns about a missing STATIC_RO
 
 # The API: session (the admin's login) or token authentication; authenticated users only.
 REST_FRAMEWORK = {
+    # Token first: a request without credentials is a 401 with ``WWW-Authenticate: Token``.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus each operation's error responses (401/403/404/400).
+    "DEFAULT_SCHEMA_CLASS": "flowstone.openapi.AutoSchema",
+    # Every list is paginated (ADR 0024): by page number here, by cursor for the big tables.
+    "DEFAULT_PAGINATION_CLASS": "flowstone.pagination.PageNumberPagination",
     # DRF's defaults, with a JSON parser that refuses bodies nested too deep (a 400, not a 500).
     "DEFAULT_PARSER_CLASSES": [
         "flowstone.parsers.JSONParser",
@@ -209,6 +213,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema documents the API, not the endpoint that serves it.
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Stable enum component names, whatever other field shares a name or a choice set.
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "flowstone.openapi.RUN_KINDS",
+        "RunStatusEnum": "flowstone.openapi.RUN_STATUSES",
+        "StepStatusEnum": "flowstone.openapi.STEP_STATUSES",
+        "ApprovalStatusEnum": "approvals.models.Approval.Status",
+        "DecisionEnum": "approvals.api.DECISIONS",
+        "TickKindEnum": "schedules.models.Tick.Kind",
+        "TickStatusEnum": "schedules.models.Tick.Status",
+        "ErrorKindEnum": "flowstone.errors.ERROR_KINDS",
+    },
 }
 
 LOG_FORMAT = os.environ.get("FLOWSTONE_LOG_FORMAT", "plain")

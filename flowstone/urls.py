@@ -19,3 +19,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/lineage/", include("lineage.urls")),
 ]
+
+# A URL no route matches, or a body Django refuses, answers JSON under /api/ like every API error.
+handler400 = "flowstone.api_errors.bad_request"
+handler404 = "flowstone.api_errors.not_found"

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from assets.models import ASSET_NAME_LENGTH
+from flowstone.api_errors import error_response
 from flowstone.errors import PartitionKeyError
 from flowstone.partitions import MAX_PARTITION_KEY_LENGTH
 from lineage import queries
@@ -97,9 +98,9 @@ def _documented(
             parameters=[params],
             responses={
                 200: OpenApiResponse(OpenApiTypes.OBJECT, description=answer),
-                400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field errors."),
+                400: error_response(status.HTTP_400_BAD_REQUEST),
                 404: OpenApiResponse(
-                    OpenApiTypes.OBJECT,
+                    error_response(status.HTTP_404_NOT_FOUND).response,
                     description="Unknown asset, or no successful materialization to start from.",
                 ),
             },

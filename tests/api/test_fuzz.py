@@ -1,12 +1,18 @@
-"""Property-based fuzzing of every operation in the OpenAPI schema: no server errors, ever.
+"""Schema-driven fuzzing of every operation in the OpenAPI schema: only documented answers.
 
-Besides schemathesis' generated cases, every operation is swept with the inputs that used to
-reach the database or the JSON parser unchecked: NUL characters and lone surrogates in every
-field, query parameter and path parameter, bodies nested 100,000 deep, and non-object JSON bodies.
+Schemathesis generates cases (valid and invalid bodies, query, path and header parameters) from
+the schema the app serves and calls the Django app in process through WSGI, on real PostgreSQL.
+Every answer must be a status code the schema documents for that operation (never a 5xx), with
+the documented content type and, where the schema describes it, body (the error handler's
+``Error``/``BadRequest`` shapes included). Besides those generated cases, every operation is swept
+with the inputs that used to reach the database or the JSON parser unchecked: NUL characters and
+lone surrogates in every field, query parameter and path parameter, bodies nested 100,000 deep,
+and non-object JSON bodies; their answers are held to the same documented status codes.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -54,20 +60,41 @@ def token(use_definitions: UseDefinitions) -> Iterator[str]:
         request_finished.connect(close_old_connections)
 
 
+@pytest.fixture
+def _transport_files() -> Iterator[None]:
+    """Collect the transport's unclosed spool files while this test's warning filter applies.
+
+    Left to the garbage collector, they would be finalized, and their ResourceWarning reported,
+    during whichever test happens to run next.
+    """
+    yield
+    gc.collect()
+
+
 # The in-process WSGI transport (werkzeug's test client) spools some generated bodies to temporary
 # files it does not close; that ResourceWarning is the transport's, not the application's.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.usefixtures("_transport_files")
 @schema.parametrize()
 @settings(
     max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_no_operation_answers_with_a_server_error(case: Any, token: str) -> None:
+def test_every_operation_answers_only_documented_responses(case: Any, token: str) -> None:
     case.call_and_validate(
         headers={"Authorization": f"Token {token}"},
-        checks=[schemathesis.checks.not_a_server_error],
+        checks=[
+            schemathesis.checks.not_a_server_error,
+            schemathesis.checks.status_code_conformance,
+            schemathesis.checks.content_type_conformance,
+            schemathesis.checks.response_schema_conformance,
+        ],
     )
+
+
+def _documented_codes(path: str, method: str) -> set[int]:
+    return {int(code) for code in _document["paths"][path][method]["responses"]}
 
 
 _METHODS = ("get", "post", "put", "patch", "delete")
@@ -119,7 +146,7 @@ def _path_values(run_id: str, approval_id: int) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize(("path", "method"), _OPERATIONS, ids=[f"{m} {p}" for p, m in _OPERATIONS])
-def test_no_operation_answers_bad_input_with_a_server_error(
+def test_no_operation_answers_bad_input_with_an_undocumented_status(
     path: str, method: str, token: str
 ) -> None:
     result = flowstone.materialize_all("g_ledger", "large", requested_by="someone")
@@ -139,5 +166,6 @@ def test_no_operation_answers_bad_input_with_a_server_error(
                 name: send(url, body, content_type="application/json")
                 for name, body in _BODIES.items()
             }
+        documented = _documented_codes(path, method)
         for name, response in answers.items():
-            assert response.status_code < 500, (url, name, response.content[:300])
+            assert response.status_code in documented, (url, name, response.content[:300])

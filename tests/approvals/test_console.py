@@ -185,7 +185,8 @@ def test_api_lists_and_decides(reviewer: User) -> None:
     approval = _pending()
     listing = _api(reviewer).get("/api/approvals/?status=pending")
     assert listing.status_code == 200
-    assert [a["id"] for a in listing.json()] == [approval.pk]
+    assert [a["id"] for a in listing.json()["results"]] == [approval.pk]
+    assert listing.json()["results"][0]["run_id"] == str(approval.run_id)
     decided = _api(reviewer).post(
         f"/api/approvals/{approval.pk}/decide/",
         {"decision": "modify", "value": {"account": "large", "amount": 1}},

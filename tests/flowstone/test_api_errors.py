@@ -12,7 +12,17 @@ pytestmark = pytest.mark.embedded
 
 
 def test_all_is_pinned() -> None:
-    assert api_errors.__all__ == ["STATUS_CODES", "exception_handler", "status_code_for"]
+    assert api_errors.__all__ == [
+        "ERROR_CODES",
+        "STATUS_CODES",
+        "ErrorSerializer",
+        "FieldErrorsSerializer",
+        "bad_request",
+        "error_response",
+        "exception_handler",
+        "not_found",
+        "status_code_for",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -170,7 +170,7 @@ def test_the_api_shows_a_materialization_with_its_attempts_and_lists_without_the
     step = Materialization.objects.get(run_id=result.run_id, asset="d_flaky")
 
     detail = admin_client.get(f"/api/materializations/{step.pk}/").json()
-    listed = admin_client.get(f"/api/materializations/?run={result.run_id}").json()
+    listed = admin_client.get(f"/api/materializations/?run_id={result.run_id}").json()
 
     assert [(a["attempt"], a["outcome"]) for a in detail["attempts"]] == [
         (2, "succeeded"),

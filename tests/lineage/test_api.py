@@ -146,4 +146,4 @@ def test_the_openapi_schema_lists_the_queries_and_their_parameters(api: APIClien
         names = {parameter["name"] for parameter in get["parameters"]}
         expected = {"asset", "partition_key", "materialization_id"}
         assert names == (expected if query == "staleness" else expected | {"depth"})
-        assert set(get["responses"]) == {"200", "400", "404"}
+        assert set(get["responses"]) == {"200", "400", "401", "404"}
