@@ -9,6 +9,7 @@ from rest_framework import serializers
 from assets.models import Materialization, Run, StepAttempt
 
 RUN_KINDS: Final = ("materialize", "materialize_all", "backfill")
+"""The kinds of run ``POST /api/runs/`` starts (a re-execution has its own endpoint)."""
 MAX_PARTITIONS_PER_REQUEST: Final = 10_000
 
 

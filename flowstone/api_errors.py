@@ -140,6 +140,8 @@ _DESCRIPTIONS: Final[Mapping[int, str]] = {
     "authentication, a missing CSRF token).",
     status.HTTP_404_NOT_FOUND: "No such object (or not visible to you), or a bad page cursor.",
     status.HTTP_409_CONFLICT: "The object is no longer in a state that allows this.",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The body's content type is not one the operation "
+    "reads (JSON, a form, or multipart), or it could not be told from the request.",
 }
 ERROR_CODES: Final = tuple(_DESCRIPTIONS)
 """The error status codes the API documents."""

@@ -9,7 +9,8 @@ them by hand:
 - 403 when the method writes (a session needs its CSRF token; writes check permissions) or the
   view checks permissions beyond authentication;
 - 404 when the path names an object, or the list is paginated (a bad cursor or page);
-- 400 when the operation takes a body or query parameters (field errors, a bad ``page_size``).
+- 400 when the operation takes a body or query parameters (field errors, a bad ``page_size``);
+- 415 when it takes a body (a content type no parser reads).
 
 A view declares any other code it answers (a ``409``, a ``404`` for a name in the body) with
 ``extend_schema(responses={..., 409: error_response(409)})``; a declared response wins.
@@ -52,6 +53,7 @@ class AutoSchema(openapi.AutoSchema):
             codes.add(status.HTTP_404_NOT_FOUND)
         if self.method in _BODY_METHODS and self.get_request_serializer() is not None:
             codes.add(status.HTTP_400_BAD_REQUEST)
+            codes.add(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
         if any(p.get("in") == "query" for p in self._get_parameters()):
             codes.add(status.HTTP_400_BAD_REQUEST)
         return codes

@@ -218,6 +218,8 @@ SPECTACULAR_SETTINGS = {
     # Stable enum component names, whatever other field shares a name or a choice set.
     "ENUM_NAME_OVERRIDES": {
         "RunKindEnum": "flowstone.openapi.RUN_KINDS",
+        "StartRunKindEnum": "assets.serializers.RUN_KINDS",
+        "AttemptOutcomeEnum": "assets.models.StepAttempt.Outcome",
         "RunStatusEnum": "flowstone.openapi.RUN_STATUSES",
         "StepStatusEnum": "flowstone.openapi.STEP_STATUSES",
         "ApprovalStatusEnum": "approvals.models.Approval.Status",

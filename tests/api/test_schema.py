@@ -46,10 +46,12 @@ def test_every_enum_has_a_stable_meaningful_name(document: dict[str, Any]) -> No
     enums = {name for name in document["components"]["schemas"] if name.endswith("Enum")}
     assert enums == {
         "ApprovalStatusEnum",
+        "AttemptOutcomeEnum",
         "DecisionEnum",
         "ErrorKindEnum",
         "RunKindEnum",
         "RunStatusEnum",
+        "StartRunKindEnum",
         "StepStatusEnum",
         "TickKindEnum",
         "TickStatusEnum",
