@@ -96,7 +96,11 @@ class Command(cli.FlowStoneCommand):
         return list(keys[begin:stop])
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Check the input, start the backfill and show its progress."""
+        """Check the input (the asset first), start the backfill and show its progress."""
+        try:
+            get_registry().get(options["asset"])
+        except FlowStoneError as exc:
+            raise cli.invalid_input(exc) from exc
         self._check_options(options)
         partitions = self._partitions(options)
         progress = RunProgress(
