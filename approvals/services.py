@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from assets.models import Materialization
+    from flowstone.step_log import StepLog
 
 DecisionName = Literal["approve", "modify", "reject"]
 DECISIONS: Final[dict[str, Approval.Status]] = {
@@ -72,13 +73,15 @@ def request_approval(
     value: Any,
     consumed: Sequence[int],
     timeout: dt.timedelta | None,
+    log: StepLog | None = None,
 ) -> Approval | None:
     """Record the approval request (once per materialization) and park the step, atomically.
 
     Returns ``None`` if this process no longer owns the step (nothing is recorded then).
+    ``log`` is what the attempt's asset logged while computing the value under review.
     """
     with transaction.atomic():
-        if not step_services.park_step(step, owner=owner).is_parked:
+        if not step_services.park_step(step, owner=owner, log=log).is_parked:
             return None
         now = timezone.now()
         Approval.objects.bulk_create(

@@ -206,7 +206,7 @@ class RunAdmin(ReadOnlyAdmin):
         """The run page's button: re-execute this run from failure, then show the new run."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if not self.has_launch_permission(request):
+        if not (self.has_launch_permission(request) and self.has_view_permission(request)):
             raise PermissionDenied
         actor = request.user.get_username()
         try:
@@ -312,6 +312,10 @@ class StepAttemptInline(admin.StackedInline):  # type: ignore[type-arg]
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Attempts are written by the engine only."""
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Whoever may view a step sees its attempts (as in the API)."""
+        return bool(request.user.has_perm("assets.view_materialization"))
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Attempts are written by the engine only."""

@@ -19,8 +19,10 @@ class AssetsConfig(AppConfig):
         from flowstone.checks import (  # noqa: PLC0415  # apps are loading
             check_definitions,
             check_fencing,
+            check_step_log,
         )
 
         checks.register(check_definitions, "flowstone")
         checks.register(check_fencing, "flowstone")
+        checks.register(check_step_log, "flowstone")
         checks.register(check_celery_settings, "flowstone")

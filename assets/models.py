@@ -184,6 +184,7 @@ class StepAttempt(models.Model):
         RETRIED = "retried", "failed, retried"
         LOST = "lost", "lease lost"
         CANCELED = "canceled"
+        PARKED = "parked", "waiting for approval"
 
     materialization = models.ForeignKey(
         Materialization, on_delete=models.CASCADE, related_name="attempt_history"

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 from django.core.checks import CheckMessage, Error, Warning  # noqa: A004  # Django's class
 
 from flowstone.conf import flowstone_settings
+from flowstone.errors import DefinitionError
 from flowstone.io.base import is_fenced
 from flowstone.registry import find_problems, load_io_managers
+from flowstone.step_log import parse_level, parse_max_chars
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,6 +27,27 @@ def check_definitions(
         Error(problem.message, hint=problem.hint, obj=problem.obj, id=problem.id)
         for problem in find_problems()
     ]
+
+
+def check_step_log(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001  # the check protocol
+    **kwargs: Any,  # noqa: ARG001  # the check protocol
+) -> list[CheckMessage]:
+    """E013: ``STEP_LOG_LEVEL`` and ``STEP_LOG_MAX_CHARS`` as a step's kept log reads them."""
+    errors: list[CheckMessage] = []
+    for name, parse in (("STEP_LOG_LEVEL", parse_level), ("STEP_LOG_MAX_CHARS", parse_max_chars)):
+        try:
+            parse(getattr(flowstone_settings, name))
+        except DefinitionError as exc:
+            errors.append(
+                Error(
+                    exc.message,
+                    hint="Fix it in settings.FLOWSTONE; every step that logs would fail.",
+                    obj=f"FLOWSTONE[{name!r}]",
+                    id="flowstone.E013",
+                )
+            )
+    return errors
 
 
 def check_fencing(

@@ -3,7 +3,7 @@
 A worker's own logging goes wherever the process's logging config sends it; this copy is kept
 with the attempt (``StepAttempt.log``) so the admin, the API and ``manage.py runs show`` can
 show what the asset said while it ran, next to the error it raised. The first
-``STEP_LOG_MAX_BYTES`` characters of records are kept; records past that are counted, not kept.
+``STEP_LOG_MAX_CHARS`` characters of records are kept; records past that are counted, not kept.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import traceback
 from typing import Any, Final
 
 from flowstone.conf import flowstone_settings
+from flowstone.errors import DefinitionError
 
 MAX_RECORD_TEXT: Final = 8_000
 RECORD_OVERHEAD: Final = 48  # the time and level of a record, roughly, in characters
@@ -42,13 +43,35 @@ def _text(level: int, msg: object, args: tuple[Any, ...], exc_info: Any) -> str:
     return text
 
 
+def parse_level(value: object) -> int:
+    """A logging level from ``STEP_LOG_LEVEL``: a number, or a level name in any case."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        level = logging.getLevelNamesMapping().get(value.strip().upper())
+        if level is not None:
+            return level
+    raise DefinitionError(
+        f"STEP_LOG_LEVEL must be a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL or a "
+        f"number), not {value!r}"
+    )
+
+
+def parse_max_chars(value: object) -> int:
+    """``STEP_LOG_MAX_CHARS``: an integer of 0 or more (0 keeps no record, only the count)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise DefinitionError(f"STEP_LOG_MAX_CHARS must be an integer of 0 or more, not {value!r}")
+
+
 class StepLog:
     """The bounded records of one attempt, safe to fill from several threads."""
 
     def __init__(self, *, max_chars: int | None = None, level: int | str | None = None) -> None:
-        self.max_chars = flowstone_settings.STEP_LOG_MAX_CHARS if max_chars is None else max_chars
-        chosen = flowstone_settings.STEP_LOG_LEVEL if level is None else level
-        self.level = logging.getLevelName(chosen) if isinstance(chosen, str) else chosen
+        self.max_chars = parse_max_chars(
+            flowstone_settings.STEP_LOG_MAX_CHARS if max_chars is None else max_chars
+        )
+        self.level = parse_level(flowstone_settings.STEP_LOG_LEVEL if level is None else level)
         self.records: list[dict[str, str]] = []
         self.dropped = 0
         self._used = 0

@@ -34,10 +34,12 @@ class WorkerHeartbeat:
 
         try:
             services.record_worker_heartbeat(self.hostname)
-        except DatabaseError:
-            # A database blip: drop the broken connection; the next beat tries again, and the
-            # window /health/ allows spans several beats.
-            logger.warning("could not record the heartbeat of worker %s", self.hostname)
+        except Exception:  # the beat must outlive any failure, or /health/ lies
+            # A database blip (or anything else): drop the connection; the next beat tries
+            # again, and the window /health/ allows spans several beats.
+            logger.warning(
+                "could not record the heartbeat of worker %s", self.hostname, exc_info=True
+            )
             connection.close()
 
     def _loop(self) -> None:

@@ -466,7 +466,8 @@ def _running(
         # The attempt too: a redelivered message can carry the same owner name.
         running = running.filter(lease_owner=owner, attempt=step.attempt)
     if expired_before is not None:
-        running = running.filter(lease_expires_at__lt=expired_before)
+        # The sweeper read the step before it locked the run: act on that attempt only.
+        running = running.filter(lease_expires_at__lt=expired_before, attempt=step.attempt)
     return running
 
 
@@ -708,20 +709,22 @@ class Parked:
     is_parked: bool
 
 
-def park_step(step: Materialization, *, owner: str) -> Parked:
+def park_step(step: Materialization, *, owner: str, log: StepLog | None = None) -> Parked:
     """``running -> waiting_approval``: the worker is free to go; nothing holds a slot.
 
     The caller records the approval in the same transaction. In a run being canceled the step
-    ends ``canceled`` instead (and no approval is requested).
+    ends ``canceled`` instead (and no approval is requested). The attempt computed the value
+    under review, so what its asset logged is kept (outcome ``parked``).
     """
     run = lock_run(step.run_id)
     if run.cancel_requested_at is not None:
-        return Parked(end=_cancel_running_locked(run, step, owner), is_parked=False)
+        return Parked(end=_cancel_running_locked(run, step, owner, log=log), is_parked=False)
     won = _running(step, owner).update(
         status=StepStatus.WAITING_APPROVAL, lease_owner="", lease_expires_at=None
     )
     if not won:
         return Parked(end=LOST, is_parked=False)
+    _record_attempt(step, StepAttempt.Outcome.PARKED, log=log)
     delta = Counter({StepCount.ACTIVE: -1, StepCount.WAITING: 1})
     ready = _release(run, delta)  # its slot (max_parallel, concurrency limit) is free again
     _settle(run, delta)
@@ -777,7 +780,7 @@ def _recover(step_id: int, now: Any) -> StepEnd:
             return LOST
         # Every branch below is conditional on the lease still being expired: no need to ask first.
         stale = Materialization.objects.filter(
-            pk=step.pk, status=StepStatus.RUNNING, lease_expires_at__lt=now
+            pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt, lease_expires_at__lt=now
         )
         if run.cancel_requested_at is not None:
             return _cancel_running_locked(run, step, None, expired_before=now)

@@ -334,7 +334,12 @@ def _user_call(definition: AssetDefinition, what: str, function: Any, *args: Any
 
 
 def _gate(
-    definition: AssetDefinition, step: Materialization, computed: _Computed, *, owner: str
+    definition: AssetDefinition,
+    step: Materialization,
+    computed: _Computed,
+    *,
+    owner: str,
+    log: StepLog | None = None,
 ) -> tuple[Any, bool]:
     """Pass a value through the asset's checkpoint: ``(value to store, whether it must wait)``."""
     spec = definition.checkpoint
@@ -360,6 +365,7 @@ def _gate(
             value=computed.value,
             consumed=[m.pk for m in computed.consumed],
             timeout=spec.timeout,
+            log=log,
         )
         if approval is None:
             logger.warning("step %s was no longer ours; no approval requested", step.pk)
@@ -512,7 +518,7 @@ def _execute(
         )
     else:
         computed = _compute(registry, definition, step, config, attempt.log)
-        value, must_wait = _gate(definition, step, computed, owner=attempt.owner)
+        value, must_wait = _gate(definition, step, computed, owner=attempt.owner, log=attempt.log)
         if must_wait:
             logger.info("step waits for approval", extra=ids)
             return StepOutcome(status=StepStatus.WAITING_APPROVAL, value=value)

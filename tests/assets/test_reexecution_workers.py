@@ -187,6 +187,12 @@ def test_the_run_page_button_reexecutes_and_refuses_what_it_cannot(stack: Servic
     viewer = Client()
     viewer.force_login(_user("view_run", staff=True))
     assert viewer.post(f"/admin/assets/run/{first}/reexecute/").status_code == 403
+    blind = Client()  # may start runs, may not see this one
+    blind.force_login(User.objects.create_user("blind", is_staff=True))
+    User.objects.get(username="blind").user_permissions.add(
+        Permission.objects.get(codename="add_run")
+    )
+    assert blind.post(f"/admin/assets/run/{first}/reexecute/").status_code == 403
     assert Run.objects.filter(parent_run_id=uuid.UUID(first)).count() == 1
 
 

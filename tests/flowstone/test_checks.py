@@ -9,9 +9,11 @@ from django.core.checks import Error, Warning  # noqa: A004  # Django's class
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from flowstone.checks import check_definitions, check_fencing
+from flowstone.checks import check_definitions, check_fencing, check_step_log
 
 if TYPE_CHECKING:
+    from pytest_django import Settings
+
     from tests.conftest import UseDefinitions
 
 P = "tests.pipelines.invalid"
@@ -274,3 +276,33 @@ def test_w004_the_postgres_manager_over_its_own_dsn(use_definitions: UseDefiniti
         io_managers={"default": MEMORY, "pg": fenced, "remote": over_dsn},
     )
     assert [w.obj for w in check_fencing()] == ["FLOWSTONE['IO_MANAGERS']['remote']"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STEP_LOG_LEVEL", "info-ish"),
+        ("STEP_LOG_LEVEL", None),
+        ("STEP_LOG_LEVEL", True),
+        ("STEP_LOG_MAX_CHARS", -1),
+        ("STEP_LOG_MAX_CHARS", "64k"),
+    ],
+)
+def test_e013_names_a_step_log_setting_no_step_could_log_with(
+    settings: Settings, name: str, value: object
+) -> None:
+    settings.FLOWSTONE = {name: value}
+
+    (error,) = check_step_log()
+
+    assert error.id == "flowstone.E013"
+    assert error.obj == f"FLOWSTONE[{name!r}]"
+    assert repr(value) in error.msg
+
+
+@pytest.mark.parametrize("level", ["info", " Warning ", "DEBUG", 15])
+def test_a_level_name_in_any_case_or_a_number_is_accepted(
+    settings: Settings, level: object
+) -> None:
+    settings.FLOWSTONE = {"STEP_LOG_LEVEL": level, "STEP_LOG_MAX_CHARS": 0}
+    assert check_step_log() == []

@@ -12,13 +12,13 @@ import json
 from typing import TYPE_CHECKING
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 
 import flowstone
 from assets.models import Materialization, StepAttempt
 from flowstone.status import RunStatus, StepStatus
-from flowstone.step_log import StepLog
+from flowstone.step_log import RECORD_OVERHEAD, StepLog
 
 if TYPE_CHECKING:
     from django.test import Client
@@ -102,6 +102,16 @@ def test_a_success_keeps_its_log_at_the_kept_level_and_a_quiet_one_keeps_no_row(
     assert attempt.log_dropped == 0
 
 
+def test_the_attempt_that_waits_for_approval_keeps_what_it_logged() -> None:
+    result = flowstone.materialize("d_reviewed")
+
+    assert result.status == RunStatus.WAITING_APPROVAL
+    (attempt,) = _attempts(result.run_id, "d_reviewed")
+    assert (attempt.attempt, attempt.outcome) == (1, StepAttempt.Outcome.PARKED)
+    assert [r["message"] for r in attempt.log] == ["summed 12 invoices"]
+    assert attempt.error is None
+
+
 def test_a_long_log_is_cut_at_the_limit_and_says_how_many_records_were_left_out(
     settings: Settings,
 ) -> None:
@@ -110,10 +120,11 @@ def test_a_long_log_is_cut_at_the_limit_and_says_how_many_records_were_left_out(
 
     (attempt,) = _attempts(result.run_id, "d_chatty")
     kept = len(attempt.log)
-    assert 0 < kept < 10_000
+    record = len("line 00000 ") + 80 + RECORD_OVERHEAD  # each record's share of the bound
+    assert kept == 20_000 // record
     assert attempt.log_dropped == 10_000 - kept
     assert attempt.log[0]["message"].startswith("line 00000 ")
-    assert sum(len(r["message"]) for r in attempt.log) <= 20_000
+    assert attempt.log[-1]["message"].startswith(f"line {kept - 1:05d} ")
     assert result.steps[0].status == StepStatus.SUCCESS
 
 
@@ -161,6 +172,19 @@ def test_a_record_is_formatted_as_logging_would_and_never_raises(
     kept = StepLog(max_chars=100_000, level="DEBUG")
     kept.add(20, msg, args)
     assert [r["message"] for r in kept.records] == [expected]
+
+
+def test_a_staff_user_who_may_view_steps_sees_their_attempts(client: Client) -> None:
+    failed = flowstone.materialize_all("d_downstream")
+    broken = Materialization.objects.get(run_id=failed.run_id, asset="d_broken")
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_materialization"))
+    client.force_login(viewer)
+
+    text = client.get(f"/admin/assets/materialization/{broken.pk}/change/").content.decode()
+
+    assert "attempts with an error or a log" in text.lower()
+    assert "looking up the customer of order 1" in text
 
 
 def test_the_api_shows_a_materialization_with_its_attempts_and_lists_without_them(

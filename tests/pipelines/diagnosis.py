@@ -6,6 +6,7 @@ import os
 import signal
 
 from flowstone import AssetContext, RetryPolicy, asset
+from flowstone.checkpoints import checkpoint
 from flowstone.errors import StepTimeoutError
 
 
@@ -61,3 +62,13 @@ def d_dies(context: AssetContext) -> int:
     if context.attempt == 1:
         os.kill(os.getpid(), signal.SIGKILL)  # the worker's pool process dies mid-step
     return context.attempt
+
+
+@checkpoint(
+    condition=lambda review: review.value > 0,
+    message=lambda review: f"check the total of {review.value}",
+)
+@asset
+def d_reviewed(context: AssetContext) -> int:
+    context.log.info("summed %d invoices", 12)
+    return 12

@@ -139,9 +139,8 @@ class Command(cli.FlowStoneCommand):
         if options["json"]:
             data = cli.result_data(result)
             for step in data["steps"]:
-                step["attempts"] = [
-                    _attempt_data(a) for a in attempts.get(step["materialization_id"], [])
-                ]
+                kept = attempts.get(step["materialization_id"], [])
+                step["attempts"] = [_attempt_data(a) for a in reversed(kept)]  # newest first
             self.stdout.write(json.dumps(data))
             return
         position = {name: index for index, name in enumerate(get_registry().graph.order)}
