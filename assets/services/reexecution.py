@@ -1,9 +1,9 @@
 """Re-execution from failure: a new run of the steps of a finished run that did not succeed.
 
 The new run holds the source run's failed, upstream-failed and canceled steps, with the edges
-between them, and its config. Its steps read their other upstreams from the successes of the
-source run (and of the runs that one reused, nearest first) before anything newer, so a
-re-execution computes from the values the first run saw, and its lineage points at them.
+between them, and its config. Its steps read an upstream that succeeded in the source run (or in
+a run that one reused, nearest first) from that success before anything newer, where its IO
+manager still has that value (ADR 0025), and their lineage points at it.
 """
 
 from __future__ import annotations

@@ -142,6 +142,11 @@ def _consumed_materialization(
     return latest
 
 
+def _keeps_versions(registry: Registry, asset: str) -> bool:
+    """Whether the asset's IO manager keeps each success's value (versions stored apart)."""
+    return isinstance(registry.io_manager_for(registry.get(asset)), DiscardsVersions)
+
+
 def _load_inputs(
     registry: Registry,
     step: Materialization,
@@ -152,8 +157,13 @@ def _load_inputs(
     """Find the materialization behind every upstream partition and load the values used."""
     keys = [(i.asset, key) for i in inputs for key in i.partition_keys]
     in_run = services.steps_by_key(step.run_id, keys)
+    # A re-execution reads the successes of the runs it reuses, where their values are still
+    # there: a manager that keeps one value per partition (PostgreSQL) only has the latest.
+    kept = {i.asset for i in inputs if _keeps_versions(registry, i.asset)}
     reused = (
-        services.reused_successes(config.reused_runs, [k for k in keys if k not in in_run])
+        services.reused_successes(
+            config.reused_runs, [k for k in keys if k not in in_run and k[0] in kept]
+        )
         if config.reused_runs
         else {}
     )

@@ -146,3 +146,33 @@ def test_a_run_that_succeeded_or_is_still_going_cannot_be_reexecuted(fail_flag: 
     with pytest.raises(RunStateError, match="still running"):
         flowstone.reexecute(going.run_id)
     assert Run.objects.count() == runs
+
+
+def test_an_upstream_kept_only_at_its_latest_value_is_read_at_that_value(
+    use_definitions: UseDefinitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_definitions(
+        "tests.pipelines.reexec_latest",
+        io_managers={
+            "default": {
+                "CLASS": "flowstone.io.FilesystemIOManager",
+                "OPTIONS": {"base_dir": str(tmp_path / "storage")},
+            },
+            "latest_only": {"CLASS": "tests.pipelines.reexec_latest.LatestOnlyIOManager"},
+        },
+    )
+    flag = tmp_path / "fail"
+    monkeypatch.setenv("REEXEC_FAIL_FILE", str(flag))
+    flag.write_text("")
+    failed = flowstone.materialize_all("l_report")
+    newer = flowstone.materialize("l_table")  # replaces the only value the manager keeps
+    flag.unlink()
+
+    again = flowstone.reexecute(failed.run_id, include_values=True)
+
+    assert again.status == RunStatus.SUCCESS
+    assert again.values[("l_report", "")] == f"report(table@{newer.run_id})"
+    report = Materialization.objects.get(run_id=again.run_id, asset="l_report")
+    table = Materialization.objects.get(run_id=newer.run_id, asset="l_table")
+    upstreams = LineageEdge.objects.filter(downstream=report).values_list("upstream_id", flat=True)
+    assert list(upstreams) == [table.pk]  # lineage names the value it read
