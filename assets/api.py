@@ -42,6 +42,8 @@ from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, decode_partition_key
 from flowstone.registry import get_registry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from django.db.models import QuerySet
     from rest_framework.request import Request
 
@@ -215,6 +217,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         body = StartRunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
+        definition = get_registry().get(data["asset"])
+        return self._started_once(
+            request, lambda user, key: self._start(definition, data, user=user, key=key)
+        )
+
+    @staticmethod
+    def _started_once(request: Request, start: Callable[[str, str | None], RunHandle]) -> Response:
+        """``start(user, key)`` once per ``Idempotency-Key``: 201 the new run, 200 the earlier."""
         user = request.user.get_username()
         key = request.headers.get(IDEMPOTENCY_HEADER) or None
         if key is not None:
@@ -228,9 +238,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                 )
         if key is not None and (existing := services.run_for_idempotency_key(user, key)):
             return Response(RunSerializer(existing).data, status=status.HTTP_200_OK)
-        definition = get_registry().get(data["asset"])
         try:
-            handle = self._start(definition, data, user=user, key=key)
+            handle = start(user, key)
         except IntegrityError:
             existing = services.run_for_idempotency_key(user, str(key))
             return Response(RunSerializer(existing).data, status=status.HTTP_200_OK)
@@ -277,7 +286,12 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     @extend_schema(
         request=None,
-        responses={201: RunSerializer, 409: error_response(status.HTTP_409_CONFLICT)},
+        responses={
+            201: RunSerializer,
+            200: RunSerializer,
+            409: error_response(status.HTTP_409_CONFLICT),
+        },
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER)],
     )
     @action(detail=True, methods=["post"])
     def reexecute(self, request: Request, pk: str | None = None) -> Response:
@@ -285,16 +299,17 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
         The new run holds the failed, upstream-failed and canceled steps and reuses the run's
         successes as their upstreams; ``409`` if the run has not finished or has nothing to
-        re-execute.
+        re-execute. The same ``Idempotency-Key`` starts it once (200 with the earlier run).
         """
         run = self.get_object()
         if not request.user.has_perm("assets.add_run"):
             return Response({"detail": "You may not start runs."}, status=status.HTTP_403_FORBIDDEN)
-        handle = api.reexecute_async(
-            run.pk, requested_by=request.user.get_username(), actor_type="api"
+        return self._started_once(
+            request,
+            lambda user, key: api.reexecute_async(
+                run.pk, requested_by=user, actor_type="api", idempotency_key=key or ""
+            ),
         )
-        new = services.get_run(handle.run_id)
-        return Response(RunSerializer(new).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=RunSerializer)
     @action(detail=True, methods=["post"])

@@ -87,17 +87,21 @@ def test_the_api_reexecutes_a_failed_run_on_the_worker(stack: Services) -> None:
     # Each refusal is a documented status code with a clear message; nothing is recorded.
     runs = Run.objects.count()
     assert api.post(f"/api/runs/{first}/reexecute/").status_code == 201  # failed: allowed again
+    keyed = api.post(f"/api/runs/{first}/reexecute/", HTTP_IDEMPOTENCY_KEY="retry-1")
+    again = api.post(f"/api/runs/{first}/reexecute/", HTTP_IDEMPOTENCY_KEY="retry-1")
+    assert (keyed.status_code, again.status_code) == (201, 200)  # a client's retry: one run
+    assert again.json()["id"] == keyed.json()["id"]
     assert api.post(f"/api/runs/{body['id']}/reexecute/").status_code == 409  # it succeeded
     assert api.post(f"/api/runs/{uuid.uuid4()}/reexecute/").status_code == 404
     assert api.post("/api/runs/not-a-run/reexecute/").status_code == 404
-    assert Run.objects.count() == runs + 1
+    assert Run.objects.count() == runs + 2
     viewer = APIClient()
     viewer.force_authenticate(User.objects.create_user("viewer", password=PASSWORD))
     viewer_user = User.objects.get(username="viewer")
     viewer_user.user_permissions.add(Permission.objects.get(codename="view_run"))
     refused = viewer.post(f"/api/runs/{first}/reexecute/")
     assert refused.status_code == 403
-    assert Run.objects.count() == runs + 1
+    assert Run.objects.count() == runs + 2
 
 
 def test_the_admin_action_reexecutes_failed_runs_and_says_why_it_skips_others(
