@@ -141,12 +141,12 @@ def pending_approvals(run_id: str) -> list[Approval]:
 
 
 def approval_json(approval: Approval) -> dict[str, Any]:
-    """An approval as the commands show it: the API's field names (``run`` is the run id)."""
+    """An approval as the commands show it: the API's field names (``run_id`` is the run's)."""
     return {
         "id": approval.pk,
         "asset": approval.asset,
         "partition_key": approval.partition_key,
-        "run": str(approval.run_id),
+        "run_id": str(approval.run_id),
         "status": approval.status,
         "message": approval.message,
         "requested_at": approval.requested_at.isoformat(),

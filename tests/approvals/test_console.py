@@ -225,6 +225,10 @@ def test_command_lists_and_decides(reviewer: User, viewer: User) -> None:
     out = io.StringIO()
     call_command("approvals", "list", "--json", stdout=out)
     assert [a["id"] for a in json.loads(out.getvalue())] == [approval.pk]
+    api = APIClient()
+    api.force_authenticate(reviewer)
+    listed = api.get("/api/approvals/").json()["results"][0]
+    assert json.loads(out.getvalue())[0]["run_id"] == listed["run_id"]  # one name for the run
     with pytest.raises(CommandError, match="may not decide"):
         call_command("approvals", "approve", str(approval.pk), "--user", "victor")
     with pytest.raises(CommandError, match="required: --reason"):
