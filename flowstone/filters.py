@@ -38,8 +38,17 @@ class FilterSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
     @classmethod
     def apply(cls, queryset: QuerySet[_M], query_params: Mapping[str, Any]) -> QuerySet[_M]:
-        """``queryset`` filtered by the query parameters; a bad parameter raises a 400."""
-        params = cls(data=query_params)
+        """``queryset`` filtered by the query parameters; a bad parameter raises a 400.
+
+        An empty parameter means "any" and is dropped before it is validated (an empty
+        ``?run_id=`` is not a malformed id), unless its field is in ``blank_values``.
+        """
+        given = {
+            name: value
+            for name, value in query_params.items()
+            if value != "" or name in cls.blank_values
+        }
+        params = cls(data=given)
         params.is_valid(raise_exception=True)
         return queryset.filter(**params.lookups())
 

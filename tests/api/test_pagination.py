@@ -162,6 +162,10 @@ def test_filters_select_and_an_empty_value_means_any(client: APIClient) -> None:
     by_run = client.get("/api/materializations/", {"run_id": run_id}).json()["results"]
     assert len(by_run) == 4
     assert {m["run_id"] for m in by_run} == {run_id}
+    for empty in ({"run_id": ""}, {"run": ""}, {"asset": "", "status": ""}):
+        answer = client.get("/api/materializations/", empty)
+        assert answer.status_code == 200, (empty, answer.content)
+        assert len(answer.json()["results"]) == Materialization.objects.count()
 
 
 def test_the_deprecated_run_filter_is_run_id_under_its_old_name(client: APIClient) -> None:
