@@ -20,9 +20,11 @@ class AssetsConfig(AppConfig):
             check_definitions,
             check_fencing,
             check_step_log,
+            check_worker_window,
         )
 
         checks.register(check_definitions, "flowstone")
         checks.register(check_fencing, "flowstone")
         checks.register(check_step_log, "flowstone")
+        checks.register(check_worker_window, "flowstone")
         checks.register(check_celery_settings, "flowstone")

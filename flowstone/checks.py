@@ -50,6 +50,26 @@ def check_step_log(
     return errors
 
 
+def check_worker_window(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001  # the check protocol
+    **kwargs: Any,  # noqa: ARG001  # the check protocol
+) -> list[CheckMessage]:
+    """W005: ``/health/``'s window must span at least two worker heartbeats, or it flaps."""
+    interval = flowstone_settings.WORKER_HEARTBEAT_SECONDS
+    window = flowstone_settings.WORKER_SEEN_WITHIN_SECONDS
+    if window >= 2 * interval:
+        return []
+    return [
+        Warning(
+            f"WORKER_SEEN_WITHIN_SECONDS ({window}) is less than twice WORKER_HEARTBEAT_SECONDS "
+            f"({interval}): /health/ reports live workers gone between two heartbeats",
+            hint="Make the window at least twice the heartbeat interval (defaults: 60 and 10).",
+            obj="FLOWSTONE['WORKER_SEEN_WITHIN_SECONDS']",
+            id="flowstone.W005",
+        )
+    ]
+
+
 def check_fencing(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001  # the check protocol
     **kwargs: Any,  # noqa: ARG001  # the check protocol

@@ -1,13 +1,14 @@
 """How the API's list endpoints page: by cursor for the big tables, by page number for the rest.
 
-Steps, materializations, runs and ticks grow without bound and are appended to while they are
-read, so they page by cursor (``?cursor=``, opaque, from ``next``/``previous``): each page starts
-from the last position (no ``OFFSET``), there is no ``COUNT(*)``, and a row inserted while a client
-pages through never shifts or repeats another. An unfiltered page of steps, materializations or
-runs is an index range; a filter the index does not lead with (``?status=``, ``?run_id=`` on
-materializations) and ticks (ordered by ``tick_time``, which no index leads) scan further. Approvals and assets are small (a human decides each approval; assets
-are defined in code), so they page by number (``?page=``) with a ``count``. Every list takes
-``?page_size=`` from 1 to ``MAX_PAGE_SIZE``; anything else is a 400. ADR 0024 records the choice.
+Steps, materializations, runs and ticks grow without bound and are appended to while they are read,
+so they page by cursor (``?cursor=``, opaque, from ``next``/``previous``): each page starts from the
+last position (no ``OFFSET``), there is no ``COUNT(*)``, and a row inserted while a client pages
+through never shifts or repeats another. An unfiltered page of steps, materializations or runs is an
+index range; a filter the index does not lead with (``?status=``, ``?run_id=`` on materializations)
+and ticks (ordered by ``tick_time``, which no index leads) scan further. Approvals and assets are
+small (a human decides each approval; assets are defined in code), so they page by number
+(``?page=``) with a ``count``. Every list takes ``?page_size=`` from 1 to ``MAX_PAGE_SIZE``;
+anything else is a 400. ADR 0024 records the choice.
 """
 
 from __future__ import annotations

@@ -9,7 +9,12 @@ from django.core.checks import Error, Warning  # noqa: A004  # Django's class
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from flowstone.checks import check_definitions, check_fencing, check_step_log
+from flowstone.checks import (
+    check_definitions,
+    check_fencing,
+    check_step_log,
+    check_worker_window,
+)
 
 if TYPE_CHECKING:
     from pytest_django import Settings
@@ -306,3 +311,16 @@ def test_a_level_name_in_any_case_or_a_number_is_accepted(
 ) -> None:
     settings.FLOWSTONE = {"STEP_LOG_LEVEL": level, "STEP_LOG_MAX_CHARS": 0}
     assert check_step_log() == []
+
+
+@pytest.mark.parametrize(
+    ("interval", "window", "warned"), [(10, 60, False), (10, 20, False), (10, 15, True)]
+)
+def test_w005_a_health_window_shorter_than_two_heartbeats(
+    settings: Settings, interval: int, window: int, warned: bool
+) -> None:
+    settings.FLOWSTONE = {
+        "WORKER_HEARTBEAT_SECONDS": interval,
+        "WORKER_SEEN_WITHIN_SECONDS": window,
+    }
+    assert [m.id for m in check_worker_window()] == (["flowstone.W005"] if warned else [])
