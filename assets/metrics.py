@@ -112,11 +112,56 @@ def _run_families() -> Iterator[Metric]:
     yield steps
 
 
+def _interval_aggregates(
+    prefix: str, interval: tuple[str, str], buckets: tuple[float, ...], condition: Q
+) -> dict[str, Any]:
+    """Aggregates of a histogram of ``end - start`` over the rows matching ``condition``."""
+    start, end = interval
+    elapsed = ExpressionWrapper(F(end) - F(start), output_field=DurationField())
+    measured = condition & Q(**{f"{start}__isnull": False, f"{end}__isnull": False})
+    aggregates: dict[str, Any] = {
+        f"{prefix}_total": Count("pk", filter=measured),
+        f"{prefix}_seconds": Sum(elapsed, filter=measured),
+    }
+    for index, bound in enumerate(buckets):
+        within = Q(**{f"{end}__lte": F(start) + dt.timedelta(seconds=bound)})
+        aggregates[f"{prefix}_le_{index}"] = Count("pk", filter=measured & within)
+    return aggregates
+
+
+class _Histograms:
+    """Histogram series summed from grouped rows, one series per asset."""
+
+    def __init__(self, prefix: str, buckets: tuple[float, ...]) -> None:
+        self.prefix = prefix
+        self.buckets = buckets
+        self.series: dict[str, list[float]] = {}
+
+    def add(self, asset: str, row: dict[str, Any]) -> None:
+        """Add one grouped row's counts to its asset's series."""
+        p = self.prefix
+        seconds = row[f"{p}_seconds"].total_seconds() if row[f"{p}_seconds"] else 0.0
+        counts = [float(row[f"{p}_le_{i}"]) for i in range(len(self.buckets))]
+        values = [*counts, float(row[f"{p}_total"]), seconds]
+        if row[f"{p}_total"]:
+            known = self.series.setdefault(asset, [0.0] * len(values))
+            self.series[asset] = [a + b for a, b in zip(known, values, strict=True)]
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        """The histogram family of every asset seen."""
+        family = HistogramMetricFamily(name, documentation, labels=["asset"])
+        for asset, values in sorted(self.series.items()):
+            *counts, total, seconds = values
+            pairs = [(str(b), c) for b, c in zip(self.buckets, counts, strict=True)]
+            family.add_metric([asset], [*pairs, ("+Inf", total)], seconds)
+        return family
+
+
 class FlowStoneCollector(Collector):
     """Steps by asset and status, step durations, queue waits, runs and pending approvals."""
 
     def collect(self) -> Iterator[Metric]:
-        """Read the figures from the database."""
+        """Read the figures from the database: the step families in one grouped scan."""
         started = CounterMetricFamily(
             "flowstone_steps_started", "Step attempts started, by asset.", labels=["asset"]
         )
@@ -130,37 +175,48 @@ class FlowStoneCollector(Collector):
             "Steps not yet ended, by asset and status.",
             labels=["asset", "status"],
         )
-        for row in (
-            Materialization.objects.values("asset")
-            .annotate(attempts=Sum("attempt"))
-            .order_by("asset")
-        ):
-            started.add_metric([row["asset"]], float(row["attempts"] or 0))
-        for row in (
+        durations = _Histograms("run", DURATION_BUCKETS)
+        waits = _Histograms("wait", DURATION_BUCKETS)
+        attempts: dict[str, float] = {}
+        rows = (
             Materialization.objects.values("asset", "status")
-            .annotate(n=Count("id"))
+            .annotate(
+                n=Count("pk"),
+                attempts=Sum("attempt"),
+                **_interval_aggregates(
+                    "run",
+                    ("started_at", "finished_at"),
+                    DURATION_BUCKETS,
+                    Q(status=StepStatus.SUCCESS),
+                ),
+                **_interval_aggregates(
+                    "wait",
+                    ("queued_at", "started_at"),
+                    DURATION_BUCKETS,
+                    Q(started_at__gte=F("queued_at")),
+                ),
+            )
             .order_by("asset", "status")
-        ):
+        )
+        for row in rows:
+            asset = row["asset"]
+            attempts[asset] = attempts.get(asset, 0.0) + float(row["attempts"] or 0)
             family = ended if row["status"] in ENDED else active
-            family.add_metric([row["asset"], row["status"]], float(row["n"]))
+            family.add_metric([asset, row["status"]], float(row["n"]))
+            durations.add(asset, row)
+            waits.add(asset, row)
+        for asset, total in sorted(attempts.items()):
+            started.add_metric([asset], total)
         yield started
         yield ended
         yield active
-        yield _histogram(
-            Materialization.objects.filter(status=StepStatus.SUCCESS),
-            name="flowstone_step_duration_seconds",
-            documentation="Time from a successful step's start to its end, by asset.",
-            label="asset",
-            interval=("started_at", "finished_at"),
-            buckets=DURATION_BUCKETS,
+        yield durations.family(
+            "flowstone_step_duration_seconds",
+            "Time from a successful step's start to its end, by asset.",
         )
-        yield _histogram(
-            Materialization.objects.filter(started_at__gte=F("queued_at")),
-            name="flowstone_queue_wait_seconds",
-            documentation="Time from a step's last dispatch to its start, by asset.",
-            label="asset",
-            interval=("queued_at", "started_at"),
-            buckets=DURATION_BUCKETS,
+        yield waits.family(
+            "flowstone_queue_wait_seconds",
+            "Time from a step's last dispatch to its start, by asset.",
         )
         pending = GaugeMetricFamily(
             "flowstone_approvals_pending", "Approvals waiting for a decision."
