@@ -25,7 +25,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from approvals.models import Approval
-from assets.models import Materialization, Run
+from assets.models import Run
+from assets.services import totals
+from assets.services.totals import DURATION_BUCKETS, Figures
 from flowstone.conf import flowstone_settings
 from flowstone.status import (
     TERMINAL_RUN_STATUSES,
@@ -37,7 +39,6 @@ from flowstone.status import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-DURATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0)
 RUN_DURATION_BUCKETS: Final = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0)
 CACHE_KEY: Final = "flowstone:metrics"
 ENDED: Final = (
@@ -112,40 +113,23 @@ def _run_families() -> Iterator[Metric]:
     yield steps
 
 
-def _interval_aggregates(
-    prefix: str, interval: tuple[str, str], buckets: tuple[float, ...], condition: Q
-) -> dict[str, Any]:
-    """Aggregates of a histogram of ``end - start`` over the rows matching ``condition``."""
-    start, end = interval
-    elapsed = ExpressionWrapper(F(end) - F(start), output_field=DurationField())
-    measured = condition & Q(**{f"{start}__isnull": False, f"{end}__isnull": False})
-    aggregates: dict[str, Any] = {
-        f"{prefix}_total": Count("pk", filter=measured),
-        f"{prefix}_seconds": Sum(elapsed, filter=measured),
-    }
-    for index, bound in enumerate(buckets):
-        within = Q(**{f"{end}__lte": F(start) + dt.timedelta(seconds=bound)})
-        aggregates[f"{prefix}_le_{index}"] = Count("pk", filter=measured & within)
-    return aggregates
-
-
 class _Histograms:
-    """Histogram series summed from grouped rows, one series per asset."""
+    """Histogram series summed from grouped figures, one series per asset."""
 
     def __init__(self, prefix: str, buckets: tuple[float, ...]) -> None:
         self.prefix = prefix
         self.buckets = buckets
         self.series: dict[str, list[float]] = {}
 
-    def add(self, asset: str, row: dict[str, Any]) -> None:
-        """Add one grouped row's counts to its asset's series."""
+    def add(self, asset: str, figures: Figures) -> None:
+        """Add one asset and status's figures to its asset's series."""
         p = self.prefix
-        seconds = row[f"{p}_seconds"].total_seconds() if row[f"{p}_seconds"] else 0.0
-        counts = [float(row[f"{p}_le_{i}"]) for i in range(len(self.buckets))]
-        values = [*counts, float(row[f"{p}_total"]), seconds]
-        if row[f"{p}_total"]:
-            known = self.series.setdefault(asset, [0.0] * len(values))
-            self.series[asset] = [a + b for a, b in zip(known, values, strict=True)]
+        if not figures.get(f"{p}_total"):
+            return
+        counts = [figures.get(f"{p}_le_{i}", 0.0) for i in range(len(self.buckets))]
+        values = [*counts, figures[f"{p}_total"], figures.get(f"{p}_seconds", 0.0)]
+        known = self.series.setdefault(asset, [0.0] * len(values))
+        self.series[asset] = [a + b for a, b in zip(known, values, strict=True)]
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         """The histogram family of every asset seen."""
@@ -161,7 +145,7 @@ class FlowStoneCollector(Collector):
     """Steps by asset and status, step durations, queue waits, runs and pending approvals."""
 
     def collect(self) -> Iterator[Metric]:
-        """Read the figures from the database: the step families in one grouped scan."""
+        """Read the figures: the step families from the totals and the untallied runs' steps."""
         started = CounterMetricFamily(
             "flowstone_steps_started", "Step attempts started, by asset.", labels=["asset"]
         )
@@ -178,33 +162,12 @@ class FlowStoneCollector(Collector):
         durations = _Histograms("run", DURATION_BUCKETS)
         waits = _Histograms("wait", DURATION_BUCKETS)
         attempts: dict[str, float] = {}
-        rows = (
-            Materialization.objects.values("asset", "status")
-            .annotate(
-                n=Count("pk"),
-                attempts=Sum("attempt"),
-                **_interval_aggregates(
-                    "run",
-                    ("started_at", "finished_at"),
-                    DURATION_BUCKETS,
-                    Q(status=StepStatus.SUCCESS),
-                ),
-                **_interval_aggregates(
-                    "wait",
-                    ("queued_at", "started_at"),
-                    DURATION_BUCKETS,
-                    Q(started_at__gte=F("queued_at")),
-                ),
-            )
-            .order_by("asset", "status")
-        )
-        for row in rows:
-            asset = row["asset"]
-            attempts[asset] = attempts.get(asset, 0.0) + float(row["attempts"] or 0)
-            family = ended if row["status"] in ENDED else active
-            family.add_metric([asset, row["status"]], float(row["n"]))
-            durations.add(asset, row)
-            waits.add(asset, row)
+        for (asset, status), figures in sorted(totals.current_step_figures().items()):
+            attempts[asset] = attempts.get(asset, 0.0) + figures.get("attempts", 0.0)
+            family = ended if status in ENDED else active
+            family.add_metric([asset, status], figures.get("n", 0.0))
+            durations.add(asset, figures)
+            waits.add(asset, figures)
         for asset, total in sorted(attempts.items()):
             started.add_metric([asset], total)
         yield started

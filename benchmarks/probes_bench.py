@@ -9,7 +9,11 @@ materializations over 50 assets with two ``INSERT ... SELECT generate_series`` s
 (the whole middleware stack):
 
 - ``/health/``: the checks themselves (cache off) and a request served from the cache;
-- ``/metrics``: one full collection (cache off) and a request served from the cache.
+- ``/metrics``: the collections that tally the finished runs into ``StepTotals`` (each at most
+  ``TALLY_PER_SCRAPE`` runs: after an upgrade, or a fill like this one), collections after them
+  (cache off: the totals plus the steps of untallied runs), a request served from the cache, and,
+  as the baseline in the same run, grouping the whole step table (what every collection did
+  before the totals).
 
 It prints the median and 95th percentile of each. A script, not a test; the database is dropped
 at the end.
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     from django.test.utils import setup_test_environment  # noqa: PLC0415
 
     from assets import services  # noqa: PLC0415
+    from assets.models import Materialization, Run  # noqa: PLC0415
+    from assets.services import totals  # noqa: PLC0415
 
     try:
         call_command("migrate", verbosity=0)
@@ -159,7 +165,16 @@ def main(argv: list[str] | None = None) -> int:
             "/health/, from the cache (default 5 s)", _time(args.requests, get("/health/", 200))
         )
         with override_settings(FLOWSTONE={"METRICS_CACHE_SECONDS": 0}):
-            _report("/metrics, collected on every scrape", _time(3, get("/metrics", 200)))
+            catch_up: list[float] = []
+            while Run.objects.filter(metrics_tallied=False).exists():
+                catch_up += _time(1, get("/metrics", 200))
+            _report("/metrics, while it tallies the backlog", catch_up)
+            _report("/metrics, collected on every scrape", _time(20, get("/metrics", 200)))
+        everything = Materialization.objects.all()
+        _report(
+            "baseline: grouping the whole step table",
+            _time(3, lambda: totals.step_figures(everything)),
+        )
         cache.clear()
         _report(
             "/metrics, from the cache (default 15 s)",
