@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.db.models.fields.json import KeyTextTransform
 from django.http import Http404
 from django.template.response import TemplateResponse
 
@@ -53,8 +54,9 @@ def steps_in_dag_order(run: Run) -> QuerySet[Materialization]:
     )
     return (
         Materialization.objects.filter(run=run)
-        .only("asset", "partition_key", "status", "attempt", "started_at", "finished_at", "error")
-        .annotate(dag_position=position)
+        .only("asset", "partition_key", "status", "attempt", "started_at", "finished_at")
+        # The error's message only: a failed step's error holds its whole traceback.
+        .annotate(dag_position=position, error_message=KeyTextTransform("message", "error"))
         .order_by("dag_position", "partition_key", "pk")
     )
 

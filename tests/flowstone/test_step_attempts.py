@@ -144,6 +144,11 @@ def test_the_step_admin_page_shows_each_attempt_with_traceback_and_log_escaped(
     broken = Materialization.objects.get(run_id=failed.run_id, asset="d_broken")
     talks = Materialization.objects.get(run_id=talked.run_id, asset="d_talks")
 
+    run_page = admin_client.get(f"/admin/assets/run/{failed.run_id}/change/").content.decode()
+    table = run_page[run_page.index('id="run-steps"') :]
+    assert "raised KeyError: &#x27;missing_key&#x27;" in table  # the message, not the traceback
+    assert "upstream step d_broken[] did not succeed" in table
+    assert "Traceback" not in table
     page = admin_client.get(f"/admin/assets/materialization/{broken.pk}/change/")
     text = page.content.decode()
     assert page.status_code == 200
