@@ -28,9 +28,6 @@ PRODUCTION_ENV = {
     "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
     "DJANGO_SECURE_HSTS_PRELOAD": "1",
 }
-# The OpenAPI enum-name collision is issue 16 item 6 (stable enum names), not a deployment
-# setting; drop it from here once that lands.
-NOT_DEPLOYMENT_SETTINGS = {"drf_spectacular.W001"}
 
 
 def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -70,10 +67,9 @@ def test_check_deploy_is_clean_with_the_documented_variables(tmp_path: Path) -> 
         **PRODUCTION_ENV,
     )
     output = completed.stdout + completed.stderr
-    assert _issue_ids(output) <= NOT_DEPLOYMENT_SETTINGS, output
-    if not _issue_ids(output):
-        assert completed.returncode == 0, output
-        assert "System check identified no issues" in output
+    assert _issue_ids(output) == set(), output
+    assert completed.returncode == 0, output
+    assert "System check identified no issues" in output
 
 
 def test_check_deploy_warns_without_them(tmp_path: Path) -> None:
