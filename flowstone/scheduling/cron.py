@@ -104,6 +104,10 @@ def load_timezone(name: object) -> ZoneInfo:
         raise DefinitionError(f"unknown timezone {name!r}; use an IANA name like 'UTC'") from exc
 
 
+CLOCK_CHANGE_MARGIN = timedelta(hours=3)
+"""How far before croniter's answer ``latest_tick`` looks: more than any clock change moves."""
+
+
 def _canonical(fields: CronFields, tick: datetime, zone: ZoneInfo) -> datetime:
     """Map the second occurrence of a repeated wall time to the first, for fixed-time crons."""
     local = tick.astimezone(zone)
@@ -115,13 +119,25 @@ def _canonical(fields: CronFields, tick: datetime, zone: ZoneInfo) -> datetime:
 
 
 def latest_tick(fields: CronFields, zone: ZoneInfo, now: datetime) -> datetime:
-    """Return the latest tick at or before the aware ``now``, in ``zone``."""
+    """Return the latest tick at or before the aware ``now``, in ``zone``.
+
+    Computed forward, in UTC instants, from a point before it: croniter's ``get_prev`` walks
+    wall-clock time back and, in the repeated hour of a clock change, skips a tick that already
+    happened (a message for Berlin's 02:30 handled at 01:10 UTC on the autumn change landed on
+    the day before). Its answer only bounds the search: every tick from a few hours before it up
+    to ``now`` is enumerated by ``ticks_between`` (forward, each cron time once), and the last
+    one wins.
+    """
     if now.utcoffset() is None:
         raise DefinitionError(f"now must be an aware datetime, got {now!r}")
     # croniter's get_prev is strictly before its start; a tick exactly at ``now`` counts.
     start = now.astimezone(zone) + timedelta(microseconds=1)
     previous = croniter(fields.expression, start).get_prev(datetime)
-    return _canonical(fields, previous, zone)
+    lower = min(previous.astimezone(UTC), now.astimezone(UTC)) - CLOCK_CHANGE_MARGIN
+    latest = None
+    for tick in ticks_between(fields, zone, lower, now):
+        latest = tick
+    return latest if latest is not None else _canonical(fields, previous, zone)
 
 
 def ticks_between(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -111,3 +112,70 @@ def test_latest_tick_counts_a_tick_at_now_and_maps_the_repeat_to_the_first() -> 
     repeated = dt.datetime(2025, 10, 26, 2, 40, fold=1, tzinfo=BERLIN)
     first = latest_tick(parse_cron("30 2 * * *"), BERLIN, repeated)
     assert first.isoformat() == "2025-10-26T02:30:00+02:00"
+
+
+ZONES = ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe")
+FIXED_TIMES = ("30 2 * * *", "15 2 * * *", "45 1 * * *", "0 3 * * *")
+
+
+@pytest.mark.parametrize("zone_name", ZONES)
+@pytest.mark.parametrize("expression", FIXED_TIMES)
+def test_every_day_of_three_years_has_one_tick_whenever_its_message_is_handled(
+    zone_name: str, expression: str
+) -> None:
+    """Each local day has exactly one tick of a daily cron (a wall time skipped by the spring
+    change fires after the gap, a repeated one fires once), and a message handled at any moment
+    from that tick until the next one stands for that tick, across every clock change.
+    """
+    fields, zone = parse_cron(expression), ZoneInfo(zone_name)
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    ticks = list(ticks_between(fields, zone, start, dt.datetime(2027, 1, 1, tzinfo=dt.UTC)))
+    days = [tick.astimezone(zone).date() for tick in ticks]
+    first = days[0]
+    assert days == [first + dt.timedelta(days=n) for n in range(len(days))]  # one per day, no gap
+    for tick, following in itertools.pairwise(t.astimezone(dt.UTC) for t in ticks):
+        span = following - tick  # in UTC: aware arithmetic in a zone is wall-clock arithmetic
+        for moment in (tick, tick + span / 2, following - dt.timedelta(seconds=1)):
+            assert latest_tick(fields, zone, moment).astimezone(dt.UTC) == tick, moment
+
+
+@pytest.mark.parametrize("zone_name", ZONES)
+def test_an_hourly_cron_stands_for_the_right_tick_around_every_clock_change(
+    zone_name: str,
+) -> None:
+    fields, zone = parse_cron("5 * * * *"), ZoneInfo(zone_name)
+
+    def offset(moment: dt.datetime) -> dt.timedelta | None:
+        return moment.astimezone(zone).utcoffset()
+
+    days = [dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=d) for d in range(3 * 366)]
+    changes = [
+        day + dt.timedelta(hours=h)
+        for day in days
+        if offset(day) != offset(day + dt.timedelta(days=1))
+        for h in range(24)
+        if offset(day + dt.timedelta(hours=h)) != offset(day + dt.timedelta(hours=h + 1))
+    ]
+    assert len(changes) == 6  # two a year
+    for change in changes:
+        ticks = list(
+            ticks_between(
+                fields, zone, change - dt.timedelta(hours=6), change + dt.timedelta(hours=6)
+            )
+        )
+        instants = [t.astimezone(dt.UTC) for t in ticks]
+        assert instants == sorted(set(instants))  # each real hour once, in order
+        for tick, following in itertools.pairwise(instants):
+            for moment in (
+                tick,
+                tick + (following - tick) / 2,
+                following - dt.timedelta(seconds=1),
+            ):
+                assert latest_tick(fields, zone, moment).astimezone(dt.UTC) == tick, moment
+
+
+def test_a_late_message_on_the_autumn_change_stands_for_that_day_in_berlin() -> None:
+    fields, zone = parse_cron("30 2 * * *"), ZoneInfo("Europe/Berlin")
+    handled = dt.datetime(2024, 10, 27, 1, 10, tzinfo=dt.UTC)  # 02:10 CET, after 02:30 CEST ran
+    tick = latest_tick(fields, zone, handled)
+    assert tick.astimezone(dt.UTC) == dt.datetime(2024, 10, 27, 0, 30, tzinfo=dt.UTC)
