@@ -176,6 +176,42 @@ def _partition(
     return definition.spec.partitions.parse(text)
 
 
+def start_run(
+    definition: AssetDefinition,
+    data: dict[str, Any],
+    *,
+    requested_by: str,
+    actor_type: str,
+    idempotency_key: str = "",
+) -> RunHandle:
+    """Start the run ``data`` describes (``StartRunSerializer``'s fields) on the workers.
+
+    One door for ``POST /api/runs/`` and the admin's launch form.
+    """
+    options: dict[str, Any] = {
+        "config": data["config"],
+        "tags": data.get("tags") or {},
+        "requested_by": requested_by,
+        "idempotency_key": idempotency_key,
+        "actor_type": actor_type,
+    }
+    if data["kind"] == "backfill":
+        texts = data.get("partitions")
+        partitions = None if texts is None else [_partition(definition, t, None) for t in texts]
+        return api.backfill_async(
+            definition.name,
+            partitions,
+            max_parallel=data.get("max_parallel"),
+            force=data["force"],
+            **options,
+        )
+    partition = _partition(definition, data.get("partition"), data.get("partition_key"))
+    start = (
+        api.materialize_all_async if data["kind"] == "materialize_all" else api.materialize_async
+    )
+    return start(definition.name, partition, **options)
+
+
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
     """Runs: start one on the workers, list, show with steps, cancel."""
 
@@ -219,7 +255,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         data = body.validated_data
         definition = get_registry().get(data["asset"])
         return self._started_once(
-            request, lambda user, key: self._start(definition, data, user=user, key=key)
+            request,
+            lambda user, key: start_run(
+                definition, data, requested_by=user, actor_type="api", idempotency_key=key or ""
+            ),
         )
 
     @staticmethod
@@ -245,35 +284,6 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             return Response(RunSerializer(existing).data, status=status.HTTP_200_OK)
         run = services.get_run(handle.run_id)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
-
-    @staticmethod
-    def _start(
-        definition: AssetDefinition, data: dict[str, Any], *, user: str, key: str | None
-    ) -> RunHandle:
-        options: dict[str, Any] = {
-            "config": data["config"],
-            "tags": data["tags"],
-            "requested_by": user,
-            "idempotency_key": key or "",
-            "actor_type": "api",
-        }
-        if data["kind"] == "backfill":
-            texts = data.get("partitions")
-            partitions = None if texts is None else [_partition(definition, t, None) for t in texts]
-            return api.backfill_async(
-                definition.name,
-                partitions,
-                max_parallel=data.get("max_parallel"),
-                force=data["force"],
-                **options,
-            )
-        partition = _partition(definition, data.get("partition"), data.get("partition_key"))
-        start = (
-            api.materialize_all_async
-            if data["kind"] == "materialize_all"
-            else api.materialize_async
-        )
-        return start(definition.name, partition, **options)
 
     @extend_schema(responses=StepSerializer(many=True), parameters=[StepFilters])
     @action(detail=True, pagination_class=StepPagination)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 from django import forms
 from django.core.exceptions import ValidationError
 
-from flowstone import api
+from assets.api import start_run
 from flowstone.errors import FlowStoneError
 from flowstone.inputs import validate_json_object
 from flowstone.registry import get_registry
@@ -83,34 +83,13 @@ class LaunchRunForm(forms.Form):
     def launch(self, *, requested_by: str) -> RunHandle:
         """Start the run; a ``FlowStoneError`` (a bad partition...) becomes a form error."""
         data = self.cleaned_data
-        definition = get_registry().get(data["asset"])
-        options: dict[str, Any] = {
-            "config": data["config"],
-            "requested_by": requested_by,
-            "actor_type": "user",
+        request = {
+            **data,
+            "partition": data["partition"] or None,
+            "partitions": data["partitions"] or None,  # none listed: every partition
         }
         try:
-            if data["kind"] == "backfill":
-                parse = definition.spec.partitions.parse if definition.spec.partitions else str
-                partitions = [parse(text) for text in data["partitions"]] or None
-                return api.backfill_async(
-                    definition.name,
-                    partitions,
-                    max_parallel=data["max_parallel"],
-                    force=data["force"],
-                    **options,
-                )
-            text = data["partition"] or None
-            partition = (
-                definition.spec.partitions.parse(text)
-                if text is not None and definition.spec.partitions is not None
-                else text
-            )
-            start = (
-                api.materialize_all_async
-                if data["kind"] == "materialize_all"
-                else api.materialize_async
-            )
-            return start(definition.name, partition, **options)
+            definition = get_registry().get(data["asset"])
+            return start_run(definition, request, requested_by=requested_by, actor_type="user")
         except FlowStoneError as exc:
             raise ValidationError(exc.message) from exc

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from assets import cli, services
 from assets.cli_progress import WAIT_ENDS_AT, RunProgress, follow_run
 from assets.models import Run, StepAttempt
+from assets.serializers import StepAttemptSerializer
 from flowstone import api
 from flowstone.errors import FlowStoneError
 from flowstone.execution.inprocess import load_run_result
@@ -140,7 +141,8 @@ class Command(cli.FlowStoneCommand):
             data = cli.result_data(result)
             for step in data["steps"]:
                 kept = attempts.get(step["materialization_id"], [])
-                step["attempts"] = [_attempt_data(a) for a in reversed(kept)]  # newest first
+                # As in the API (``GET /api/materializations/{id}/``): newest first.
+                step["attempts"] = StepAttemptSerializer(reversed(kept), many=True).data
             self.stdout.write(json.dumps(data))
             return
         position = {name: index for index, name in enumerate(get_registry().graph.order)}
@@ -192,20 +194,6 @@ class Command(cli.FlowStoneCommand):
             if options["json"]
             else f"run {run_id}: {canceled} step(s) canceled"
         )
-
-
-def _attempt_data(attempt: StepAttempt) -> dict[str, Any]:
-    """A kept attempt as JSON data, with the API's field names."""
-    return {
-        "attempt": attempt.attempt,
-        "outcome": attempt.outcome,
-        "worker": attempt.worker,
-        "started_at": attempt.started_at.isoformat() if attempt.started_at else None,
-        "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
-        "error": attempt.error,
-        "log": attempt.log,
-        "log_dropped": attempt.log_dropped,
-    }
 
 
 def _attempt_text(attempt: StepAttempt) -> str:
