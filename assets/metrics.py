@@ -10,11 +10,10 @@ counters of unfinished runs only.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any, Final
 
 from django.core.cache import cache
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -59,25 +58,18 @@ def _histogram(
     buckets: tuple[float, ...],
 ) -> HistogramMetricFamily:
     """A histogram of ``end - start`` over ``rows``, one series per value of ``label``."""
-    start, end = interval
     family = HistogramMetricFamily(name, documentation, labels=[label])
-    elapsed = ExpressionWrapper(F(end) - F(start), output_field=DurationField())
-    aggregates = {
-        f"le_{index}": Count("pk", filter=Q(elapsed__lte=dt.timedelta(seconds=bound)))
-        for index, bound in enumerate(buckets)
-    }
+    start, end = interval
     grouped = (
         rows.filter(**{f"{start}__isnull": False, f"{end}__isnull": False})
-        .annotate(elapsed=elapsed)
         .values(label)
-        .annotate(total=Count("pk"), seconds=Sum("elapsed"), **aggregates)
+        .annotate(**totals.interval_aggregates("h", interval, buckets, Q()))
         .order_by(label)
     )
     for row in grouped:
-        counts = [(str(b), row[f"le_{i}"]) for i, b in enumerate(buckets)]
-        counts.append(("+Inf", row["total"]))
-        total_seconds = row["seconds"].total_seconds() if row["seconds"] else 0.0
-        family.add_metric([row[label]], counts, total_seconds)
+        counts = [(str(b), row[f"h_le_{i}"]) for i, b in enumerate(buckets)]
+        counts.append(("+Inf", row["h_total"]))
+        family.add_metric([row[label]], counts, totals.as_number(row["h_seconds"]))
     return family
 
 

@@ -12,10 +12,8 @@ import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Final
 
-from django.db.models import Q
-
 from assets.models import Materialization, StepEdge
-from assets.services.runs import RunRequest, StepRequest, get_run
+from assets.services.runs import RunRequest, StepRequest, get_run, keys_condition
 from flowstone.errors import RunStateError
 from flowstone.registry import get_registry
 from flowstone.status import RunKind, StepStatus
@@ -100,13 +98,10 @@ def reused_successes(
     wanted = list(keys)
     if not runs or not wanted:
         return {}
-    condition = Q()
-    for asset, partition_key in wanted:
-        condition |= Q(asset=asset, partition_key=partition_key)
     rank = {uuid.UUID(str(run_id)): position for position, run_id in enumerate(runs)}
     found: dict[tuple[str, str], Materialization] = {}
     for row in Materialization.objects.filter(
-        condition, run_id__in=list(rank), status=StepStatus.SUCCESS
+        keys_condition(wanted), run_id__in=list(rank), status=StepStatus.SUCCESS
     ).select_related("run__config"):
         key = (row.asset, row.partition_key)
         if key not in found or rank[row.run_id] < rank[found[key].run_id]:

@@ -295,11 +295,16 @@ def steps_by_key(
     wanted = list(keys)
     if not wanted:
         return {}
-    condition = Q()
-    for asset, partition_key in wanted:
-        condition |= Q(asset=asset, partition_key=partition_key)
-    rows = Materialization.objects.filter(condition, run_id=run_id)
+    rows = Materialization.objects.filter(keys_condition(wanted), run_id=run_id)
     return {(row.asset, row.partition_key): row for row in rows}
+
+
+def keys_condition(keys: Iterable[tuple[str, str]]) -> Q:
+    """A filter matching any of the ``(asset, partition_key)`` pairs."""
+    condition = Q()
+    for asset, partition_key in keys:
+        condition |= Q(asset=asset, partition_key=partition_key)
+    return condition
 
 
 def find_step(run_id: uuid.UUID, asset: str, partition_key: str) -> Materialization | None:

@@ -26,7 +26,7 @@ TALLY_PER_SCRAPE: Final = 1000
 (each counts what is left untallied directly), so no scrape takes the whole table's time."""
 
 
-def _interval_aggregates(
+def interval_aggregates(
     prefix: str, interval: tuple[str, str], buckets: tuple[float, ...], condition: Q
 ) -> dict[str, Any]:
     """Aggregates of a histogram of ``end - start`` over the rows matching ``condition``."""
@@ -47,7 +47,7 @@ Figures = dict[str, float]
 """The sums of one asset and status: ``n``, ``attempts`` and the two histograms' columns."""
 
 
-def _number(value: object) -> float:
+def as_number(value: object) -> float:
     """A grouped column as a number: seconds for a duration, 0 for an empty sum."""
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
@@ -61,10 +61,10 @@ def step_figures(steps: QuerySet[Materialization]) -> dict[tuple[str, str], Figu
         .annotate(
             n=Count("pk"),
             attempts=Sum("attempt"),
-            **_interval_aggregates(
+            **interval_aggregates(
                 "run", ("started_at", "finished_at"), DURATION_BUCKETS, Q(status=StepStatus.SUCCESS)
             ),
-            **_interval_aggregates(
+            **interval_aggregates(
                 "wait",
                 ("queued_at", "started_at"),
                 DURATION_BUCKETS,
@@ -74,7 +74,7 @@ def step_figures(steps: QuerySet[Materialization]) -> dict[tuple[str, str], Figu
         .order_by()
     )
     return {
-        (row.pop("asset"), row.pop("status")): {k: _number(v) for k, v in row.items()}
+        (row.pop("asset"), row.pop("status")): {k: as_number(v) for k, v in row.items()}
         for row in rows
     }
 
