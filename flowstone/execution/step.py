@@ -142,9 +142,22 @@ def _consumed_materialization(
     return latest
 
 
-def _keeps_versions(registry: Registry, asset: str) -> bool:
-    """Whether the asset's IO manager keeps each success's value (versions stored apart)."""
-    return isinstance(registry.io_manager_for(registry.get(asset)), DiscardsVersions)
+def _reused(
+    registry: Registry, config: RunConfig, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], Materialization]:
+    """A re-execution's reused successes for ``keys`` (none for any other run).
+
+    Only where the value is still there: a manager that keeps one value per partition
+    (PostgreSQL) has only the latest, so those upstreams are read at their latest success.
+    """
+    if not config.reused_runs or not keys:
+        return {}
+    kept = {
+        asset
+        for asset in {asset for asset, _ in keys}
+        if isinstance(registry.io_manager_for(registry.get(asset)), DiscardsVersions)
+    }
+    return services.reused_successes(config.reused_runs, [k for k in keys if k[0] in kept])
 
 
 def _load_inputs(
@@ -157,16 +170,7 @@ def _load_inputs(
     """Find the materialization behind every upstream partition and load the values used."""
     keys = [(i.asset, key) for i in inputs for key in i.partition_keys]
     in_run = services.steps_by_key(step.run_id, keys)
-    # A re-execution reads the successes of the runs it reuses, where their values are still
-    # there: a manager that keeps one value per partition (PostgreSQL) only has the latest.
-    kept = {i.asset for i in inputs if _keeps_versions(registry, i.asset)}
-    reused = (
-        services.reused_successes(
-            config.reused_runs, [k for k in keys if k not in in_run and k[0] in kept]
-        )
-        if config.reused_runs
-        else {}
-    )
+    reused = _reused(registry, config, [k for k in keys if k not in in_run])
     kwargs: dict[str, Any] = {}
     consumed: list[Materialization] = []
     for upstream_input in inputs:
