@@ -9,7 +9,9 @@
 #   2. ruff check                   7. mypy (strict, pyproject)
 #   3. manage.py check              8. pytest -m embedded, on SQLite
 #   4. makemigrations --check       9. migrate + demo on the embedded default (DATABASE_URL unset)
-#   5. pytest, on PostgreSQL, all but the fault suite (PYTEST_ARGS: everything, faults too)
+#   5. pytest, on PostgreSQL, all but the fault suite, in two processes (pytest-xdist, a test
+#      file per process; each has its own test database, Redis database and data directory:
+#      tests/streams.py). With PYTEST_ARGS: one process, and the fault suite when they select it.
 # Gates 6, 7 and 8 run in the background from before gate 3 and are reported in order after
 # gate 5. mypy and the SQLite pass at nice 19 (they use only the CPU the PostgreSQL suites leave
 # idle); the fault suite at normal priority, since it measures stalls. The fault suite waits on
@@ -22,7 +24,9 @@
 #                       sqlite://) is ignored. Unset: the server at 127.0.0.1:5432 (user postgres,
 #                       trust auth, database "flowstone", created if missing), else a private one.
 #   CELERY_BROKER_URL   a Redis URL, likewise. Unset: 127.0.0.1:6379 database 15, else a private
-#                       redis-server, else none (tests that need Redis skip or fail).
+#                       redis-server, else none (tests that need Redis skip or fail). The
+#                       second PostgreSQL stream uses database 12 of the same server (11 when
+#                       12 is the one given), the SQLite pass database 14 (13).
 #   FLOWSTONE_TEST_PRIVATE_SERVICES=1
 #                       ignore DATABASE_URL, CELERY_BROKER_URL and the servers on the default
 #                       local ports: always start private throwaway PostgreSQL and Redis servers
@@ -99,6 +103,26 @@ embedded_broker() { # the broker URL with another Redis database, so no message 
     fi
 }
 
+stream_brokers() { # the two PostgreSQL streams' brokers: CELERY_BROKER_URL and one more database
+    local url="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}" base db embedded
+    embedded="$(embedded_broker)"
+    if [[ "$url" =~ ^(.*)/([0-9]+)$ ]]; then
+        base="${BASH_REMATCH[1]}"
+    else
+        base="${url%/}"
+    fi
+    for db in 12 11 10 9; do
+        if [[ "$base/$db" != "$url" && "$base/$db" != "$embedded" ]]; then
+            echo "$url $base/$db"
+            return
+        fi
+    done
+}
+
+pytest_streams() { # the PostgreSQL suite in two processes (tests/streams.py), a file per process
+    FLOWSTONE_TEST_STREAM_BROKERS="$(stream_brokers)" pytest_suite -n 2 --dist loadfile "$@"
+}
+
 pytest_embedded() {
     local rc=0
     DATABASE_URL="sqlite:///$WORK/embedded.sqlite3" FLOWSTONE_DATA_DIR="$WORK/embedded-data" \
@@ -162,7 +186,8 @@ EMBEDDED_PID=$BACKGROUND_PID
 gate "manage.py check --fail-level WARNING" "$PY" manage.py check --fail-level WARNING
 gate "manage.py makemigrations --check --dry-run" "$PY" manage.py makemigrations --check --dry-run
 if [[ -n "$FAULTS_PID" ]]; then
-    gate "pytest (PostgreSQL; the fault suite runs beside it)" pytest_suite -m "not fault"
+    gate "pytest (PostgreSQL, two streams; the fault suite runs beside them)" \
+        pytest_streams -m "not fault"
     gate "fault suite (ran in the background)" finish_background "$FAULTS_PID" "$WORK/faults.log"
 else
     gate "pytest (PostgreSQL)${*:+ $*}" pytest_suite "$@"

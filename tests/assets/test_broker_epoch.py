@@ -235,8 +235,20 @@ def _statuses(run_id: str) -> dict[str, int]:
 
 
 def _log_tails(stack: Services) -> str:
+    """Each process's log: its warnings and errors first (why a worker stopped), then its tail."""
     logs = sorted(stack.data_dir.glob("*.log"))
-    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
+    return "\n".join(
+        f"--- {log.name}\n{_log_digest(log.read_text(errors='replace'))}" for log in logs
+    )
+
+
+def _log_digest(text: str) -> str:
+    notable = [
+        line
+        for line in text.splitlines()
+        if any(word in line for word in ("WARNING/", "ERROR/", "CRITICAL/", "shutdown"))
+    ]
+    return "\n".join(notable[:40]) + "\n...\n" + text[-3000:]
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
