@@ -18,6 +18,7 @@ from approvals import services
 from approvals.models import Approval
 from approvals.review_forms import FormValueError
 from flowstone.api_errors import error_response
+from flowstone.checkpoints import OUTCOMES
 from flowstone.execution.resume import continue_after_decision
 from flowstone.filters import FilterSerializer, choice_filter
 
@@ -43,7 +44,7 @@ class OptionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField(help_text="What ``decide`` takes as ``option``.")
     label = serializers.CharField(help_text="What the reviewer reads.")
     outcome = serializers.ChoiceField(
-        choices=("continue", "skip", "fail"),
+        choices=OUTCOMES,
         help_text="continue: store the (submitted) value; skip: end the step and its "
         "downstream 'skipped'; fail: fail the step.",
     )
@@ -94,9 +95,10 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
 
 class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """A decision: ``approve``, ``modify`` (with ``value``), ``reject`` (with ``reason``) or
-    ``option`` (with ``option``, the name of one of the approval's ``options``; a ``continue``
-    option may take a ``value``).
+    """A decision: ``approve``, ``modify``, ``reject`` or ``option``, with what each needs.
+
+    ``modify`` takes ``value``, ``reject`` a ``reason``, ``option`` the name of one of the
+    approval's ``options`` (a ``continue`` option may take a ``value``).
     """
 
     decision = serializers.ChoiceField(choices=DECISIONS)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from django import forms
 
 from approvals.review_forms import FormValueError, pointer
-from flowstone.checkpoints import Option
 from flowstone.errors import ValidationFailedError
 from flowstone.inputs import parse_json
+
+if TYPE_CHECKING:
+    from flowstone.checkpoints import Option
 
 DECISION_CHOICES = (("approve", "Approve"), ("modify", "Modify the value"), ("reject", "Reject"))
 OPTION_PREFIX: Final = "option:"

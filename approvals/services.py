@@ -170,8 +170,7 @@ def _skip(approval: Approval) -> Continuation:
 
 
 def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
-    """The value a ``modify`` stores: checked as JSON input, against the checkpoint's form, then
-    by the checkpoint's validator.
+    """The value a ``modify`` stores: checked as JSON, against the form, then by the validator.
 
     Anything the validator raises that is not a ``FlowStoneError`` is the reviewer's bad value as
     far as the caller can tell, so it becomes a ``ValidationFailedError`` (a 400 in the API, a
@@ -246,10 +245,15 @@ def _option_decision(
             return Approval.Status.APPROVED, None, reason, chosen
         return Approval.Status.MODIFIED, _checked_value(approval, "modify", value), reason, chosen
     status = Approval.Status.SKIPPED if chosen.outcome == "skip" else Approval.Status.REJECTED
-    return status, None, reason or f"option {chosen.name!r}: {chosen.label}"[:MAX_REASON_LENGTH], chosen
+    return (
+        status,
+        None,
+        reason or f"option {chosen.name!r}: {chosen.label}"[:MAX_REASON_LENGTH],
+        chosen,
+    )
 
 
-def decide_approval(  # noqa: PLR0913  # the decision's parts, all keyword-only
+def decide_approval(  # the decision's parts, all keyword-only
     approval_id: object,
     decision: str,
     *,

@@ -156,9 +156,7 @@ def approval_json(approval: Approval) -> dict[str, Any]:
 
 
 def approval_choices(approval: Approval) -> dict[str, Any]:
-    """The checkpoint's review ``form`` and ``options`` (as the API shows them), and the
-    ``option`` chosen, if any.
-    """
+    """The checkpoint's ``form`` and ``options`` (as the API shows them), and the chosen one."""
     from approvals.services import checkpoint_of, option_json  # noqa: PLC0415  # imports assets
 
     spec = checkpoint_of(approval)

@@ -4,20 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('approvals', '0002_approval_canceled'),
+        ("approvals", "0002_approval_canceled"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='approval',
-            name='option',
-            field=models.CharField(blank=True, help_text='The checkpoint option the reviewer chose, if any.', max_length=40),
+            model_name="approval",
+            name="option",
+            field=models.CharField(
+                blank=True,
+                help_text="The checkpoint option the reviewer chose, if any.",
+                max_length=40,
+            ),
         ),
         migrations.AlterField(
-            model_name='approval',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('approved', 'Approved'), ('modified', 'Modified'), ('rejected', 'Rejected'), ('expired', 'Expired'), ('escalated', 'Escalated'), ('canceled', 'Canceled'), ('skipped', 'Skipped')], default='pending', max_length=16),
+            model_name="approval",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("approved", "Approved"),
+                    ("modified", "Modified"),
+                    ("rejected", "Rejected"),
+                    ("expired", "Expired"),
+                    ("escalated", "Escalated"),
+                    ("canceled", "Canceled"),
+                    ("skipped", "Skipped"),
+                ],
+                default="pending",
+                max_length=16,
+            ),
         ),
     ]

@@ -4,20 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('assets', '0011_step_totals'),
+        ("assets", "0011_step_totals"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='steps_skipped',
-            field=models.PositiveIntegerField(default=0, help_text="Steps a reviewer's option skipped (not failures)."),
+            model_name="run",
+            name="steps_skipped",
+            field=models.PositiveIntegerField(
+                default=0, help_text="Steps a reviewer's option skipped (not failures)."
+            ),
         ),
         migrations.AlterField(
-            model_name='materialization',
-            name='status',
-            field=models.CharField(choices=[('pending', 'pending'), ('queued', 'queued'), ('running', 'running'), ('success', 'success'), ('failed', 'failed'), ('waiting_approval', 'waiting_approval'), ('upstream_failed', 'upstream_failed'), ('canceled', 'canceled'), ('skipped', 'skipped')], default='pending', max_length=32),
+            model_name="materialization",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "pending"),
+                    ("queued", "queued"),
+                    ("running", "running"),
+                    ("success", "success"),
+                    ("failed", "failed"),
+                    ("waiting_approval", "waiting_approval"),
+                    ("upstream_failed", "upstream_failed"),
+                    ("canceled", "canceled"),
+                    ("skipped", "skipped"),
+                ],
+                default="pending",
+                max_length=32,
+            ),
         ),
     ]

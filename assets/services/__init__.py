@@ -26,9 +26,9 @@ from assets.services.engine import (
     release_ready_steps,
     renew_lease,
     resume_step,
-    skip_step,
     retry_step,
     seconds_until_due,
+    skip_step,
     waiting_steps_canceled,
 )
 from assets.services.outbox import (
@@ -105,11 +105,11 @@ __all__ = [
     "republish_quiet",
     "reschedule_early",
     "resume_step",
-    "skip_step",
     "retry_step",
     "reused_successes",
     "run_for_idempotency_key",
     "seconds_until_due",
+    "skip_step",
     "step_payload",
     "steps_by_key",
     "steps_of_run",
