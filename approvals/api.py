@@ -42,7 +42,7 @@ class OptionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """A named choice of the checkpoint beyond approve/reject, and what choosing it does."""
 
     name = serializers.CharField(help_text="What ``decide`` takes as ``option``.")
-    label = serializers.CharField(help_text="What the reviewer reads.")
+    label = serializers.CharField(help_text="What the reviewer reads.")  # type: ignore[assignment]  # DRF's metaclass takes declared fields off the class
     outcome = serializers.ChoiceField(
         choices=OUTCOMES,
         help_text="continue: store the (submitted) value; skip: end the step and its "

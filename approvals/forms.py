@@ -42,7 +42,10 @@ def _typed_field(schema: Mapping[str, Any], *, required: bool, label: str) -> fo
         return forms.ChoiceField(choices=[("", "---------"), *choices], **common)
     kind = schema.get("type")
     if kind in ("integer", "number"):
-        bounds = {"min_value": schema.get("minimum"), "max_value": schema.get("maximum")}
+        bounds: dict[str, Any] = {
+            "min_value": schema.get("minimum"),
+            "max_value": schema.get("maximum"),
+        }
         if kind == "integer":
             return forms.IntegerField(**bounds, **common)
         return forms.FloatField(**bounds, **common)

@@ -49,9 +49,10 @@ def _one_line(message: str) -> str:
 def _located(error: ValidationError) -> tuple[str, str]:
     """The pointer an error is about: a missing required property is the property's own."""
     path = list(error.absolute_path)
-    if error.validator == "required" and isinstance(error.instance, dict):
-        for name in error.validator_value:
-            if name not in error.instance and error.message == f"{name!r} is a required property":
+    required = error.validator_value
+    if error.validator == "required" and isinstance(required, list):
+        for name in required:
+            if error.message == f"{name!r} is a required property":
                 return pointer([*path, name]), "This field is required."
     return pointer(path), _one_line(error.message)
 

@@ -255,6 +255,7 @@ def test_api_option_fail_fails_the_step(reviewer: User) -> None:
     assert (approval.status, approval.option) == (Approval.Status.REJECTED, "block")
     assert "Block the payee" in approval.reason
     error = Materialization.objects.get(run_id=approval.run_id, asset="rf_payment").error
+    assert error is not None
     assert error["kind"] == "checkpoint_rejected"
 
 
