@@ -32,9 +32,19 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _typed_field(schema: Mapping[str, Any], *, required: bool, label: str) -> forms.Field | None:
-    """A Django field for a property's schema, or ``None`` when only JSON can edit it."""
-    common: dict[str, Any] = {"required": required, "label": label}
+def _attrs(schema: Mapping[str, Any], **keywords: str) -> dict[str, Any]:
+    """HTML attributes from the schema's bounds (``min`` from ``minimum`` ...), for the browser."""
+    return {attr: schema[key] for attr, key in keywords.items() if key in schema}
+
+
+def _typed_field(schema: Mapping[str, Any], *, label: str) -> forms.Field | None:
+    """A Django field for a property's schema, or ``None`` when only JSON can edit it.
+
+    The fields convert types only: the bounds are shown to the browser, and checked on the
+    server by the one check of the value against the schema (``review_forms``), so every
+    console words its errors the same way.
+    """
+    common: dict[str, Any] = {"required": False, "label": label}
     if schema.get("description"):
         common["help_text"] = str(schema["description"])
     if "enum" in schema:
@@ -42,23 +52,16 @@ def _typed_field(schema: Mapping[str, Any], *, required: bool, label: str) -> fo
         return forms.ChoiceField(choices=[("", "---------"), *choices], **common)
     kind = schema.get("type")
     if kind in ("integer", "number"):
-        bounds: dict[str, Any] = {
-            "min_value": schema.get("minimum"),
-            "max_value": schema.get("maximum"),
-        }
-        if kind == "integer":
-            return forms.IntegerField(**bounds, **common)
-        return forms.FloatField(**bounds, **common)
+        field = forms.IntegerField if kind == "integer" else forms.FloatField
+        number = field(**common)
+        number.widget.attrs.update(_attrs(schema, min="minimum", max="maximum"))
+        return number
     if kind == "string":
-        return forms.CharField(
-            min_length=schema.get("minLength"),
-            max_length=schema.get("maxLength"),
-            strip=False,
-            empty_value=None,
-            **common,
-        )
+        text = forms.CharField(strip=False, empty_value=None, **common)
+        text.widget.attrs.update(_attrs(schema, minlength="minLength", maxlength="maxLength"))
+        return text
     if kind == "boolean":
-        return forms.BooleanField(**{**common, "required": False})
+        return forms.BooleanField(**common)
     return None
 
 
@@ -116,11 +119,7 @@ class DecisionForm(forms.Form):
         for index, (prop, schema) in enumerate(properties.items()):
             name = f"value_{index}"
             label = str(schema.get("title", prop)) if isinstance(schema, Mapping) else prop
-            typed = (
-                _typed_field(schema, required=False, label=label)
-                if isinstance(schema, Mapping)
-                else None
-            )
+            typed = _typed_field(schema, label=label) if isinstance(schema, Mapping) else None
             initial = current.get(prop)
             if typed is None:
                 self.json_fields.add(name)
@@ -152,9 +151,12 @@ class DecisionForm(forms.Form):
             self.add_error("reason", "A rejection needs a reason.")
         option = self.chosen_option()
         takes_value = decision == "modify" or (
-            option is not None and option.outcome == "continue" and self.properties
+            option is not None and option.outcome == "continue" and bool(self.properties)
         )
-        if takes_value and not self.errors:
+        if not takes_value:  # what the fields hold does not matter to this decision
+            for name in self.properties:
+                self.errors.pop(name, None)
+        elif not self.errors:
             data["parsed_value"] = self._value(data)
             if decision != "modify" and data["parsed_value"] == self.proposed:
                 data["parsed_value"] = None  # the option continues with the value as proposed
@@ -179,6 +181,8 @@ class DecisionForm(forms.Form):
                     continue
             elif isinstance(self.fields[name], forms.ChoiceField) and submitted:
                 submitted = json.loads(submitted)
+            elif isinstance(submitted, float) and submitted.is_integer():
+                submitted = int(submitted)  # JSON has one number type: "80" stays 80
             if submitted is None or submitted == "":
                 value.pop(prop, None)  # an empty optional field leaves the property out
             else:

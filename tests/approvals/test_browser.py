@@ -90,7 +90,7 @@ def test_a_typed_review_form_shows_errors_by_the_field_then_decides(
     approval.refresh_from_db()
     assert approval.status == Approval.Status.MODIFIED
     assert flowstone.load_value("rf_payment") == {
-        "amount": 75.0,
+        "amount": 75,
         "currency": "USD",
         "note": "March",
         "lines": [3],

@@ -380,8 +380,9 @@ def test_admin_shows_schema_errors_next_to_the_field_and_decides_nothing(reviewe
     url = f"/admin/approvals/approval/{approval.pk}/decide/"
     page = _admin(reviewer).post(url, _fields(decision="modify", value_0="-1"))
     assert page.status_code == 200
-    errors = page.context["form"].errors
-    assert "value_0" in errors
+    assert page.context["form"].errors["value_0"] == ["-1 is less than the minimum of 0"]
+    page = _admin(reviewer).post(url, _fields(decision="modify", value_1="n" * 201))
+    assert page.context["form"].errors["value_1"] == [f"'{'n' * 196}..."]
     page = _admin(reviewer).post(url, _fields(decision="modify", value_0="", value_4='["x"]'))
     errors = page.context["form"].errors
     assert errors["value_0"] == ["This field is required."]
@@ -389,6 +390,15 @@ def test_admin_shows_schema_errors_next_to_the_field_and_decides_nothing(reviewe
     page = _admin(reviewer).post(url, _fields(decision="option:teleport"))
     assert "decision" in page.context["form"].errors
     _still_pending(approval)
+
+
+def test_admin_rejects_whatever_the_fields_hold(reviewer: User) -> None:
+    approval = _pending()
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    garbage = _fields(value_0="lots", value_4="[", reason="not this month")
+    assert _admin(reviewer).post(url, {**garbage, "decision": "reject"}).status_code == 302
+    approval.refresh_from_db()
+    assert (approval.status, approval.reason) == (Approval.Status.REJECTED, "not this month")
 
 
 def test_admin_option_continue_stores_the_submitted_form_value(reviewer: User) -> None:
