@@ -253,7 +253,7 @@ def _option_decision(
     )
 
 
-def decide_approval(  # the decision's parts, all keyword-only
+def decide_approval(
     approval_id: object,
     decision: str,
     *,
