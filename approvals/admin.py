@@ -158,19 +158,24 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not self.has_decide_permission(request):
             raise PermissionDenied
         approval = get_object_or_404(Approval.objects.select_related("run"), pk=approval_id)
+        spec = services.checkpoint_of(approval)
         form = DecisionForm(
             request.POST or None,
-            initial={"value": json.dumps(approval.proposed_value, indent=2, ensure_ascii=False)},
+            proposed=approval.proposed_value,
+            form_schema=spec.form if spec is not None else None,
+            options=spec.options if spec is not None else (),
         )
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            option = form.chosen_option()
             try:
                 decide_as(
                     request,
                     approval.pk,
-                    data["decision"],
+                    services.OPTION if option is not None else data["decision"],
                     reason=data.get("reason", ""),
                     value=data.get("parsed_value"),
+                    option=option.name if option is not None else "",
                 )
             except ValidationFailedError as exc:
                 form.refuse(exc)

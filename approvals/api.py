@@ -1,17 +1,24 @@
-"""DRF endpoints for approvals: list (paginated by page number), detail and decide."""
+"""DRF endpoints for approvals: list (paginated by page number), detail and decide.
+
+An approval publishes its checkpoint's review ``form`` (the JSON Schema as declared) and its
+``options``; ``decide`` checks a submitted value against the form and answers a mismatch with
+per-field errors under ``value``, keyed by JSON pointer: ``{"value": {"/amount": ["..."]}}``.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from approvals import services
 from approvals.models import Approval
+from approvals.review_forms import FormValueError
 from flowstone.api_errors import error_response
+from flowstone.checkpoints import OUTCOMES
 from flowstone.execution.resume import continue_after_decision
 from flowstone.filters import FilterSerializer, choice_filter
 
@@ -21,13 +28,34 @@ if TYPE_CHECKING:
     from rest_framework.views import APIView
 
 
-DECISIONS: Final = ("approve", "modify", "reject")
+DECISIONS: Final = ("approve", "modify", "reject", services.OPTION)
+FORM_SCHEMA: Final = {
+    "type": "object",
+    "nullable": True,
+    "additionalProperties": {},
+    "description": "The checkpoint's review form: a JSON Schema (draft 2020-12) that a "
+    "modified value must match; null when the checkpoint declares none.",
+}
+
+
+class OptionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """A named choice of the checkpoint beyond approve/reject, and what choosing it does."""
+
+    name = serializers.CharField(help_text="What ``decide`` takes as ``option``.")
+    label = serializers.CharField(help_text="What the reviewer reads.")  # type: ignore[assignment]  # DRF's metaclass takes declared fields off the class
+    outcome = serializers.ChoiceField(
+        choices=OUTCOMES,
+        help_text="continue: store the (submitted) value; skip: end the step and its "
+        "downstream 'skipped'; fail: fail the step.",
+    )
 
 
 class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """An approval as the API shows it; ``run_id`` is the ``id`` of the run it holds."""
 
     run_id = serializers.UUIDField(read_only=True, help_text="The id of the approval's run.")
+    form = serializers.SerializerMethodField()
+    options = serializers.SerializerMethodField()
 
     class Meta:
         model = Approval
@@ -47,23 +75,50 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "decided_at",
             "decided_by",
             "reason",
+            "option",
+            "form",
+            "options",
         )
         read_only_fields = fields
 
+    @extend_schema_field(FORM_SCHEMA)
+    def get_form(self, approval: Approval) -> dict[str, Any] | None:
+        """The checkpoint's form as declared (its asset's current definition)."""
+        spec = services.checkpoint_of(approval)
+        return dict(spec.form) if spec is not None and spec.form is not None else None
+
+    @extend_schema_field(OptionSerializer(many=True))
+    def get_options(self, approval: Approval) -> list[dict[str, str]]:
+        """The checkpoint's options, in declaration order."""
+        spec = services.checkpoint_of(approval)
+        return [services.option_json(o) for o in spec.options] if spec is not None else []
+
 
 class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """A decision: ``approve``, ``modify`` (with ``value``) or ``reject`` (with ``reason``)."""
+    """A decision: ``approve``, ``modify``, ``reject`` or ``option``, with what each needs.
+
+    ``modify`` takes ``value``, ``reject`` a ``reason``, ``option`` the name of one of the
+    approval's ``options`` (a ``continue`` option may take a ``value``).
+    """
 
     decision = serializers.ChoiceField(choices=DECISIONS)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     value = serializers.JSONField(required=False)
+    option = serializers.CharField(
+        required=False,
+        max_length=40,
+        trim_whitespace=False,  # a name matches exactly or not at all
+        help_text="The chosen option's name (decision 'option').",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        """A rejection needs a reason; a modification needs a value."""
+        """A rejection needs a reason; a modification a value; an option decision its name."""
         if attrs["decision"] == "reject" and not attrs.get("reason", "").strip():
             raise serializers.ValidationError({"reason": "A rejection needs a reason."})
         if attrs["decision"] == "modify" and "value" not in attrs:
             raise serializers.ValidationError({"value": "A modification needs a value."})
+        if attrs["decision"] == services.OPTION and not attrs.get("option"):
+            raise serializers.ValidationError({"option": "Name the option to choose."})
         return attrs
 
 
@@ -111,7 +166,11 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(
         request=DecisionSerializer,
-        responses={200: ApprovalSerializer, 409: error_response(status.HTTP_409_CONFLICT)},
+        responses={
+            200: ApprovalSerializer,
+            400: error_response(status.HTTP_400_BAD_REQUEST),
+            409: error_response(status.HTTP_409_CONFLICT),
+        },
     )
     @action(
         detail=True,
@@ -123,19 +182,24 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
         A refused decision raises a ``FlowStoneError`` that the API's exception handler
         (``flowstone.api_errors``) answers: 400 invalid (e.g. the checkpoint refused the value),
-        403 the requester themself, 404 no such approval, 409 already decided.
+        403 the requester themself, 404 no such approval, 409 already decided. A value that does
+        not match the review form is a 400 with its errors by JSON pointer under ``value``.
         """
         decision = DecisionSerializer(data=request.data)
         decision.is_valid(raise_exception=True)
         data = decision.validated_data
-        continuation = services.decide_approval(
-            pk,
-            data["decision"],
-            actor=request.user.get_username(),
-            actor_type=Approval.ActorType.API,
-            reason=data.get("reason", ""),
-            value=data.get("value"),
-        )
+        try:
+            continuation = services.decide_approval(
+                pk,
+                data["decision"],
+                actor=request.user.get_username(),
+                actor_type=Approval.ActorType.API,
+                reason=data.get("reason", ""),
+                value=data.get("value"),
+                option=data.get("option", ""),
+            )
+        except FormValueError as exc:
+            raise serializers.ValidationError({"value": exc.errors}) from exc
         continue_after_decision(continuation)
         approval = services.get_approval(pk)
         return Response(ApprovalSerializer(approval).data)

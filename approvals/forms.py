@@ -1,42 +1,206 @@
-"""The reviewer's decision form (admin console)."""
+"""The reviewer's decision form (admin console).
+
+A checkpoint with a review form (a JSON Schema) gets one field per property of its object:
+numbers, integers, strings, booleans and enums as typed fields with the schema's bounds; any
+other property (nested, or of a type the admin does not render) as a JSON textarea. Without a
+form, or with one that is not an object with properties, the value is edited as JSON. The
+service checks the value against the schema (``approvals.review_forms``) whatever the admin
+checked, and its errors come back next to the fields they name.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from django import forms
 
+from approvals.review_forms import FormValueError, pointer
 from flowstone.errors import ValidationFailedError
 from flowstone.inputs import parse_json
 
+if TYPE_CHECKING:
+    from flowstone.checkpoints import Option
+
 DECISION_CHOICES = (("approve", "Approve"), ("modify", "Modify the value"), ("reject", "Reject"))
+OPTION_PREFIX: Final = "option:"
+"""A decision choice that names a checkpoint option: ``option:<name>``."""
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _attrs(schema: Mapping[str, Any], **keywords: str) -> dict[str, Any]:
+    """HTML attributes from the schema's bounds (``min`` from ``minimum`` ...), for the browser."""
+    return {attr: schema[key] for attr, key in keywords.items() if key in schema}
+
+
+def _typed_field(schema: Mapping[str, Any], *, label: str) -> forms.Field | None:
+    """A Django field for a property's schema, or ``None`` when only JSON can edit it.
+
+    The fields convert types only: the bounds are shown to the browser, and checked on the
+    server by the one check of the value against the schema (``review_forms``), so every
+    console words its errors the same way.
+    """
+    common: dict[str, Any] = {"required": False, "label": label}
+    if schema.get("description"):
+        common["help_text"] = str(schema["description"])
+    if "enum" in schema:
+        choices = [(json.dumps(v), str(v)) for v in schema["enum"]]
+        return forms.ChoiceField(choices=[("", "---------"), *choices], **common)
+    kind = schema.get("type")
+    if kind in ("integer", "number"):
+        field = forms.IntegerField if kind == "integer" else forms.FloatField
+        number = field(**common)
+        number.widget.attrs.update(_attrs(schema, min="minimum", max="maximum"))
+        return number
+    if kind == "string":
+        text = forms.CharField(strip=False, empty_value=None, **common)
+        text.widget.attrs.update(_attrs(schema, minlength="minLength", maxlength="maxLength"))
+        return text
+    if kind == "boolean":
+        return forms.BooleanField(**common)
+    return None
 
 
 class DecisionForm(forms.Form):
-    """Approve, reject (a reason is required) or modify (edit the value as JSON)."""
+    """Approve, reject (a reason is required), modify, or choose one of the checkpoint's options.
+
+    ``form_schema`` is the checkpoint's review form, ``options`` its named choices and
+    ``proposed`` the value under review (the typed fields' initial values).
+    """
 
     decision = forms.ChoiceField(choices=DECISION_CHOICES, widget=forms.RadioSelect)
     reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
-    value = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 12, "cols": 80}),
-        help_text="The value to store instead, as JSON (for 'Modify' only).",
-    )
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        proposed: Any = None,
+        form_schema: Mapping[str, Any] | None = None,
+        options: Sequence[Option] = (),
+    ) -> None:
+        super().__init__(data)
+        self.proposed = proposed
+        self.options = {option.name: option for option in options}
+        self.decision_field.choices = [
+            *DECISION_CHOICES,
+            *((f"{OPTION_PREFIX}{o.name}", f"{o.label} ({o.outcome})") for o in options),
+        ]
+        self.properties: dict[str, str] = {}  # field name -> property name
+        self.json_fields: set[str] = set()
+        properties = (form_schema or {}).get("properties")
+        if (form_schema or {}).get("type") == "object" and isinstance(properties, Mapping):
+            self._add_property_fields(form_schema or {}, properties)
+        else:
+            self.fields["value"] = forms.CharField(
+                required=False,
+                initial=_json_text(proposed),
+                widget=forms.Textarea(attrs={"rows": 12, "cols": 80}),
+                help_text="The value to store instead, as JSON (for 'Modify' only).",
+            )
+
+    @property
+    def decision_field(self) -> forms.ChoiceField:
+        """The decision radio (its choices include the checkpoint's options)."""
+        field = self.fields["decision"]
+        assert isinstance(field, forms.ChoiceField)  # noqa: S101  # declared above
+        return field
+
+    def _add_property_fields(
+        self, form_schema: Mapping[str, Any], properties: Mapping[str, Any]
+    ) -> None:
+        """One field per property, in the schema's order, initial from the proposed value."""
+        required = set(form_schema.get("required", ()))
+        current = self.proposed if isinstance(self.proposed, Mapping) else {}
+        for index, (prop, schema) in enumerate(properties.items()):
+            name = f"value_{index}"
+            label = str(schema.get("title", prop)) if isinstance(schema, Mapping) else prop
+            typed = _typed_field(schema, label=label) if isinstance(schema, Mapping) else None
+            initial = current.get(prop)
+            if typed is None:
+                self.json_fields.add(name)
+                typed = forms.CharField(
+                    required=False,
+                    label=label,
+                    widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+                    help_text="As JSON.",
+                )
+                initial = None if prop not in current else _json_text(initial)
+            elif isinstance(schema, Mapping) and "enum" in schema and prop in current:
+                initial = json.dumps(initial)
+            typed.initial = initial
+            if prop in required:  # the schema says so, for a decision that stores a value
+                typed.label_suffix = " (required):"
+            self.fields[name] = typed
+            self.properties[name] = prop
+
+    def chosen_option(self) -> Option | None:
+        """The option the decision names, if it names one."""
+        decision = str(self.cleaned_data.get("decision") or "")
+        return self.options.get(decision.removeprefix(OPTION_PREFIX))
 
     def clean(self) -> dict[str, Any]:
-        """Require a reason to reject and a valid JSON value (``flowstone.inputs``) to modify."""
+        """Require a reason to reject; build the value a modification (or an option) stores."""
         data = super().clean() or {}
         decision = data.get("decision")
         if decision == "reject" and not (data.get("reason") or "").strip():
             self.add_error("reason", "A rejection needs a reason.")
-        if decision == "modify":
-            try:
-                data["parsed_value"] = parse_json(data.get("value") or "", what="value")
-            except ValidationFailedError as exc:
-                self.add_error("value", exc.message)
+        option = self.chosen_option()
+        takes_value = decision == "modify" or (
+            option is not None and option.outcome == "continue" and bool(self.properties)
+        )
+        if not takes_value:  # what the fields hold does not matter to this decision
+            for name in self.properties:
+                self.errors.pop(name, None)
+        elif not self.errors:
+            data["parsed_value"] = self._value(data)
+            if decision != "modify" and data["parsed_value"] == self.proposed:
+                data["parsed_value"] = None  # the option continues with the value as proposed
         return data
 
+    def _value(self, data: Mapping[str, Any]) -> Any:
+        """The submitted value: the JSON textarea, or the proposed object with the fields set."""
+        if not self.properties:
+            try:
+                return parse_json(data.get("value") or "", what="value")
+            except ValidationFailedError as exc:
+                self.add_error("value", exc.message)
+                return None
+        value = dict(self.proposed) if isinstance(self.proposed, Mapping) else {}
+        for name, prop in self.properties.items():
+            submitted = data.get(name)
+            if name in self.json_fields and submitted:
+                try:
+                    submitted = parse_json(submitted, what=prop)
+                except ValidationFailedError as exc:
+                    self.add_error(name, exc.message)
+                    continue
+            elif isinstance(self.fields[name], forms.ChoiceField) and submitted:
+                submitted = json.loads(submitted)
+            elif isinstance(submitted, float) and submitted.is_integer():
+                submitted = int(submitted)  # JSON has one number type: "80" stays 80
+            if submitted is None or submitted == "":
+                value.pop(prop, None)  # an empty optional field leaves the property out
+            else:
+                value[prop] = submitted
+        return value
+
     def refuse(self, error: ValidationFailedError) -> None:
-        """Show a decision the service refused as invalid (the validator's word) on the form."""
-        field = "value" if self.cleaned_data.get("decision") == "modify" else None
+        """Show a decision the service refused as invalid next to the field(s) it is about."""
+        if isinstance(error, FormValueError) and self.properties:
+            by_pointer = {pointer([prop]): name for name, prop in self.properties.items()}
+            for where, messages in error.errors.items():
+                field = next(
+                    (n for p, n in by_pointer.items() if where == p or where.startswith(p + "/")),
+                    None,
+                )
+                for message in messages:
+                    self.add_error(field, message if field else f"{where or '/'}: {message}")
+            return
+        modifies = self.cleaned_data.get("decision") == "modify"
+        field = "value" if "value" in self.fields and modifies else None
         self.add_error(field, error.message)

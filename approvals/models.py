@@ -23,6 +23,7 @@ class Approval(models.Model):
         EXPIRED = "expired"
         ESCALATED = "escalated"
         CANCELED = "canceled"
+        SKIPPED = "skipped"
 
     class ActorType(models.TextChoices):
         SYSTEM = "system"
@@ -52,6 +53,9 @@ class Approval(models.Model):
     decided_by = models.CharField(max_length=150, blank=True)
     decided_by_type = models.CharField(max_length=16, choices=ActorType.choices, blank=True)
     reason = models.TextField(blank=True)
+    option = models.CharField(
+        max_length=40, blank=True, help_text="The checkpoint option the reviewer chose, if any."
+    )
 
     class Meta:
         permissions = (("decide_approval", "Can approve, modify or reject approvals"),)

@@ -2,7 +2,8 @@
 
 A decision is one conditional UPDATE from ``pending``: the first decision wins, a second one is an
 ``ApprovalDecidedError``. The step then returns to ``queued`` and the caller dispatches its
-continuation after commit.
+continuation after commit; a checkpoint option whose outcome is ``skip`` ends the step (and
+its downstream) ``skipped`` instead, in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from approvals.models import AUTOMATED, Approval
+from approvals.review_forms import validate_form_value
 from approvals.signals import (
     approval_decided,
     approval_escalated,
@@ -38,19 +40,24 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from assets.models import Materialization
+    from flowstone.checkpoints import CheckpointSpec, Option
     from flowstone.step_log import StepLog
 
-DecisionName = Literal["approve", "modify", "reject"]
+DecisionName = Literal["approve", "modify", "reject", "option"]
 DECISIONS: Final[dict[str, Approval.Status]] = {
     "approve": Approval.Status.APPROVED,
     "modify": Approval.Status.MODIFIED,
     "reject": Approval.Status.REJECTED,
 }
+OPTION: Final = "option"
+"""The decision that picks one of the checkpoint's named options (``option=<name>``)."""
 AUDIT_ACTIONS: Final = {
     Approval.Status.APPROVED: AuditEvent.Action.CHECKPOINT_APPROVED,
     Approval.Status.MODIFIED: AuditEvent.Action.CHECKPOINT_MODIFIED,
     Approval.Status.REJECTED: AuditEvent.Action.CHECKPOINT_REJECTED,
     Approval.Status.EXPIRED: AuditEvent.Action.CHECKPOINT_EXPIRED,
+    # The value was not stored; ``details`` names the option and its ``skip`` outcome.
+    Approval.Status.SKIPPED: AuditEvent.Action.CHECKPOINT_REJECTED,
 }
 MAX_REASON_LENGTH: Final = 2000
 EXPIRY_BATCH: Final = 500
@@ -63,6 +70,8 @@ class Continuation:
     step_id: int
     run_id: str
     is_in_process: bool
+    is_resumed: bool = True
+    """False when the decision ended the step (a ``skip`` option): nothing is left to execute."""
 
 
 def request_approval(
@@ -126,6 +135,19 @@ def can_decide(approval: Approval, actor: str) -> bool:
     return not (actor and approval.requested_by and actor == approval.requested_by)
 
 
+def checkpoint_of(approval: Approval) -> CheckpointSpec | None:
+    """The checkpoint of the approval's asset as defined now (``None`` if it has none)."""
+    from flowstone.registry import get_registry  # noqa: PLC0415  # keeps the model import light
+
+    definition = get_registry().assets.get(approval.asset)
+    return definition.checkpoint if definition is not None else None
+
+
+def option_json(option: Option) -> dict[str, str]:
+    """An option as every console lists it: ``name``, ``label`` and ``outcome``."""
+    return {"name": option.name, "label": option.label, "outcome": option.outcome}
+
+
 def _continue(approval: Approval) -> Continuation:
     """Resume the decided step (the engine sends a worker run's step after commit)."""
     step_services.resume_step(approval.materialization_id)
@@ -136,8 +158,19 @@ def _continue(approval: Approval) -> Continuation:
     )
 
 
+def _skip(approval: Approval) -> Continuation:
+    """End the decided step and its downstream ``skipped``: nothing is left to execute."""
+    step_services.skip_step(approval.materialization_id)
+    return Continuation(
+        step_id=approval.materialization_id,
+        run_id=str(approval.run_id),
+        is_in_process=approval.run.is_in_process,
+        is_resumed=False,
+    )
+
+
 def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
-    """The value a ``modify`` stores: checked as JSON input, then by the checkpoint's validator.
+    """The value a ``modify`` stores: checked as JSON, against the form, then by the validator.
 
     Anything the validator raises that is not a ``FlowStoneError`` is the reviewer's bad value as
     far as the caller can tell, so it becomes a ``ValidationFailedError`` (a 400 in the API, a
@@ -149,10 +182,11 @@ def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
     from flowstone.errors import FlowStoneError  # noqa: PLC0415
     from flowstone.inputs import validate_json_value  # noqa: PLC0415
     from flowstone.partitions import decode_partition_key  # noqa: PLC0415
-    from flowstone.registry import get_registry  # noqa: PLC0415
 
     value = validate_json_value(value, what="the modified value")
-    spec = get_registry().get(approval.asset).checkpoint
+    spec = checkpoint_of(approval)
+    if spec is not None and spec.form is not None:
+        validate_form_value(spec.form, value)
     review = Review(
         asset=approval.asset,
         partition=decode_partition_key(approval.partition_key),
@@ -177,6 +211,48 @@ def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
     return validate_json_value(checked, what="the value the checkpoint's validator returned")
 
 
+def _chosen_option(approval: Approval, name: str) -> Option:
+    """The checkpoint option called ``name``, or a ``ValidationFailedError`` naming the choices."""
+    spec = checkpoint_of(approval)
+    chosen = spec.option(name) if spec is not None and isinstance(name, str) else None
+    if chosen is None:
+        offered = ", ".join(o.name for o in spec.options) if spec is not None else ""
+        raise ValidationFailedError(
+            f"unknown option {str(name)[:40]!r} for approval {approval.pk}; "
+            + (f"this checkpoint offers: {offered}" if offered else "this checkpoint has none"),
+            asset=approval.asset,
+            run_id=str(approval.run_id),
+        )
+    return chosen
+
+
+def _option_decision(
+    approval: Approval, name: str, *, reason: str, value: Any
+) -> tuple[Approval.Status, Any, str, Option]:
+    """What choosing option ``name`` records: a status, a decided value and a reason.
+
+    ``continue`` approves (or, with a value, modifies: the value is checked as a modification
+    is); ``fail`` rejects (the option's label is the reason unless one is given); ``skip``
+    skips. Only ``continue`` takes a value.
+    """
+    chosen = _chosen_option(approval, name)
+    if chosen.outcome != "continue" and value is not None:
+        raise ValidationFailedError(
+            f"option {chosen.name!r} ends the step ({chosen.outcome}) and takes no value"
+        )
+    if chosen.outcome == "continue":
+        if value is None:
+            return Approval.Status.APPROVED, None, reason, chosen
+        return Approval.Status.MODIFIED, _checked_value(approval, "modify", value), reason, chosen
+    status = Approval.Status.SKIPPED if chosen.outcome == "skip" else Approval.Status.REJECTED
+    return (
+        status,
+        None,
+        reason or f"option {chosen.name!r}: {chosen.label}"[:MAX_REASON_LENGTH],
+        chosen,
+    )
+
+
 def decide_approval(
     approval_id: object,
     decision: str,
@@ -185,14 +261,16 @@ def decide_approval(
     actor_type: str = Approval.ActorType.USER,
     reason: str = "",
     value: Any = None,
+    option: str = "",
 ) -> Continuation:
-    """Approve, modify or reject a pending approval; the first decision wins.
+    """Approve, modify, reject or pick an option of a pending approval; the first decision wins.
 
-    ``reject`` needs a reason, ``modify`` a JSON value that the checkpoint's validator accepts.
+    ``reject`` needs a reason, ``modify`` a JSON value that the checkpoint's form and validator
+    accept, ``option`` the name of one of the checkpoint's options (``_option_decision``).
     """
-    if decision not in DECISIONS:
+    if decision not in DECISIONS and decision != OPTION:
         raise ValidationFailedError(
-            f"decision must be one of {sorted(DECISIONS)}, got {decision!r}"
+            f"decision must be one of {sorted([*DECISIONS, OPTION])}, got {str(decision)[:40]!r}"
         )
     reason = (reason or "").strip()[:MAX_REASON_LENGTH]
     if decision == "reject" and not reason:
@@ -203,8 +281,14 @@ def decide_approval(
             f"{actor!r} requested run {approval.run_id} and may not decide its approval",
             run_id=str(approval.run_id),
         )
-    decided_value = _checked_value(approval, decision, value)
-    status = DECISIONS[decision]
+    chosen: Option | None = None
+    if decision == OPTION:
+        status, decided_value, reason, chosen = _option_decision(
+            approval, option, reason=reason, value=value
+        )
+    else:
+        decided_value = _checked_value(approval, decision, value)
+        status = DECISIONS[decision]
     with transaction.atomic():
         step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
         won = Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(
@@ -214,6 +298,7 @@ def decide_approval(
             decided_by=actor[:150],
             decided_by_type=actor_type,
             reason=reason,
+            option=chosen.name if chosen is not None else "",
         )
         if not won:
             current = Approval.objects.get(pk=approval.pk)
@@ -232,9 +317,10 @@ def decide_approval(
             run_id=approval.run_id,
             asset=approval.asset,
             partition_key=approval.partition_key,
-            details={"approval_id": approval.pk, "reason": reason},
+            details={"approval_id": approval.pk, "reason": reason}
+            | ({"option": chosen.name, "outcome": chosen.outcome} if chosen is not None else {}),
         )
-        continuation = _continue(approval)
+        continuation = _skip(approval) if status == Approval.Status.SKIPPED else _continue(approval)
         transaction.on_commit(
             lambda: approval_decided.send(sender=Approval, approval=approval, decision=status)
         )

@@ -84,7 +84,7 @@ class RunAdmin(ReadOnlyAdmin):
                 "fields": (
                     "steps_total",
                     ("steps_pending", "steps_active", "steps_waiting"),
-                    ("steps_succeeded", "steps_failed", "steps_canceled"),
+                    ("steps_succeeded", "steps_failed", "steps_canceled", "steps_skipped"),
                 ),
                 "classes": ("collapse",),
             },

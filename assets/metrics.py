@@ -45,6 +45,7 @@ ENDED: Final = (
     StepStatus.FAILED,
     StepStatus.UPSTREAM_FAILED,
     StepStatus.CANCELED,
+    StepStatus.SKIPPED,
 )
 
 

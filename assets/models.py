@@ -46,6 +46,9 @@ class Run(models.Model):
         default=0, help_text="Failed and upstream-failed steps."
     )
     steps_canceled = models.PositiveIntegerField(default=0)
+    steps_skipped = models.PositiveIntegerField(
+        default=0, help_text="Steps a reviewer's option skipped (not failures)."
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

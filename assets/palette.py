@@ -23,6 +23,7 @@ STATUS_COLOURS: Final[Mapping[str, str]] = MappingProxyType(
         StepStatus.WAITING_APPROVAL.value: "#fd8d3c",
         StepStatus.UPSTREAM_FAILED.value: "#fcae91",
         StepStatus.CANCELED.value: "#969696",
+        StepStatus.SKIPPED.value: "#dadaeb",
         MISSING: "#f2f2f2",
     }
 )

@@ -142,6 +142,7 @@ class RunSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "steps_succeeded",
             "steps_failed",
             "steps_canceled",
+            "steps_skipped",
             "created_at",
             "started_at",
             "finished_at",

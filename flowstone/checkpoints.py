@@ -6,6 +6,10 @@ A reviewer approves, modifies (edits the value) or rejects; an automated gate (`
 the same at once. Only then is the value stored and the step completed, or the step failed with
 a ``checkpoint_rejected`` error.
 
+A checkpoint may declare a ``form`` (a JSON Schema the edited value must match; the consoles
+render it as fields) and named ``options`` beyond approve/reject, each mapped to an outcome:
+continue with the value, skip the step and everything downstream of it, or fail the step.
+
 ::
 
     @checkpoint(
@@ -23,10 +27,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
+
+import jsonschema
 
 from flowstone.definitions import DEFINITION_ATTRIBUTE, AssetFunction, definition_of
 from flowstone.errors import DefinitionError, ValidationFailedError
@@ -37,6 +44,13 @@ if TYPE_CHECKING:
 OnTimeout = Literal["auto_approve", "auto_reject", "escalate", "extend"]
 ON_TIMEOUT_POLICIES: Final = ("auto_approve", "auto_reject", "escalate", "extend")
 DEFAULT_ON_TIMEOUT: Final[OnTimeout] = "auto_reject"
+Outcome = Literal["continue", "skip", "fail"]
+OUTCOMES: Final = ("continue", "skip", "fail")
+OPTION_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+"""An option's name: a short slug, safe in a URL, a form value and a command line."""
+RESERVED_OPTION_NAMES: Final = frozenset({"approve", "modify", "reject", "option"})
+FORM_VALIDATOR: Final = jsonschema.Draft202012Validator
+"""The JSON Schema dialect of review forms (a schema's own ``$schema`` is not honoured)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,6 +88,72 @@ Decision = Approve | Modify | Reject
 ReviewFunction = Callable[[Review], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A named choice offered to the reviewer beyond approve/reject, mapped to an ``outcome``.
+
+    ``continue`` stores the proposed value (or the value the reviewer submits, checked like a
+    modification); ``skip`` ends the step and every step downstream of it ``skipped``, storing
+    nothing; ``fail`` fails the step as a rejection would.
+    """
+
+    name: str
+    label: str
+    outcome: Outcome = "continue"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not OPTION_NAME.fullmatch(self.name):
+            raise DefinitionError(
+                f"an option name must match {OPTION_NAME.pattern} (got {self.name!r:.60})"
+            )
+        if self.name in RESERVED_OPTION_NAMES:
+            raise DefinitionError(f"option name {self.name!r} is a decision's name; pick another")
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise DefinitionError(f"option {self.name!r} needs a label")
+        if self.outcome not in OUTCOMES:
+            raise DefinitionError(
+                f"option {self.name!r}: outcome must be one of {', '.join(OUTCOMES)}, "
+                f"got {self.outcome!r:.60}"
+            )
+
+
+def checked_form(form: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A review form as declared, once it is a valid JSON Schema that is itself JSON.
+
+    The schema is published as is by the API, so it must be JSON; checking it here makes a
+    broken form a definition error (``manage.py check``) instead of a reviewer's 500.
+    """
+    if form is None:
+        return None
+    if not isinstance(form, Mapping):
+        raise DefinitionError(f"a checkpoint form must be a JSON Schema object, got {form!r:.60}")
+    try:
+        json.dumps(form, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"a checkpoint form must be JSON: {exc}") from exc
+    try:
+        FORM_VALIDATOR.check_schema(form)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path)
+        raise DefinitionError(
+            f"the checkpoint form is not a valid JSON Schema at /{where}: {exc.message}"
+        ) from exc
+    return MappingProxyType(dict(form))
+
+
+def checked_options(options: Sequence[Option]) -> tuple[Option, ...]:
+    """The options as a tuple, once each is an ``Option`` and their names are unique."""
+    checked = tuple(options)
+    for option in checked:
+        if not isinstance(option, Option):
+            raise DefinitionError(f"checkpoint options must be Option(...), got {option!r:.60}")
+    names = [option.name for option in checked]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DefinitionError(f"checkpoint option names must be unique: {', '.join(duplicates)}")
+    return checked
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CheckpointSpec:
     """The approval gate of one asset."""
@@ -88,6 +168,8 @@ class CheckpointSpec:
     validate_modification: Callable[[Review, Any], Any] | None = None
     on_approve: Callable[[Review, Any], None] | None = None
     on_reject: Callable[[Review, str], None] | None = None
+    form: Mapping[str, Any] | None = None
+    options: tuple[Option, ...] = ()
 
     def __post_init__(self) -> None:
         if self.on_timeout not in ON_TIMEOUT_POLICIES:
@@ -105,6 +187,10 @@ class CheckpointSpec:
             raise DefinitionError("on_timeout='extend' needs a positive extend_by")
         if self.timeout is None and self.on_timeout != DEFAULT_ON_TIMEOUT:
             raise DefinitionError(f"on_timeout={self.on_timeout!r} needs a timeout")
+
+    def option(self, name: str) -> Option | None:
+        """The option called ``name``, if this checkpoint offers it."""
+        return next((option for option in self.options if option.name == name), None)
 
     def needs_review(self, review: Review) -> bool:
         """Whether this value must pass the gate (the condition, or always without one)."""
@@ -137,8 +223,15 @@ def checkpoint(
     validate_modification: Callable[[Review, Any], Any] | None = None,
     on_approve: Callable[[Review, Any], None] | None = None,
     on_reject: Callable[[Review, str], None] | None = None,
+    form: Mapping[str, Any] | None = None,
+    options: Sequence[Option] = (),
 ) -> Callable[[AssetFunction], AssetFunction]:
-    """Put an approval gate on an asset; apply it above ``@asset``."""
+    """Put an approval gate on an asset; apply it above ``@asset``.
+
+    ``form`` is a JSON Schema (draft 2020-12) that a reviewer's edited value must match;
+    ``options`` are named choices beyond approve/reject (``Option``). Both are checked here: an
+    invalid schema or option is a ``DefinitionError``.
+    """
     spec = CheckpointSpec(
         condition=condition,
         message=message,
@@ -150,6 +243,8 @@ def checkpoint(
         validate_modification=validate_modification,
         on_approve=on_approve,
         on_reject=on_reject,
+        form=checked_form(form),
+        options=checked_options(options),
     )
 
     def decorate(function: AssetFunction) -> AssetFunction:

@@ -20,6 +20,8 @@ class StepStatus(StrEnum):
     WAITING_APPROVAL = "waiting_approval"
     UPSTREAM_FAILED = "upstream_failed"
     CANCELED = "canceled"
+    SKIPPED = "skipped"
+    """A reviewer's option skipped this step's branch: it ended without a value, not failed."""
 
 
 class RunStatus(StrEnum):
@@ -43,7 +45,13 @@ class RunKind(StrEnum):
 
 
 TERMINAL_STEP_STATUSES: Final = frozenset(
-    {StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.UPSTREAM_FAILED, StepStatus.CANCELED}
+    {
+        StepStatus.SUCCESS,
+        StepStatus.FAILED,
+        StepStatus.UPSTREAM_FAILED,
+        StepStatus.CANCELED,
+        StepStatus.SKIPPED,
+    }
 )
 FAILED_STEP_STATUSES: Final = frozenset({StepStatus.FAILED, StepStatus.UPSTREAM_FAILED})
 TERMINAL_RUN_STATUSES: Final = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED})
@@ -58,6 +66,7 @@ class StepCount(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    SKIPPED = "skipped"
 
 
 COUNTER_OF: Final[dict[StepStatus, StepCount]] = {
@@ -69,6 +78,7 @@ COUNTER_OF: Final[dict[StepStatus, StepCount]] = {
     StepStatus.FAILED: StepCount.FAILED,
     StepStatus.UPSTREAM_FAILED: StepCount.FAILED,
     StepStatus.CANCELED: StepCount.CANCELED,
+    StepStatus.SKIPPED: StepCount.SKIPPED,
 }
 UNFINISHED_COUNTS: Final = frozenset({StepCount.PENDING, StepCount.ACTIVE, StepCount.WAITING})
 
@@ -85,11 +95,12 @@ RUN_STATUS_RULES: Final[
     (
         RunStatus.PENDING,
         frozenset({StepCount.PENDING}),
-        frozenset({StepCount.SUCCEEDED, StepCount.FAILED, StepCount.CANCELED}),
+        frozenset({StepCount.SUCCEEDED, StepCount.FAILED, StepCount.CANCELED, StepCount.SKIPPED}),
     ),
     # Some steps ended and others wait for a slot.
     (RunStatus.RUNNING, frozenset({StepCount.PENDING}), frozenset()),
-    # Every step ended: a failure wins over a cancellation, which wins over success.
+    # Every step ended: a failure wins over a cancellation, which wins over success (skipped
+    # steps are not failures: a run whose other steps succeeded succeeds).
     (RunStatus.FAILED, frozenset({StepCount.FAILED}), frozenset()),
     (RunStatus.CANCELED, frozenset({StepCount.CANCELED}), frozenset()),
 )

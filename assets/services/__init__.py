@@ -28,6 +28,7 @@ from assets.services.engine import (
     resume_step,
     retry_step,
     seconds_until_due,
+    skip_step,
     waiting_steps_canceled,
 )
 from assets.services.outbox import (
@@ -108,6 +109,7 @@ __all__ = [
     "reused_successes",
     "run_for_idempotency_key",
     "seconds_until_due",
+    "skip_step",
     "step_payload",
     "steps_by_key",
     "steps_of_run",

@@ -565,13 +565,7 @@ DEPENDENCY_FAILED: Final = "dependency_failed"
 
 
 def _fail_downstream(step: Materialization) -> int:
-    """Mark every pending step that waits, directly or not, on ``step`` as ``upstream_failed``.
-
-    Only pending steps can wait on a step that did not succeed (a step is released once all its
-    upstreams succeeded). Returns how many were marked.
-    """
-    ended = 0
-    frontier = [step.pk]
+    """Mark every pending step that waits, directly or not, on ``step`` as ``upstream_failed``."""
     error = {
         "type": "DependencyFailedError",
         "kind": DEPENDENCY_FAILED,
@@ -583,6 +577,19 @@ def _fail_downstream(step: Materialization) -> int:
         "details": {"failed_step": step.pk},
         "cause": None,
     }
+    return _end_downstream(step, StepStatus.UPSTREAM_FAILED, error=error)
+
+
+def _end_downstream(
+    step: Materialization, status: StepStatus, *, error: dict[str, Any] | None
+) -> int:
+    """End every pending step that waits, directly or not, on ``step`` in ``status``.
+
+    Only pending steps can wait on a step that did not succeed (a step is released once all its
+    upstreams succeeded). Returns how many were ended.
+    """
+    ended = 0
+    frontier = [step.pk]
     while frontier:
         downstream = StepEdge.objects.filter(upstream_id__in=frontier).values_list(
             "downstream_id", flat=True
@@ -593,7 +600,7 @@ def _fail_downstream(step: Materialization) -> int:
             ).values_list("pk", flat=True)
         )
         ended += Materialization.objects.filter(pk__in=failed, status=StepStatus.PENDING).update(
-            status=StepStatus.UPSTREAM_FAILED, finished_at=db_now(), error=error
+            status=status, finished_at=db_now(), error=error
         )
         frontier = failed
     return ended
@@ -746,6 +753,29 @@ def resume_step(step_id: int) -> StepEnd:
     if not won:
         return LOST
     delta = Counter({StepCount.WAITING: -1, StepCount.PENDING: 1})
+    ready = _release(run, delta)
+    _settle(run, delta)
+    return _after_commit(run, ready, ())
+
+
+def skip_step(step_id: int) -> StepEnd:
+    """A reviewer's option skipped the branch: ``waiting_approval -> skipped``, and downstream.
+
+    Every pending step that waits on the step, directly or not, ends ``skipped`` too: nothing
+    is stored and no value flows on. ``skipped`` is not a failure, so a run whose other steps
+    succeed succeeds. Called by ``approvals`` inside the deciding transaction.
+    """
+    step = Materialization.objects.only("run_id", "asset", "partition_key").get(pk=step_id)
+    run = lock_run(step.run_id)
+    won = Materialization.objects.filter(pk=step_id, status=StepStatus.WAITING_APPROVAL).update(
+        status=StepStatus.SKIPPED, finished_at=db_now()
+    )
+    if not won:
+        return LOST
+    cascaded = _end_downstream(step, StepStatus.SKIPPED, error=None) if run.has_step_edges else 0
+    delta = Counter(
+        {StepCount.WAITING: -1, StepCount.PENDING: -cascaded, StepCount.SKIPPED: 1 + cascaded}
+    )
     ready = _release(run, delta)
     _settle(run, delta)
     return _after_commit(run, ready, ())

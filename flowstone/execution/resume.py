@@ -16,9 +16,10 @@ def continue_after_decision(continuation: Continuation) -> None:
 
     An in-process run has no worker to hand its steps to, so the process that decides executes
     the step's continuation and whatever it releases. For a worker run the engine published the
-    step when the decision committed.
+    step when the decision committed. A decision that ended the step (a ``skip`` option) leaves
+    nothing to execute.
     """
-    if continuation.is_in_process:
+    if continuation.is_in_process and continuation.is_resumed:
         run_in_process(
             get_registry(), continuation.run_id, [continuation.step_id], include_values=False
         )

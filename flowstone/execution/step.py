@@ -125,7 +125,12 @@ def _consumed_materialization(
     if in_run is not None:
         if in_run.status == StepStatus.SUCCESS:
             return in_run
-        if in_run.status in (StepStatus.FAILED, StepStatus.UPSTREAM_FAILED, StepStatus.CANCELED):
+        if in_run.status in (
+            StepStatus.FAILED,
+            StepStatus.UPSTREAM_FAILED,
+            StepStatus.CANCELED,
+            StepStatus.SKIPPED,
+        ):
             raise DependencyFailedError(
                 f"upstream {upstream}[{partition_key}] ended {in_run.status}"
             )

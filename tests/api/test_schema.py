@@ -49,6 +49,7 @@ def test_every_enum_has_a_stable_meaningful_name(document: dict[str, Any]) -> No
         "AttemptOutcomeEnum",
         "DecisionEnum",
         "ErrorKindEnum",
+        "OptionOutcomeEnum",
         "RunKindEnum",
         "RunStatusEnum",
         "StartRunKindEnum",

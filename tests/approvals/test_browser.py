@@ -49,3 +49,51 @@ def test_a_reviewer_approves_in_the_admin_and_the_run_finishes(
     approval.refresh_from_db()
     assert (approval.status, approval.decided_by) == ("approved", "reviewer")
     assert Run.objects.get(pk=result.run_id).status == RunStatus.SUCCESS
+
+
+def test_a_typed_review_form_shows_errors_by_the_field_then_decides(
+    use_definitions: UseDefinitions, live_server: Any, browser_page: Any
+) -> None:
+    use_definitions("tests.pipelines.review_forms", resources={})
+    reviewer = User.objects.create_user("reviewer", password=PASSWORD, is_staff=True)
+    for codename in ("decide_approval", "view_approval", "view_run"):
+        reviewer.user_permissions.add(Permission.objects.get(codename=codename))
+    result = flowstone.materialize_all("rf_report", requested_by="alice")
+    approval = Approval.objects.get(run_id=result.run_id)
+
+    page = browser_page
+    decide = f"/admin/approvals/approval/{approval.pk}/decide/"
+    log_in(page, live_server.url, "reviewer", PASSWORD, decide)
+    assert page.input_value("#id_value_0") == "120.5"  # amount, from the proposed value
+    assert page.get_attribute("#id_value_0", "type") == "number"
+    assert page.input_value("#id_value_2") == '"EUR"'  # currency, an enum
+
+    page.check("input[name=decision][value=modify]")
+    page.fill("#id_value_0", "")  # the schema requires the amount
+    page.fill("#id_value_4", '[1, "two"]')  # lines: integers only
+    page.click("#record-decision")
+    page.wait_for_selector("#id_value_0_error")
+    assert page.inner_text("#id_value_0_error") == "This field is required."
+    assert "'two' is not of type 'integer'" in page.inner_text("#id_value_4_error")
+    beside = "document.querySelector('#id_value_0_error').nextElementSibling"
+    assert page.evaluate(f"{beside}.querySelector('#id_value_0') !== null")
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.PENDING
+
+    page.check("input[name=decision][value=modify]")
+    page.fill("#id_value_0", "75")
+    page.fill("#id_value_4", "[3]")
+    page.select_option("#id_value_2", '"USD"')
+    page.click("#record-decision")
+    page.wait_for_url("**/admin/approvals/approval/")
+    assert f"Approval {approval.pk}: modify recorded." in page.content()
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.MODIFIED
+    assert flowstone.load_value("rf_payment") == {
+        "amount": 75,
+        "currency": "USD",
+        "note": "March",
+        "lines": [3],
+        "urgent": False,
+    }
+    assert Run.objects.get(pk=result.run_id).status == RunStatus.SUCCESS

@@ -1,7 +1,8 @@
 """A stateful property test of the run engine on PostgreSQL.
 
 Hypothesis interleaves claim, succeed, fail, retry, crash + recover, a late completion by a
-worker that lost its lease, park for approval, decide, cancel and the relay's slot backstop over
+worker that lost its lease, park for approval, decide, skip (a reviewer's option skips the
+branch), cancel and the relay's slot backstop over
 three runs that share a concurrency-limited asset: a small DAG (fan-in, a chain, a branch), a
 backfill of the limited asset, and a run capped by ``max_parallel``. After every step:
 
@@ -9,6 +10,7 @@ backfill of the limited asset, and a run capped by ``max_parallel``. After every
 - its counters equal the counts of its steps, and it is finished exactly when none is left;
 - no step has two recorded successes, and the limited asset never has more than its limit of
   steps queued or running;
+- no step downstream of a skipped step is released or succeeds;
 
 and once the events are drained, no step is left non-terminal.
 """
@@ -29,7 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from approvals import services as approval_services
 from approvals.models import Approval
 from assets import services
-from assets.models import Materialization, Run
+from assets.models import Materialization, Run, StepEdge
 from flowstone.errors import ExecutionError
 from flowstone.io.base import StoredOutput
 from flowstone.registry import get_registry
@@ -188,6 +190,18 @@ class EngineMachine(RuleBasedStateMachine):
         )
 
     @rule(index=PICK)
+    def skip(self, index: int) -> None:
+        """A reviewer's ``skip`` option: the waiting step and its pending downstream end skipped."""
+        waiting = self._pick(StepStatus.WAITING_APPROVAL, index)
+        if waiting is None:
+            return
+        with transaction.atomic():
+            won = Approval.objects.filter(
+                materialization=waiting, status=Approval.Status.PENDING
+            ).update(status=Approval.Status.SKIPPED)
+            assert services.skip_step(waiting.pk).won == bool(won)
+
+    @rule(index=PICK)
     def cancel(self, index: int) -> None:
         """Someone cancels one of the runs."""
         services.cancel_run(self.run_ids[index % len(self.run_ids)], actor="carol")
@@ -237,6 +251,18 @@ class EngineMachine(RuleBasedStateMachine):
             asset="limited", status__in=(StepStatus.QUEUED, StepStatus.RUNNING)
         ).count()
         assert active <= LIMIT
+
+    @invariant()
+    def nothing_downstream_of_a_skipped_step_goes_on(self) -> None:
+        """A skipped step's downstream is never released, running, waiting or successful."""
+        downstream = StepEdge.objects.filter(
+            upstream__run_id__in=self.run_ids, upstream__status=StepStatus.SKIPPED
+        ).values_list("downstream__status", flat=True)
+        assert not set(downstream) - {
+            StepStatus.SKIPPED,
+            StepStatus.UPSTREAM_FAILED,
+            StepStatus.CANCELED,
+        }
 
     # Drain ------------------------------------------------------------------------------
 

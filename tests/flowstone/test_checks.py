@@ -106,6 +106,14 @@ def test_e007_invalid_name_in_module(use_definitions: UseDefinitions) -> None:
     )
 
 
+def test_e007_invalid_review_form_in_module(use_definitions: UseDefinitions) -> None:
+    (error,) = _errors(use_definitions, f"{P}.bad_form")
+    assert error.id == "flowstone.E007"
+    assert "the checkpoint form is not a valid JSON Schema at /properties/amount/type" in error.msg
+    with pytest.raises(SystemCheckError, match="not a valid JSON Schema"):
+        call_command("check")
+
+
 @pytest.mark.parametrize(
     ("module", "check_id"),
     [

@@ -33,6 +33,12 @@ from flowstone.status import (
         (["success", "upstream_failed"], "failed"),
         (["success", "canceled"], "canceled"),
         (["success", "success"], "success"),
+        (["skipped"], "success"),
+        (["success", "skipped"], "success"),
+        (["pending", "skipped"], "running"),
+        (["waiting_approval", "skipped"], "waiting_approval"),
+        (["skipped", "failed"], "failed"),
+        (["skipped", "canceled"], "canceled"),
     ],
 )
 def test_status_precedence(statuses: list[str], expected: str) -> None:

@@ -1,8 +1,9 @@
 """``manage.py approvals``: list approvals and decide them from the command line.
 
 Exit codes: 0 listed, or the decision was recorded; 1 the decision was refused (the approval was
-already decided or expired, or the user may not decide it); 2 invalid input (an unknown approval
-or user, bad JSON, a value the checkpoint refuses, a rejection without a reason).
+already decided or expired, or the user may not decide it); 2 invalid input (an unknown approval,
+user or option, bad JSON, a value the checkpoint's form or validator refuses, a rejection without
+a reason). ``decide ID --option NAME`` picks one of the checkpoint's named options.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Command(cli.FlowStoneCommand):
     """List approvals, or approve / modify / reject one as a named user."""
 
     help = (
-        "List approvals or decide one: approvals list | approve ID | reject ID | modify ID. "
+        "List approvals or decide one: approvals list | approve ID | reject ID | modify ID | "
+        "decide ID --option NAME. "
         "Exit codes: 0 done, 1 decision refused (already decided, not allowed), 2 invalid input."
     )
 
@@ -51,8 +53,13 @@ class Command(cli.FlowStoneCommand):
             help="Which approvals to list (default: %(default)s).",
         )
         cli.add_json_argument(listing)
-        for action in ("approve", "reject", "modify"):
-            decide = actions.add_parser(action, help=f"{action.capitalize()} a pending approval.")
+        for action in ("approve", "reject", "modify", "decide"):
+            decide = actions.add_parser(
+                action,
+                help="Choose one of a pending approval's options."
+                if action == "decide"
+                else f"{action.capitalize()} a pending approval.",
+            )
             decide.add_argument("approval_id", metavar="ID", help="The approval to decide.")
             decide.add_argument(
                 "--user", required=True, help="The deciding user (holds approvals.decide_approval)."
@@ -62,6 +69,13 @@ class Command(cli.FlowStoneCommand):
             )
             if action == "modify":
                 decide.add_argument("--value", required=True, help="The new value as JSON.")
+            if action == "decide":
+                decide.add_argument(
+                    "--option", required=True, help="The option's name (see list --json)."
+                )
+                decide.add_argument(
+                    "--value", help="The value to store, as JSON (a 'continue' option only)."
+                )
             cli.add_json_argument(decide)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -71,19 +85,21 @@ class Command(cli.FlowStoneCommand):
             return
         user = self._decider(options["user"])
         value = None
-        if options["action"] == "modify":
+        if options.get("value") is not None:
             try:
                 value = parse_json(options["value"], what="--value")
             except ValidationFailedError as exc:
                 raise cli.invalid(exc.message) from exc
+        is_option = options["action"] == "decide"
         try:
             continuation = services.decide_approval(
                 options["approval_id"],
-                options["action"],
+                services.OPTION if is_option else options["action"],
                 actor=user,
                 actor_type=Approval.ActorType.USER,
                 reason=options["reason"],
                 value=value,
+                option=options["option"] if is_option else "",
             )
         except (ApprovalDecidedError, ApprovalForbiddenError) as exc:
             raise CommandError(cli.in_cli_terms(str(exc)), returncode=EXIT_REFUSED) from exc
@@ -114,6 +130,8 @@ class Command(cli.FlowStoneCommand):
             self.stdout.write(json.dumps([cli.approval_json(a) for a in rows]))
             return
         for a in rows:
+            offered = cli.approval_choices(a)["options"]
             self.stdout.write(
                 f"{a.pk:>6}  {a.asset}[{a.partition_key}]  run {a.run_id}  {a.message}"
+                + (f"  options: {', '.join(o['name'] for o in offered)}" if offered else "")
             )
