@@ -28,6 +28,7 @@ from assets.services.engine import (
     resume_step,
     retry_step,
     seconds_until_due,
+    success_recorded,
     waiting_steps_canceled,
 )
 from assets.services.outbox import (
@@ -111,6 +112,7 @@ __all__ = [
     "step_payload",
     "steps_by_key",
     "steps_of_run",
+    "success_recorded",
     "upsert_materialization",
     "waiting_steps_canceled",
     "workers_seen_within",

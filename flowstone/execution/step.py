@@ -377,7 +377,7 @@ def _gate(
             owner=owner,
             message=message,
             value=computed.value,
-            consumed=[m.pk for m in computed.consumed],
+            consumed=computed.consumed,
             timeout=spec.timeout,
             log=log,
         )
@@ -525,8 +525,8 @@ def _execute(
         approval_services.approval_for_step(step.pk) if definition.checkpoint is not None else None
     )
     # A reviewer's decision resumes the parked step; an automated one is made again by each
-    # attempt, from the value it computes.
-    if approval is not None and not approval.is_pending and not approval.is_automated:
+    # attempt, from the value it computes, and a stale one sent back for review computes anew.
+    if approval is not None and approval.is_decided and not approval.is_automated:
         value, consumed, stored = _resume(
             registry, definition, step, config, approval, attempt=attempt
         )
