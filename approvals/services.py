@@ -166,7 +166,6 @@ def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
     if decision != "modify":
         return None
     from flowstone.checkpoints import Review  # noqa: PLC0415  # keeps the model import light
-    from flowstone.errors import FlowStoneError  # noqa: PLC0415
     from flowstone.inputs import validate_json_value  # noqa: PLC0415
     from flowstone.partitions import decode_partition_key  # noqa: PLC0415
     from flowstone.registry import get_registry  # noqa: PLC0415
