@@ -1,4 +1,4 @@
-"""Approvals bound to the data they reviewed, bulk decisions and the one reason limit (in-process)."""
+"""Approvals bound to the data they reviewed, bulk decisions, one reason limit (in-process)."""
 
 from __future__ import annotations
 
