@@ -274,15 +274,17 @@ def _decide(
         if went_stale:
             _mark_stale(Approval.objects.filter(pk=current.pk))  # kept: the refusal commits it
         else:
-            Approval.objects.filter(pk=current.pk).update(
-                status=status,
-                decided_value=decided_value,
-                decided_at=timezone.now(),
-                decided_by=actor[:150],
-                decided_by_type=actor_type,
-                reason=reason,
-            )
-            approval.refresh_from_db()
+            decision_fields = {
+                "status": status,
+                "decided_value": decided_value,
+                "decided_at": timezone.now(),
+                "decided_by": actor[:150],
+                "decided_by_type": actor_type,
+                "reason": reason,
+            }
+            Approval.objects.filter(pk=current.pk).update(**decision_fields)
+            for name, decided in decision_fields.items():
+                setattr(approval, name, decided)
             record_audit(
                 AUDIT_ACTIONS[status],
                 actor_type=actor_type,
@@ -329,7 +331,7 @@ def _stale_error(approval: Approval) -> ApprovalStaleError:
 
 def _inputs_changed(approval: Approval) -> bool:
     """Whether an input partition succeeded again since the step read it (one query)."""
-    if approval.inputs_read_at is None:
+    if approval.inputs_read_at is None or not approval.consumed:
         return False
     newer = Materialization.objects.filter(
         asset=OuterRef("asset"),
