@@ -121,9 +121,10 @@ class BulkOutcomeSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
     id = serializers.IntegerField(source="approval_id")
     status = serializers.CharField(help_text="The approval's new status; empty if refused.")
-    refused = serializers.ChoiceField(
-        choices=["", *(name for _, name in services.REFUSALS)],
-        help_text="Empty if decided, else why not.",
+    refused = serializers.CharField(
+        help_text="Empty if decided, else why not: "
+        + ", ".join(name for _, name in services.REFUSALS)
+        + ".",
     )
     message = serializers.CharField()
 
@@ -233,6 +234,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response(ApprovalSerializer(services.get_approval(pk)).data)
 
     @extend_schema(
+        operation_id="approvals_decide_many",
         request=BulkDecisionSerializer,
         responses={200: BulkResultSerializer, 400: error_response(status.HTTP_400_BAD_REQUEST)},
     )

@@ -224,6 +224,7 @@ SPECTACULAR_SETTINGS = {
         "StepStatusEnum": "flowstone.openapi.STEP_STATUSES",
         "ApprovalStatusEnum": "approvals.models.Approval.Status",
         "DecisionEnum": "approvals.api.DECISIONS",
+        "BulkDecisionEnum": "approvals.services.BULK_DECISIONS",
         "TickKindEnum": "schedules.models.Tick.Kind",
         "TickStatusEnum": "schedules.models.Tick.Status",
         "ErrorKindEnum": "flowstone.errors.ERROR_KINDS",

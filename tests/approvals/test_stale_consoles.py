@@ -170,7 +170,7 @@ def test_api_bulk_needs_the_decide_permission_and_json(reviewer: User) -> None:
 
 
 def test_the_openapi_schema_documents_bulk_decisions_and_rereview() -> None:
-    schema = SchemaGenerator().get_schema(request=None, public=True)
+    schema = SchemaGenerator().get_schema(request=None, public=True)  # type: ignore[no-untyped-call]
     bulk = schema["paths"]["/api/approvals/decide/"]["post"]
     assert "BulkResult" in json.dumps(bulk["responses"]["200"])
     assert "post" in schema["paths"]["/api/approvals/{id}/rereview/"]
