@@ -346,10 +346,13 @@ def _mark_stale(pending: QuerySet[Approval], *, by: Materialization | None = Non
     """Mark these pending approvals stale, each audited; return how many.
 
     The rows are locked first (``FOR UPDATE``), so a decision taking one at the same moment is
-    either seen as made (the row is no longer pending) or waits and then sees it stale.
+    either seen as made (the row is no longer pending) or waits and then sees it stale. They are
+    locked in id order: two successes marking the same approvals never wait on each other in a
+    circle.
     """
     rows = list(
         pending.filter(status=Approval.Status.PENDING)
+        .order_by("pk")
         .select_for_update()
         .values_list("pk", "run_id", "asset", "partition_key")
     )
