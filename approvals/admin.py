@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -17,7 +18,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
 from approvals import services
-from approvals.forms import DecisionForm
+from approvals.forms import BulkRejectForm, DecisionForm
 from approvals.models import Approval
 from flowstone.errors import FlowStoneError, ValidationFailedError
 from flowstone.execution.resume import continue_after_decision
@@ -37,6 +38,31 @@ def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: An
         actor=request.user.get_username(),
         actor_type=Approval.ActorType.USER,
         **extra,
+    )
+    continue_after_decision(continuation)
+
+
+def decide_many_as(
+    request: HttpRequest, approval_ids: list[int], decision: str, reason: str = ""
+) -> list[services.BulkOutcome]:
+    """Decide many approvals as the logged-in user and dispatch each continuation."""
+    outcomes = services.decide_many(
+        approval_ids,
+        decision,
+        actor=request.user.get_username(),
+        actor_type=Approval.ActorType.USER,
+        reason=reason,
+    )
+    for outcome in outcomes:
+        if outcome.continuation is not None:
+            continue_after_decision(outcome.continuation)
+    return outcomes
+
+
+def rereview_as(request: HttpRequest, approval_id: int) -> None:
+    """Send a stale approval's step back to compute, as the logged-in user."""
+    continuation = services.rereview_approval(
+        approval_id, actor=request.user.get_username(), actor_type=Approval.ActorType.USER
     )
     continue_after_decision(continuation)
 
@@ -61,7 +87,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ("status", "asset")
     search_fields = ("asset", "partition_key", "message", "requested_by", "assignee")
     list_select_related = ("run",)
-    actions = ("approve_selected",)
+    actions = ("approve_selected", "reject_selected", "rereview_selected")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
         """Pending approvals first, oldest first within each group."""
@@ -108,11 +134,12 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="")
     def review_link(self, obj: Approval) -> str:
-        """Link to the decision form of a pending approval."""
-        if not obj.is_pending:
+        """Link to the decision form of a pending approval, or of a stale one to re-review."""
+        if not obj.is_pending and not (obj.is_stale and obj.rereviewed_at is None):
             return ""
         url = reverse("admin:approvals_approval_decide", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Review</a>', url)
+        label = "Review" if obj.is_pending else "Re-review"
+        return format_html('<a class="button" href="{}">{}</a>', url, label)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Approvals are created by checkpoints only."""
@@ -132,17 +159,57 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description="Approve selected pending approvals", permissions=["decide"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
-        """Approve each selected approval; report each refusal."""
-        approved = 0
-        for approval in queryset.filter(status=Approval.Status.PENDING):
+        """Approve each selected approval on its own; report each refusal."""
+        ids = list(queryset.values_list("pk", flat=True))
+        self._report(request, "Approved", decide_many_as(request, ids, "approve"))
+
+    @admin.action(description="Reject selected pending approvals", permissions=["decide"])
+    def reject_selected(
+        self, request: HttpRequest, queryset: QuerySet[Approval]
+    ) -> TemplateResponse | None:
+        """Ask for one reason, then reject each selected approval on its own."""
+        form = BulkRejectForm(request.POST if "reject_reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            ids = list(queryset.values_list("pk", flat=True))
+            outcomes = decide_many_as(request, ids, "reject", form.cleaned_data["reason"])
+            self._report(request, "Rejected", outcomes)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Reject {queryset.count()} approval(s)",
+            "form": form,
+            "selected": queryset.values_list("pk", flat=True),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/approvals/approval/reject_selected.html", context)
+
+    @admin.action(description="Re-review selected stale approvals", permissions=["decide"])
+    def rereview_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        """Send each selected stale approval's step to compute again; report each refusal."""
+        sent = 0
+        for approval_id in queryset.values_list("pk", flat=True):
             try:
-                decide_as(request, approval.pk, "approve")
+                rereview_as(request, approval_id)
             except FlowStoneError as exc:
-                self.message_user(request, f"Approval {approval.pk}: {exc}", messages.ERROR)
+                self.message_user(request, f"Approval {approval_id}: {exc}", messages.ERROR)
             else:
-                approved += 1
-        if approved:
-            self.message_user(request, f"Approved {approved} approval(s).", messages.SUCCESS)
+                sent += 1
+        if sent:
+            self.message_user(request, f"Sent {sent} step(s) to compute again.", messages.SUCCESS)
+
+    def _report(
+        self, request: HttpRequest, verb: str, outcomes: list[services.BulkOutcome]
+    ) -> None:
+        """One message for the decided approvals, one per refusal."""
+        for outcome in outcomes:
+            if outcome.refused:
+                self.message_user(
+                    request, f"Approval {outcome.approval_id}: {outcome.message}", messages.ERROR
+                )
+        decided = sum(1 for outcome in outcomes if not outcome.refused)
+        if decided:
+            self.message_user(request, f"{verb} {decided} approval(s).", messages.SUCCESS)
 
     def get_urls(self) -> list[URLPattern]:
         """Add the decision form."""
@@ -151,7 +218,30 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self.admin_site.admin_view(self.decide_view),
             name="approvals_approval_decide",
         )
-        return [decide, *super().get_urls()]
+        rereview = path(
+            "<int:approval_id>/rereview/",
+            self.admin_site.admin_view(self.rereview_view),
+            name="approvals_approval_rereview",
+        )
+        return [decide, rereview, *super().get_urls()]
+
+    def rereview_view(self, request: HttpRequest, approval_id: int) -> HttpResponse:
+        """POST: send a stale approval's step to compute again from the newest inputs."""
+        if not self.has_decide_permission(request) or request.method != "POST":
+            raise PermissionDenied
+        try:
+            rereview_as(request, approval_id)
+        except FlowStoneError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:approvals_approval_decide", args=[approval_id])
+            )
+        self.message_user(
+            request,
+            f"Approval {approval_id}: its step computes again; a fresh approval follows.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:approvals_approval_changelist"))
 
     def decide_view(self, request: HttpRequest, approval_id: int) -> HttpResponse:
         """Show an approval with its value and take the reviewer's decision."""

@@ -1,8 +1,9 @@
-"""DRF endpoints for approvals: list (paginated by page number), detail and decide.
+"""DRF endpoints for approvals: list (paginated by page number), detail, decide and re-review.
 
 An approval publishes its checkpoint's review ``form`` (the JSON Schema as declared) and its
 ``options``; ``decide`` checks a submitted value against the form and answers a mismatch with
 per-field errors under ``value``, keyed by JSON pointer: ``{"value": {"/amount": ["..."]}}``.
+``POST /api/approvals/decide/`` decides many approvals of one checkpoint at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from approvals import services
-from approvals.models import Approval
+from approvals.models import Approval, ApprovalInput
 from approvals.review_forms import FormValueError
 from flowstone.api_errors import error_response
 from flowstone.checkpoints import OUTCOMES
@@ -50,12 +51,22 @@ class OptionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
+class ApprovalInputSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """One upstream value the proposed value was computed from, at its recorded version."""
+
+    class Meta:
+        model = ApprovalInput
+        fields = ("asset", "partition_key", "materialization_id", "version")
+        read_only_fields = fields
+
+
 class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """An approval as the API shows it; ``run_id`` is the ``id`` of the run it holds."""
 
     run_id = serializers.UUIDField(read_only=True, help_text="The id of the approval's run.")
     form = serializers.SerializerMethodField()
     options = serializers.SerializerMethodField()
+    inputs = ApprovalInputSerializer(many=True, read_only=True)
 
     class Meta:
         model = Approval
@@ -78,6 +89,10 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "option",
             "form",
             "options",
+            "inputs",
+            "stale_at",
+            "rereviewed_at",
+            "rereviewed_by",
         )
         read_only_fields = fields
 
@@ -102,7 +117,8 @@ class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """
 
     decision = serializers.ChoiceField(choices=DECISIONS)
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    # The length is checked by ``services.checked_reason``: the same message in every console.
+    reason = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     value = serializers.JSONField(required=False)
     option = serializers.CharField(
         required=False,
@@ -120,6 +136,59 @@ class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
         if attrs["decision"] == services.OPTION and not attrs.get("option"):
             raise serializers.ValidationError({"option": "Name the option to choose."})
         return attrs
+
+
+class BulkDecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """One decision for many approvals: ``ids``, or ``asset`` (+ ``partition_keys``)."""
+
+    decision = serializers.ChoiceField(choices=services.BULK_DECISIONS)
+    reason = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_empty=False,
+        max_length=services.MAX_BULK,
+        help_text="The approvals to decide.",
+    )
+    asset = serializers.CharField(
+        required=False, help_text="Instead of ids: every pending approval of this asset."
+    )
+    partition_keys = serializers.ListField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        max_length=services.MAX_BULK,
+        help_text="With asset: only these partitions.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Exactly one of ``ids`` and ``asset``; ``partition_keys`` only with ``asset``."""
+        if ("ids" in attrs) == ("asset" in attrs):
+            raise serializers.ValidationError("Give either ids or asset.")
+        if "partition_keys" in attrs and "asset" not in attrs:
+            raise serializers.ValidationError({"partition_keys": "Only with asset."})
+        return attrs
+
+
+class BulkOutcomeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """What the decision did to one approval: its new ``status``, or why it was ``refused``."""
+
+    id = serializers.IntegerField(source="approval_id")
+    status = serializers.CharField(help_text="The approval's new status; empty if refused.")
+    refused = serializers.CharField(
+        help_text="Empty if decided, else why not: "
+        + ", ".join(name for _, name in services.REFUSALS)
+        + ".",
+    )
+    message = serializers.CharField()
+
+
+class BulkResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """The outcome of a bulk decision, one entry per approval in the order given."""
+
+    decision = serializers.CharField()
+    decided = serializers.IntegerField()
+    refused = serializers.IntegerField()
+    results = BulkOutcomeSerializer(many=True)
 
 
 class CanDecideApprovals(permissions.BasePermission):
@@ -155,7 +224,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     def get_queryset(self) -> QuerySet[Approval]:
         """Approvals, oldest request first."""
-        return Approval.objects.all().order_by("requested_at", "id")
+        return Approval.objects.prefetch_related("inputs").order_by("requested_at", "id")
 
     @extend_schema(parameters=[ApprovalFilters])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -182,7 +251,8 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
         A refused decision raises a ``FlowStoneError`` that the API's exception handler
         (``flowstone.api_errors``) answers: 400 invalid (e.g. the checkpoint refused the value),
-        403 the requester themself, 404 no such approval, 409 already decided. A value that does
+        403 the requester themself, 404 no such approval, 409 already decided or stale (an
+        input it reviewed was materialized again; re-review it or reject it). A value that does
         not match the review form is a 400 with its errors by JSON pointer under ``value``.
         """
         decision = DecisionSerializer(data=request.data)
@@ -203,3 +273,65 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         continue_after_decision(continuation)
         approval = services.get_approval(pk)
         return Response(ApprovalSerializer(approval).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: ApprovalSerializer, 409: error_response(status.HTTP_409_CONFLICT)},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[permissions.IsAuthenticated, CanDecideApprovals],
+    )
+    def rereview(self, request: Request, pk: str | None = None) -> Response:
+        """Send a stale approval's step to compute again from the newest inputs and ask anew.
+
+        The stale approval is kept and returned; the fresh one appears when the step has
+        computed. 409 if the approval is not stale or was already re-reviewed.
+        """
+        continuation = services.rereview_approval(
+            pk, actor=request.user.get_username(), actor_type=Approval.ActorType.API
+        )
+        continue_after_decision(continuation)
+        return Response(ApprovalSerializer(services.get_approval(pk)).data)
+
+    @extend_schema(
+        operation_id="approvals_decide_many",
+        request=BulkDecisionSerializer,
+        responses={200: BulkResultSerializer, 400: error_response(status.HTTP_400_BAD_REQUEST)},
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="decide",
+        permission_classes=[permissions.IsAuthenticated, CanDecideApprovals],
+    )
+    def decide_many(self, request: Request) -> Response:
+        """Approve or reject many approvals with one reason; one result per approval.
+
+        Each approval is decided and audited on its own; refusals (``already_decided``,
+        ``stale``, ``forbidden``, ``not_found``) are listed and the others are decided. Invalid
+        input (a too-long reason, more than 1000 approvals) is a 400 and decides nothing.
+        """
+        bulk = BulkDecisionSerializer(data=request.data)
+        bulk.is_valid(raise_exception=True)
+        data = bulk.validated_data
+        ids = data.get("ids") or services.pending_of(data["asset"], data.get("partition_keys"))
+        outcomes = services.decide_many(
+            ids,
+            data["decision"],
+            actor=request.user.get_username(),
+            actor_type=Approval.ActorType.API,
+            reason=data.get("reason", ""),
+        )
+        for outcome in outcomes:
+            if outcome.continuation is not None:
+                continue_after_decision(outcome.continuation)
+        refused = sum(1 for outcome in outcomes if outcome.refused)
+        result = {
+            "decision": data["decision"],
+            "decided": len(outcomes) - refused,
+            "refused": refused,
+            "results": outcomes,
+        }
+        return Response(BulkResultSerializer(result).data)

@@ -13,12 +13,18 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Connect the email notifier to the approval signals, and cancels to approvals."""
+        """Connect the email notifier to the approval signals, and cancels and successes."""
         from approvals import notifications, services, signals  # noqa: PLC0415  # apps are loading
-        from assets.services import waiting_steps_canceled  # noqa: PLC0415
+        from assets.services import (  # noqa: PLC0415
+            success_recorded,
+            waiting_steps_canceled,
+        )
 
         waiting_steps_canceled.connect(
             services.cancel_approvals_of_steps, dispatch_uid="approvals.cancel_with_run"
+        )
+        success_recorded.connect(
+            services.mark_readers_stale, dispatch_uid="approvals.stale_on_new_value"
         )
 
         signals.approval_requested.connect(

@@ -1,4 +1,4 @@
-"""The reviewer's decision form (admin console).
+"""The reviewer's decision forms (admin console): one approval, or a reason for many.
 
 A checkpoint with a review form (a JSON Schema) gets one field per property of its object:
 numbers, integers, strings, booleans and enums as typed fields with the schema's bounds; any
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from django import forms
 
 from approvals.review_forms import FormValueError, pointer
+from approvals.services import checked_reason
 from flowstone.errors import ValidationFailedError
 from flowstone.inputs import parse_json
 
@@ -149,6 +150,8 @@ class DecisionForm(forms.Form):
         decision = data.get("decision")
         if decision == "reject" and not (data.get("reason") or "").strip():
             self.add_error("reason", "A rejection needs a reason.")
+        else:
+            _check_reason(self, str(decision or ""), data)
         option = self.chosen_option()
         takes_value = decision == "modify" or (
             option is not None and option.outcome == "continue" and bool(self.properties)
@@ -204,3 +207,24 @@ class DecisionForm(forms.Form):
         modifies = self.cleaned_data.get("decision") == "modify"
         field = "value" if "value" in self.fields and modifies else None
         self.add_error(field, error.message)
+
+
+class BulkRejectForm(forms.Form):
+    """The one reason for rejecting the selected approvals (an admin action's second step)."""
+
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean(self) -> dict[str, Any]:
+        """The reason, checked by the same rule as every other console's."""
+        data = super().clean() or {}
+        if "reason" in data:
+            _check_reason(self, "reject", data)
+        return data
+
+
+def _check_reason(form: forms.Form, decision: str, data: dict[str, Any]) -> None:
+    """Show the service's refusal of the reason (too long, say) as the reason field's error."""
+    try:
+        data["reason"] = checked_reason(decision, data.get("reason"))
+    except ValidationFailedError as exc:
+        form.add_error("reason", exc.message)

@@ -1,4 +1,4 @@
-"""Approval requests: one per checkpoint materialization."""
+"""Approval requests: one per checkpoint attempt that asked, bound to the inputs it reviewed."""
 
 from __future__ import annotations
 
@@ -24,14 +24,15 @@ class Approval(models.Model):
         ESCALATED = "escalated"
         CANCELED = "canceled"
         SKIPPED = "skipped"
+        STALE = "stale"
 
     class ActorType(models.TextChoices):
         SYSTEM = "system"
         USER = "user"
         API = "api"
 
-    materialization = models.OneToOneField(
-        Materialization, on_delete=models.CASCADE, related_name="approval"
+    materialization = models.ForeignKey(
+        Materialization, on_delete=models.CASCADE, related_name="approvals"
     )
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
     asset = models.CharField(max_length=ASSET_NAME_LENGTH)
@@ -42,6 +43,9 @@ class Approval(models.Model):
     decided_value = models.JSONField(null=True, blank=True)
     consumed = models.JSONField(
         default=list, blank=True, help_text="Ids of the upstream materializations the value read."
+    )
+    inputs_read_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the attempt that computed the value started."
     )
     requested_by = models.CharField(max_length=150, blank=True, help_text="The run's requester.")
     assignee = models.CharField(max_length=150, blank=True, help_text="Escalation target.")
@@ -56,12 +60,28 @@ class Approval(models.Model):
     option = models.CharField(
         max_length=40, blank=True, help_text="The checkpoint option the reviewer chose, if any."
     )
+    stale_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an input it reviewed was materialized again."
+    )
+    rereviewed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its step was sent to compute a fresh approval."
+    )
+    rereviewed_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         permissions = (("decide_approval", "Can approve, modify or reject approvals"),)
         indexes = (
             models.Index(fields=("status", "expires_at"), name="approval_status_expiry"),
             models.Index(fields=("status", "requested_at"), name="approval_queue"),
+            models.Index(fields=("asset", "status", "partition_key"), name="approval_asset_queue"),
+        )
+        constraints = (
+            # A step asks once per attempt; a re-review asks again only after this one went stale.
+            models.UniqueConstraint(
+                fields=("materialization",),
+                condition=models.Q(status="pending"),
+                name="approval_one_pending_per_step",
+            ),
         )
         ordering = ("requested_at", "id")
 
@@ -74,6 +94,16 @@ class Approval(models.Model):
         return self.status == self.Status.PENDING
 
     @property
+    def is_stale(self) -> bool:
+        """Whether an input it reviewed was materialized again before anyone decided."""
+        return self.status == self.Status.STALE
+
+    @property
+    def is_decided(self) -> bool:
+        """Whether a decision (or a timeout, or a cancel) ended it; the step then resumes."""
+        return self.status not in (self.Status.PENDING, self.Status.STALE)
+
+    @property
     def is_automated(self) -> bool:
         """Whether a ``decide`` function decided it in the step itself (no one was asked)."""
         return self.decided_by == AUTOMATED and self.decided_by_type == self.ActorType.SYSTEM
@@ -82,3 +112,28 @@ class Approval(models.Model):
     def final_value(self) -> object:
         """The value to store: the reviewer's edit if modified, else the proposed value."""
         return self.decided_value if self.status == self.Status.MODIFIED else self.proposed_value
+
+
+class ApprovalInput(models.Model):
+    """One upstream value an approval's proposed value was computed from, at its version.
+
+    Indexed by (asset, partition): a new success of that partition finds the pending approvals
+    that read an older value with one index lookup, not a scan of every approval.
+    """
+
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="inputs")
+    materialization = models.ForeignKey(Materialization, on_delete=models.CASCADE, related_name="+")
+    asset = models.CharField(max_length=ASSET_NAME_LENGTH)
+    partition_key = models.TextField(blank=True)
+    version = models.CharField(
+        max_length=64, blank=True, help_text="The recorded version of the value it read."
+    )
+
+    class Meta:
+        indexes = (
+            models.Index(fields=("asset", "partition_key"), name="approval_input_partition"),
+        )
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return f"{self.asset}[{self.partition_key}]@{self.version or self.materialization_id}"

@@ -1,9 +1,14 @@
 """The only code that creates or decides approvals.
 
-A decision is one conditional UPDATE from ``pending``: the first decision wins, a second one is an
-``ApprovalDecidedError``. The step then returns to ``queued`` and the caller dispatches its
-continuation after commit; a checkpoint option whose outcome is ``skip`` ends the step (and
-its downstream) ``skipped`` instead, in the same transaction.
+A decision locks the approval's row and changes it from ``pending``: the first decision wins, a
+second one is an ``ApprovalDecidedError``. The step then returns to ``queued`` and the caller
+dispatches its continuation after commit; a checkpoint option whose outcome is ``skip`` ends the
+step (and its downstream) ``skipped`` instead, in the same transaction.
+
+An approval is bound to the values it reviewed (``ApprovalInput``): a new success of one of
+those partitions marks it ``stale`` in the success's own transaction, and a decision checks the
+inputs once more under the approval's lock. A stale approval is never approved; it is reviewed
+again (``rereview_approval``) or rejected.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from approvals.models import AUTOMATED, Approval
+from approvals.models import AUTOMATED, Approval, ApprovalInput
 from approvals.review_forms import validate_form_value
 from approvals.signals import (
     approval_decided,
@@ -24,13 +29,17 @@ from approvals.signals import (
     approval_requested,
 )
 from assets import services as step_services
+from assets.models import Materialization
 from flowstone.conf import flowstone_settings
 from flowstone.errors import (
     ApprovalDecidedError,
     ApprovalForbiddenError,
     ApprovalNotFoundError,
+    ApprovalStaleError,
+    FlowStoneError,
     ValidationFailedError,
 )
+from flowstone.status import StepStatus
 from lineage.models import AuditEvent
 from lineage.services import record_audit
 
@@ -39,27 +48,33 @@ if TYPE_CHECKING:
     import uuid
     from collections.abc import Sequence
 
-    from assets.models import Materialization
+    from django.db.models import QuerySet
+
     from flowstone.checkpoints import CheckpointSpec, Option
     from flowstone.step_log import StepLog
 
 DecisionName = Literal["approve", "modify", "reject", "option"]
+OPTION: Final = "option"
+"""The decision that picks one of the checkpoint's named options (``option=<name>``)."""
 DECISIONS: Final[dict[str, Approval.Status]] = {
     "approve": Approval.Status.APPROVED,
     "modify": Approval.Status.MODIFIED,
     "reject": Approval.Status.REJECTED,
 }
-OPTION: Final = "option"
-"""The decision that picks one of the checkpoint's named options (``option=<name>``)."""
 AUDIT_ACTIONS: Final = {
     Approval.Status.APPROVED: AuditEvent.Action.CHECKPOINT_APPROVED,
     Approval.Status.MODIFIED: AuditEvent.Action.CHECKPOINT_MODIFIED,
     Approval.Status.REJECTED: AuditEvent.Action.CHECKPOINT_REJECTED,
     Approval.Status.EXPIRED: AuditEvent.Action.CHECKPOINT_EXPIRED,
-    # The value was not stored; ``details`` names the option and its ``skip`` outcome.
-    Approval.Status.SKIPPED: AuditEvent.Action.CHECKPOINT_REJECTED,
+    Approval.Status.SKIPPED: AuditEvent.Action.CHECKPOINT_SKIPPED,
 }
+BULK_DECISIONS: Final = ("approve", "reject")
 MAX_REASON_LENGTH: Final = 2000
+"""The longest reason any console takes; a longer one is refused, never cut."""
+STORING: Final = frozenset({Approval.Status.APPROVED, Approval.Status.MODIFIED})
+"""The decisions that store the reviewed value: a stale approval never takes them."""
+MAX_BULK: Final = 1000
+"""The most approvals one bulk decision takes."""
 EXPIRY_BATCH: Final = 500
 
 
@@ -80,37 +95,43 @@ def request_approval(
     owner: str,
     message: str,
     value: Any,
-    consumed: Sequence[int],
+    consumed: Sequence[Materialization],
     timeout: dt.timedelta | None,
     log: StepLog | None = None,
 ) -> Approval | None:
-    """Record the approval request (once per materialization) and park the step, atomically.
+    """Record the approval request and the inputs it reviewed, and park the step, atomically.
 
     Returns ``None`` if this process no longer owns the step (nothing is recorded then).
-    ``log`` is what the attempt's asset logged while computing the value under review.
+    ``log`` is what the attempt's asset logged while computing the value under review. Parking
+    wins once per attempt, so each attempt that asks records one approval.
     """
     with transaction.atomic():
         if not step_services.park_step(step, owner=owner, log=log).is_parked:
             return None
         now = timezone.now()
-        Approval.objects.bulk_create(
-            [
-                Approval(
-                    materialization=step,
-                    run_id=step.run_id,
-                    asset=step.asset,
-                    partition_key=step.partition_key,
-                    message=message,
-                    proposed_value=value,
-                    consumed=list(consumed),
-                    requested_by=step.run.requested_by,
-                    requested_at=now,
-                    expires_at=None if timeout is None else now + timeout,
-                )
-            ],
-            ignore_conflicts=True,
+        approval = Approval.objects.create(
+            materialization=step,
+            run_id=step.run_id,
+            asset=step.asset,
+            partition_key=step.partition_key,
+            message=message,
+            proposed_value=value,
+            consumed=[m.pk for m in consumed],
+            inputs_read_at=step.started_at,
+            requested_by=step.run.requested_by,
+            requested_at=now,
+            expires_at=None if timeout is None else now + timeout,
         )
-        approval = Approval.objects.get(materialization=step)
+        ApprovalInput.objects.bulk_create(
+            ApprovalInput(
+                approval=approval,
+                materialization_id=m.pk,
+                asset=m.asset,
+                partition_key=m.partition_key,
+                version=step_services.recorded_version(m),
+            )
+            for m in consumed
+        )
         transaction.on_commit(lambda: approval_requested.send(sender=Approval, approval=approval))
     return approval
 
@@ -124,8 +145,8 @@ def get_approval(approval_id: object) -> Approval:
 
 
 def approval_for_step(step_id: int) -> Approval | None:
-    """The approval of a step, if its checkpoint asked for one."""
-    return Approval.objects.filter(materialization_id=step_id).first()
+    """The step's latest approval, if its checkpoint asked (a re-review asks once more)."""
+    return Approval.objects.filter(materialization_id=step_id).order_by("-id").first()
 
 
 def can_decide(approval: Approval, actor: str) -> bool:
@@ -179,7 +200,6 @@ def _checked_value(approval: Approval, decision: str, value: Any) -> Any:
     if decision != "modify":
         return None
     from flowstone.checkpoints import Review  # noqa: PLC0415  # keeps the model import light
-    from flowstone.errors import FlowStoneError  # noqa: PLC0415
     from flowstone.inputs import validate_json_value  # noqa: PLC0415
     from flowstone.partitions import decode_partition_key  # noqa: PLC0415
 
@@ -253,6 +273,28 @@ def _option_decision(
     )
 
 
+def checked_reason(decision: str, reason: str | None) -> str:
+    """The reason, stripped; refused (never cut) if too long, and required to reject.
+
+    Every console calls this before anything is recorded, so each shows the same message.
+    """
+    reason = (reason or "").strip()
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ValidationFailedError(
+            f"the reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed"
+        )
+    if "\x00" in reason:
+        raise ValidationFailedError("the reason may not contain NUL characters")
+    if decision == "reject" and not reason:
+        raise ValidationFailedError("a rejection needs a reason")
+    return reason
+
+
+def _checked_decision(decision: str, allowed: Sequence[str]) -> None:
+    if decision not in allowed:
+        raise ValidationFailedError(f"decision must be one of {sorted(allowed)}, got {decision!r}")
+
+
 def decide_approval(
     approval_id: object,
     decision: str,
@@ -267,20 +309,12 @@ def decide_approval(
 
     ``reject`` needs a reason, ``modify`` a JSON value that the checkpoint's form and validator
     accept, ``option`` the name of one of the checkpoint's options (``_option_decision``).
+    A stale approval may still be rejected (or skipped); storing its value is
+    ``ApprovalStaleError``.
     """
-    if decision not in DECISIONS and decision != OPTION:
-        raise ValidationFailedError(
-            f"decision must be one of {sorted([*DECISIONS, OPTION])}, got {str(decision)[:40]!r}"
-        )
-    reason = (reason or "").strip()[:MAX_REASON_LENGTH]
-    if decision == "reject" and not reason:
-        raise ValidationFailedError("a rejection needs a reason")
+    _checked_decision(decision, [*DECISIONS, OPTION])
+    reason = checked_reason(decision, reason)
     approval = get_approval(approval_id)
-    if not can_decide(approval, actor):
-        raise ApprovalForbiddenError(
-            f"{actor!r} requested run {approval.run_id} and may not decide its approval",
-            run_id=str(approval.run_id),
-        )
     chosen: Option | None = None
     if decision == OPTION:
         status, decided_value, reason, chosen = _option_decision(
@@ -289,42 +323,286 @@ def decide_approval(
     else:
         decided_value = _checked_value(approval, decision, value)
         status = DECISIONS[decision]
+    return _decide(
+        approval,
+        status,
+        actor=actor,
+        actor_type=actor_type,
+        reason=reason,
+        decided_value=decided_value,
+        chosen=chosen,
+    )
+
+
+def _decide(
+    approval: Approval,
+    status: Approval.Status,
+    *,
+    actor: str,
+    actor_type: str,
+    reason: str,
+    decided_value: Any = None,
+    chosen: Option | None = None,
+) -> Continuation:
+    """Decide one approval in its own transaction; raise the refusal, if any.
+
+    The approval's row is locked before its inputs are checked, and a new success of an input
+    locks the same row to mark it stale: whichever comes second sees the other's outcome.
+    """
+    if not can_decide(approval, actor):
+        raise ApprovalForbiddenError(
+            f"{actor!r} requested run {approval.run_id} and may not decide its approval",
+            run_id=str(approval.run_id),
+        )
+    stores_value = status in STORING
     with transaction.atomic():
         step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
-        won = Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(
-            status=status,
-            decided_value=decided_value,
-            decided_at=timezone.now(),
-            decided_by=actor[:150],
-            decided_by_type=actor_type,
-            reason=reason,
-            option=chosen.name if chosen is not None else "",
-        )
-        if not won:
-            current = Approval.objects.get(pk=approval.pk)
-            raise ApprovalDecidedError(
-                f"approval {approval.pk} is already {current.status}"
-                + (f" by {current.decided_by}" if current.decided_by else ""),
+        current = Approval.objects.select_for_update().get(pk=approval.pk)
+        _refuse_unless_open(current, stores_value=stores_value)
+        went_stale = stores_value and current.is_pending and _inputs_changed(current)
+        if went_stale:
+            _mark_stale(Approval.objects.filter(pk=current.pk))  # kept: the refusal commits it
+        else:
+            decision_fields = {
+                "status": status,
+                "decided_value": decided_value,
+                "decided_at": timezone.now(),
+                "decided_by": actor[:150],
+                "decided_by_type": actor_type,
+                "reason": reason,
+                "option": chosen.name if chosen is not None else "",
+            }
+            Approval.objects.filter(pk=current.pk).update(**decision_fields)
+            for name, decided in decision_fields.items():
+                setattr(approval, name, decided)
+            record_audit(
+                AUDIT_ACTIONS[status],
+                actor_type=actor_type,
+                actor=actor,
+                run_id=approval.run_id,
                 asset=approval.asset,
-                partition=approval.partition_key,
-                run_id=str(approval.run_id),
+                partition_key=approval.partition_key,
+                details={"approval_id": approval.pk, "reason": reason, "was": current.status}
+                | ({"option": chosen.name, "outcome": chosen.outcome} if chosen else {}),
             )
-        approval.refresh_from_db()
+            transaction.on_commit(
+                lambda: approval_decided.send(sender=Approval, approval=approval, decision=status)
+            )
+            return _skip(approval) if status == Approval.Status.SKIPPED else _continue(approval)
+    raise _stale_error(approval)
+
+
+def _refuse_unless_open(current: Approval, *, stores_value: bool) -> None:
+    """Raise unless ``current`` (locked) takes the decision: pending, or stale to end it."""
+    if current.is_pending:
+        return
+    if current.is_stale and current.rereviewed_at is None:
+        if not stores_value:
+            return
+        raise _stale_error(current)
+    raise ApprovalDecidedError(
+        f"approval {current.pk} is already {current.status}"
+        + (f" by {current.decided_by}" if current.decided_by else "")
+        + (f" (reviewed again by {current.rereviewed_by})" if current.rereviewed_at else ""),
+        asset=current.asset,
+        partition=current.partition_key,
+        run_id=str(current.run_id),
+    )
+
+
+def _stale_error(approval: Approval) -> ApprovalStaleError:
+    return ApprovalStaleError(
+        f"approval {approval.pk} is stale: an input it reviewed was materialized again; "
+        "review it again (the step computes from the new value) or reject it",
+        asset=approval.asset,
+        partition=approval.partition_key,
+        run_id=str(approval.run_id),
+    )
+
+
+def _inputs_changed(approval: Approval) -> bool:
+    """Whether an input partition succeeded again since the step read it (one query)."""
+    if approval.inputs_read_at is None or not approval.consumed:
+        return False
+    newer = Materialization.objects.filter(
+        asset=OuterRef("asset"),
+        partition_key=OuterRef("partition_key"),
+        status=StepStatus.SUCCESS,
+        finished_at__gte=approval.inputs_read_at,
+    ).exclude(pk=OuterRef("materialization_id"))
+    return ApprovalInput.objects.filter(approval_id=approval.pk).filter(Exists(newer)).exists()
+
+
+def _mark_stale(pending: QuerySet[Approval], *, by: Materialization | None = None) -> int:
+    """Mark these pending approvals stale, each audited; return how many.
+
+    The rows are locked first (``FOR UPDATE``), so a decision taking one at the same moment is
+    either seen as made (the row is no longer pending) or waits and then sees it stale. They are
+    locked in id order: two successes marking the same approvals never wait on each other in a
+    circle.
+    """
+    rows = list(
+        pending.filter(status=Approval.Status.PENDING)
+        .order_by("pk")
+        .select_for_update()
+        .values_list("pk", "run_id", "asset", "partition_key")
+    )
+    if not rows:
+        return 0
+    Approval.objects.filter(pk__in=[row[0] for row in rows]).update(
+        status=Approval.Status.STALE, stale_at=timezone.now()
+    )
+    cause = {} if by is None else {"asset": by.asset, "partition_key": by.partition_key}
+    for approval_id, run_id, asset, partition_key in rows:
         record_audit(
-            AUDIT_ACTIONS[status],
+            AuditEvent.Action.CHECKPOINT_STALE,
+            actor_type=AuditEvent.ActorType.SYSTEM,
+            run_id=run_id,
+            asset=asset,
+            partition_key=partition_key,
+            details={
+                "approval_id": approval_id,
+                "rematerialized": cause,
+                "materialization_id": None if by is None else by.pk,
+            },
+        )
+    return len(rows)
+
+
+def mark_readers_stale(
+    sender: object,  # noqa: ARG001  # a signal receiver
+    *,
+    step: Materialization,
+    **kwargs: Any,  # noqa: ARG001
+) -> int:
+    """A new success of ``step``'s partition: pending approvals that read another value go stale.
+
+    Runs in the success's transaction (``assets.services.success_recorded``): one index lookup
+    on ``ApprovalInput`` by (asset, partition), whatever the number of approvals.
+    """
+    readers = ApprovalInput.objects.filter(
+        asset=step.asset, partition_key=step.partition_key
+    ).exclude(materialization_id=step.pk)
+    return _mark_stale(Approval.objects.filter(pk__in=readers.values("approval_id")), by=step)
+
+
+def rereview_approval(approval_id: object, *, actor: str, actor_type: str) -> Continuation:
+    """Send a stale approval's step to compute again from the newest inputs and ask anew.
+
+    The stale approval is kept (``rereviewed_at``/``rereviewed_by``, audited); its step returns
+    to ``queued`` like a decided one, recomputes, and its checkpoint requests a fresh approval
+    (or passes the value if its condition no longer holds). Only once per stale approval.
+    """
+    approval = get_approval(approval_id)
+    with transaction.atomic():
+        step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
+        current = Approval.objects.select_for_update().get(pk=approval.pk)
+        if not current.is_stale or current.rereviewed_at is not None:
+            raise ApprovalDecidedError(
+                f"approval {current.pk} is {current.status}"
+                + (" and was already reviewed again" if current.rereviewed_at else "")
+                + "; only a stale approval is reviewed again",
+                asset=current.asset,
+                partition=current.partition_key,
+                run_id=str(current.run_id),
+            )
+        Approval.objects.filter(pk=current.pk).update(
+            rereviewed_at=timezone.now(), rereviewed_by=actor[:150]
+        )
+        record_audit(
+            AuditEvent.Action.CHECKPOINT_REREVIEWED,
             actor_type=actor_type,
             actor=actor,
             run_id=approval.run_id,
             asset=approval.asset,
             partition_key=approval.partition_key,
-            details={"approval_id": approval.pk, "reason": reason}
-            | ({"option": chosen.name, "outcome": chosen.outcome} if chosen is not None else {}),
+            details={"approval_id": approval.pk},
         )
-        continuation = _skip(approval) if status == Approval.Status.SKIPPED else _continue(approval)
-        transaction.on_commit(
-            lambda: approval_decided.send(sender=Approval, approval=approval, decision=status)
+        return _continue(approval)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BulkOutcome:
+    """What a bulk decision did to one approval: its new status, or why it was refused."""
+
+    approval_id: int
+    status: str = ""
+    refused: str = ""
+    message: str = ""
+    continuation: Continuation | None = None
+
+
+REFUSALS: Final[tuple[tuple[type[FlowStoneError], str], ...]] = (
+    (ApprovalStaleError, "stale"),
+    (ApprovalDecidedError, "already_decided"),
+    (ApprovalForbiddenError, "forbidden"),
+    (ApprovalNotFoundError, "not_found"),
+    (FlowStoneError, "invalid"),
+)
+
+
+def _refusal(error: FlowStoneError) -> str:
+    return next(name for cls, name in REFUSALS if isinstance(error, cls))
+
+
+def pending_of(asset: str, partition_keys: Sequence[str] | None = None) -> list[int]:
+    """Ids of the asset's pending approvals (of these partitions), oldest first.
+
+    More than ``MAX_BULK`` is a ``ValidationFailedError``: narrow the filter.
+    """
+    pending = Approval.objects.filter(asset=asset, status=Approval.Status.PENDING)
+    if partition_keys is not None:
+        pending = pending.filter(partition_key__in=list(partition_keys))
+    ids = list(pending.order_by("requested_at", "id").values_list("pk", flat=True)[: MAX_BULK + 1])
+    if len(ids) > MAX_BULK:
+        raise ValidationFailedError(
+            f"more than {MAX_BULK} pending approvals of {asset!r} match; narrow the partitions"
         )
-    return continuation
+    return ids
+
+
+def decide_many(
+    approval_ids: Sequence[int],
+    decision: str,
+    *,
+    actor: str,
+    actor_type: str = Approval.ActorType.USER,
+    reason: str = "",
+) -> list[BulkOutcome]:
+    """Approve or reject many approvals with one reason; one outcome per id, in order.
+
+    Each approval is decided in its own transaction, audited on its own, and the first decision
+    wins per approval; a refusal (already decided, stale, forbidden, unknown) is reported and
+    the others go on. Invalid input (the decision, the reason, too many ids) records nothing.
+    """
+    _checked_decision(decision, BULK_DECISIONS)
+    reason = checked_reason(decision, reason)
+    ids = list(dict.fromkeys(approval_ids))
+    if len(ids) > MAX_BULK:
+        raise ValidationFailedError(f"at most {MAX_BULK} approvals at once, got {len(ids)}")
+    found = Approval.objects.select_related("run").in_bulk(ids)
+    outcomes = []
+    for approval_id in ids:
+        try:
+            approval = found.get(approval_id)
+            if approval is None:
+                raise ApprovalNotFoundError(f"unknown approval {approval_id}")
+            continuation = _decide(
+                approval, DECISIONS[decision], actor=actor, actor_type=actor_type, reason=reason
+            )
+        except FlowStoneError as exc:
+            outcomes.append(
+                BulkOutcome(approval_id=approval_id, refused=_refusal(exc), message=exc.message)
+            )
+        else:
+            outcomes.append(
+                BulkOutcome(
+                    approval_id=approval_id,
+                    status=DECISIONS[decision],
+                    continuation=continuation,
+                )
+            )
+    return outcomes
 
 
 def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
@@ -354,11 +632,15 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
                     )
                 return None
             if policy == "extend" and approval.extensions == 0 and spec.extend_by is not None:
-                overdue.update(
+                if overdue.update(
                     extensions=F("extensions") + 1, expires_at=F("expires_at") + spec.extend_by
-                )
+                ):
+                    _audit_system(approval, AuditEvent.Action.CHECKPOINT_EXTENDED, policy)
                 return None
         status = Approval.Status.APPROVED if policy == "auto_approve" else Approval.Status.EXPIRED
+        if status == Approval.Status.APPROVED and _inputs_changed(approval):
+            _mark_stale(overdue)  # a timeout approves no numbers nobody saw either
+            return None
         if not overdue.update(
             status=status,
             decided_at=now,
@@ -414,8 +696,9 @@ def cancel_approvals_of_steps(
     Each canceled approval is audited with the actor who canceled the run.
     """
     undecided = Approval.objects.filter(
+        Q(status__in=(Approval.Status.PENDING, Approval.Status.ESCALATED))
+        | Q(status=Approval.Status.STALE, rereviewed_at__isnull=True),
         materialization_id__in=list(step_ids),
-        status__in=(Approval.Status.PENDING, Approval.Status.ESCALATED),
     )
     canceled = list(undecided.values_list("pk", "asset", "partition_key"))
     undecided.update(
@@ -458,6 +741,7 @@ def record_automated_decision(
             return None
         approval, _created = Approval.objects.update_or_create(
             materialization=step,
+            decided_by=AUTOMATED,
             defaults={
                 "run_id": step.run_id,
                 "asset": step.asset,

@@ -19,6 +19,7 @@ Every error that crosses the public API is a ``FlowStoneError``::
     ├── CheckpointRejectedError    checkpoint_rejected
     ├── ApprovalNotFoundError      validation_error      no approval has that id
     ├── ApprovalDecidedError       validation_error      a second decision (or after expiry)
+    │   └── ApprovalStaleError     validation_error      an input it reviewed changed since
     ├── ApprovalForbiddenError     validation_error      e.g. deciding one's own run
     ├── MaterializationNotFoundError  validation_error   no successful materialization to use
     └── LineageCycleError          validation_error      an edge would close a cycle
@@ -262,6 +263,12 @@ class ApprovalDecidedError(FlowStoneError):
     default_kind = "validation_error"
 
 
+class ApprovalStaleError(ApprovalDecidedError):
+    """An input the approval reviewed was materialized again: it must be reviewed anew."""
+
+    default_kind = "validation_error"
+
+
 class ApprovalForbiddenError(FlowStoneError):
     """This actor may not decide this approval (for example, it is their own request)."""
 
@@ -300,6 +307,7 @@ _ERROR_CLASSES: Final[dict[str, type[FlowStoneError]]] = {
         CheckpointRejectedError,
         ApprovalNotFoundError,
         ApprovalDecidedError,
+        ApprovalStaleError,
         ApprovalForbiddenError,
         MaterializationNotFoundError,
         LineageCycleError,
@@ -311,6 +319,7 @@ __all__ = [
     "ApprovalDecidedError",
     "ApprovalForbiddenError",
     "ApprovalNotFoundError",
+    "ApprovalStaleError",
     "AssetNotFoundError",
     "CheckpointRejectedError",
     "DefinitionError",

@@ -225,6 +225,7 @@ SPECTACULAR_SETTINGS = {
         "ApprovalStatusEnum": "approvals.models.Approval.Status",
         "DecisionEnum": "approvals.api.DECISIONS",
         "OptionOutcomeEnum": "flowstone.checkpoints.OUTCOMES",
+        "BulkDecisionEnum": "approvals.services.BULK_DECISIONS",
         "TickKindEnum": "schedules.models.Tick.Kind",
         "TickStatusEnum": "schedules.models.Tick.Status",
         "ErrorKindEnum": "flowstone.errors.ERROR_KINDS",

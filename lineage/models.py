@@ -63,6 +63,10 @@ class AuditEvent(models.Model):
         CHECKPOINT_ESCALATED = "checkpoint.escalated"
         CHECKPOINT_EXPIRED = "checkpoint.expired"
         CHECKPOINT_CANCELED = "checkpoint.canceled"
+        CHECKPOINT_EXTENDED = "checkpoint.extended"
+        CHECKPOINT_STALE = "checkpoint.stale"
+        CHECKPOINT_REREVIEWED = "checkpoint.rereviewed"
+        CHECKPOINT_SKIPPED = "checkpoint.skipped"
 
     class ActorType(models.TextChoices):
         SYSTEM = "system"

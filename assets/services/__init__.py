@@ -29,6 +29,7 @@ from assets.services.engine import (
     retry_step,
     seconds_until_due,
     skip_step,
+    success_recorded,
     waiting_steps_canceled,
 )
 from assets.services.outbox import (
@@ -113,6 +114,7 @@ __all__ = [
     "step_payload",
     "steps_by_key",
     "steps_of_run",
+    "success_recorded",
     "upsert_materialization",
     "waiting_steps_canceled",
     "workers_seen_within",

@@ -65,6 +65,11 @@ RECOVERY_BATCH: Final = 1000
 # the same transaction. A signal keeps the engine from importing the app that imports it.
 waiting_steps_canceled = Signal()
 
+# Sent inside a step's success transaction with ``step`` (the new success): ``approvals`` marks
+# the pending approvals that reviewed an older value of the same partition stale before the
+# new value commits, so none of them can be approved afterwards.
+success_recorded = Signal()
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StepEnd:
@@ -548,6 +553,7 @@ def complete_step(
             partition_key=step.partition_key,
             details={"materialization_id": step.pk, "uri": stored.uri},
         )
+        success_recorded.send(sender=Materialization, step=step)
         decremented = 0
         if run.has_step_edges:
             downstream = StepEdge.objects.filter(upstream_id=step.pk).values_list("downstream_id")

@@ -171,11 +171,17 @@ def _load_inputs(
     definition: AssetDefinition,
     inputs: tuple[UpstreamInput, ...],
     config: RunConfig,
+    *,
+    newest: bool = False,
 ) -> tuple[dict[str, Any], list[Materialization]]:
-    """Find the materialization behind every upstream partition and load the values used."""
+    """Find the materialization behind every upstream partition and load the values used.
+
+    ``newest``: read every upstream's latest success, not the run's own steps: a re-review of a
+    stale approval computes from the value that made it stale.
+    """
     keys = [(i.asset, key) for i in inputs for key in i.partition_keys]
-    in_run = services.steps_by_key(step.run_id, keys)
-    reused = _reused(registry, config, [k for k in keys if k not in in_run])
+    in_run = {} if newest else services.steps_by_key(step.run_id, keys)
+    reused = {} if newest else _reused(registry, config, [k for k in keys if k not in in_run])
     kwargs: dict[str, Any] = {}
     consumed: list[Materialization] = []
     for upstream_input in inputs:
@@ -241,11 +247,13 @@ def _compute(
     step: Materialization,
     config: RunConfig,
     kept_log: StepLog,
+    *,
+    newest: bool = False,
 ) -> _Computed:
-    """Load inputs and call the asset function."""
+    """Load inputs (the newest ones: see ``_load_inputs``) and call the asset function."""
     partition = validate_partition(definition, decode_partition_key(step.partition_key), None)
     inputs = plan_inputs(registry, definition, partition, None)
-    kwargs, consumed = _load_inputs(registry, step, definition, inputs, config)
+    kwargs, consumed = _load_inputs(registry, step, definition, inputs, config, newest=newest)
     upstream = MappingProxyType(dict(kwargs))
     overrides = config.resource_overrides or {}
     with open_resources(definition.spec.resources, registry.resources, overrides) as resources:
@@ -382,7 +390,7 @@ def _gate(
             owner=owner,
             message=message,
             value=computed.value,
-            consumed=[m.pk for m in computed.consumed],
+            consumed=computed.consumed,
             timeout=spec.timeout,
             log=log,
         )
@@ -530,13 +538,14 @@ def _execute(
         approval_services.approval_for_step(step.pk) if definition.checkpoint is not None else None
     )
     # A reviewer's decision resumes the parked step; an automated one is made again by each
-    # attempt, from the value it computes.
-    if approval is not None and not approval.is_pending and not approval.is_automated:
+    # attempt, from the value it computes, and a stale one sent back for review computes anew.
+    if approval is not None and approval.is_decided and not approval.is_automated:
         value, consumed, stored = _resume(
             registry, definition, step, config, approval, attempt=attempt
         )
     else:
-        computed = _compute(registry, definition, step, config, attempt.log)
+        is_rereview = approval is not None and approval.is_stale
+        computed = _compute(registry, definition, step, config, attempt.log, newest=is_rereview)
         value, must_wait = _gate(definition, step, computed, owner=attempt.owner, log=attempt.log)
         if must_wait:
             logger.info("step waits for approval", extra=ids)

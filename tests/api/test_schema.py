@@ -47,6 +47,7 @@ def test_every_enum_has_a_stable_meaningful_name(document: dict[str, Any]) -> No
     assert enums == {
         "ApprovalStatusEnum",
         "AttemptOutcomeEnum",
+        "BulkDecisionEnum",
         "DecisionEnum",
         "ErrorKindEnum",
         "OptionOutcomeEnum",

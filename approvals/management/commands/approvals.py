@@ -1,9 +1,10 @@
-"""``manage.py approvals``: list approvals and decide them from the command line.
+"""``manage.py approvals``: list approvals, decide them (one or many), re-review stale ones.
 
-Exit codes: 0 listed, or the decision was recorded; 1 the decision was refused (the approval was
-already decided or expired, or the user may not decide it); 2 invalid input (an unknown approval,
-user or option, bad JSON, a value the checkpoint's form or validator refuses, a rejection without
-a reason). ``decide ID --option NAME`` picks one of the checkpoint's named options.
+Exit codes: 0 listed, or every decision was recorded; 1 a decision was refused (the approval was
+already decided or expired, is stale, or the user may not decide it; in a bulk decision the
+others are still decided); 2 invalid input (an unknown approval, user or option, bad JSON, a value
+the checkpoint's form or validator refuses, a rejection without a reason, a reason over 2,000
+characters). ``decide ID --option NAME`` picks one of the checkpoint's named options.
 """
 
 from __future__ import annotations
@@ -32,14 +33,24 @@ if TYPE_CHECKING:
 EXIT_REFUSED: Final = cli.EXIT_FAILED
 """A well-formed decision the approval's state or the user's rights refuse."""
 
+ACTION_HELP: Final = {
+    "approve": "Approve pending approvals: IDs, or --asset X --pending.",
+    "reject": "Reject pending (or stale) approvals with one reason: IDs, or --asset X --pending.",
+    "modify": "Store an edited value instead of a pending approval's proposed value.",
+    "decide": "Choose one of a pending approval's options.",
+    "rereview": "Send a stale approval's step to compute again and ask for a fresh approval.",
+}
+
 
 class Command(cli.FlowStoneCommand):
     """List approvals, or approve / modify / reject one as a named user."""
 
     help = (
-        "List approvals or decide one: approvals list | approve ID | reject ID | modify ID | "
-        "decide ID --option NAME. "
-        "Exit codes: 0 done, 1 decision refused (already decided, not allowed), 2 invalid input."
+        "List approvals or decide them: approvals list | approve ID... | reject ID... | "
+        "modify ID | decide ID --option NAME | rereview ID; approve and reject also take "
+        "--asset X --pending. "
+        "Exit codes: 0 done, 1 decision refused (already decided, stale, not allowed), "
+        "2 invalid input."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,20 +64,29 @@ class Command(cli.FlowStoneCommand):
             help="Which approvals to list (default: %(default)s).",
         )
         cli.add_json_argument(listing)
-        for action in ("approve", "reject", "modify", "decide"):
-            decide = actions.add_parser(
-                action,
-                help="Choose one of a pending approval's options."
-                if action == "decide"
-                else f"{action.capitalize()} a pending approval.",
-            )
-            decide.add_argument("approval_id", metavar="ID", help="The approval to decide.")
+        for action in ("approve", "reject", "modify", "decide", "rereview"):
+            decide = actions.add_parser(action, help=ACTION_HELP[action])
+            if action in services.BULK_DECISIONS:
+                decide.add_argument("approval_ids", metavar="ID", nargs="*", help="Approvals.")
+                decide.add_argument("--asset", help="Every pending approval of this asset ...")
+                decide.add_argument(
+                    "--pending", action="store_true", help="... that is pending (with --asset)."
+                )
+                decide.add_argument(
+                    "--partition",
+                    dest="partitions",
+                    action="append",
+                    help="... of this partition key (repeatable; with --asset).",
+                )
+            else:
+                decide.add_argument("approval_id", metavar="ID", help="The approval.")
             decide.add_argument(
                 "--user", required=True, help="The deciding user (holds approvals.decide_approval)."
             )
-            decide.add_argument(
-                "--reason", default="", required=action == "reject", help="Why (to reject)."
-            )
+            if action != "rereview":
+                decide.add_argument(
+                    "--reason", default="", required=action == "reject", help="Why (to reject)."
+                )
             if action == "modify":
                 decide.add_argument("--value", required=True, help="The new value as JSON.")
             if action == "decide":
@@ -84,33 +104,107 @@ class Command(cli.FlowStoneCommand):
             self._list(options["status"], as_json=options["json"])
             return
         user = self._decider(options["user"])
-        value = None
-        if options.get("value") is not None:
-            try:
-                value = parse_json(options["value"], what="--value")
-            except ValidationFailedError as exc:
-                raise cli.invalid(exc.message) from exc
+        if options["action"] in services.BULK_DECISIONS:
+            ids = self._selected(options)
+            if len(ids) != 1 or options["asset"]:
+                self._decide_many(ids, user, options)
+                return
+            options["approval_id"] = ids[0]
         is_option = options["action"] == "decide"
         try:
-            continuation = services.decide_approval(
-                options["approval_id"],
-                services.OPTION if is_option else options["action"],
-                actor=user,
-                actor_type=Approval.ActorType.USER,
-                reason=options["reason"],
-                value=value,
-                option=options["option"] if is_option else "",
-            )
+            approval_id = options["approval_id"]
+            if options["action"] == "rereview":
+                continuation = services.rereview_approval(
+                    approval_id, actor=user, actor_type=Approval.ActorType.USER
+                )
+            else:
+                continuation = services.decide_approval(
+                    approval_id,
+                    services.OPTION if is_option else options["action"],
+                    actor=user,
+                    actor_type=Approval.ActorType.USER,
+                    reason=options["reason"],
+                    value=self._value(options),
+                    option=options["option"] if is_option else "",
+                )
         except (ApprovalDecidedError, ApprovalForbiddenError) as exc:
             raise CommandError(cli.in_cli_terms(str(exc)), returncode=EXIT_REFUSED) from exc
         except FlowStoneError as exc:
             raise cli.invalid_input(exc) from exc
         continue_after_decision(continuation)
-        approval = services.get_approval(options["approval_id"])
+        approval = services.get_approval(approval_id)
         if options["json"]:
             self.stdout.write(json.dumps(cli.approval_json(approval)))
         else:
             self.stdout.write(f"approval {approval.pk}: {approval.status}; run {approval.run_id}")
+
+    @staticmethod
+    def _value(options: dict[str, Any]) -> Any:
+        """``--value`` parsed as JSON (``modify``, and ``decide`` with a continue option)."""
+        if options.get("value") is None:
+            return None
+        try:
+            return parse_json(options["value"], what="--value")
+        except ValidationFailedError as exc:
+            raise cli.invalid(exc.message) from exc
+
+    @staticmethod
+    def _selected(options: dict[str, Any]) -> list[str]:
+        """The IDs given, or the ids of ``--asset``'s pending approvals (``--partition``)."""
+        ids: list[str] = options["approval_ids"]
+        if options["asset"] is None:
+            if options["pending"] or options["partitions"]:
+                raise cli.invalid("--pending and --partition go with --asset")
+            if not ids:
+                raise cli.invalid("give approval IDs, or --asset X --pending")
+            return ids
+        if ids or not options["pending"]:
+            raise cli.invalid("--asset takes --pending and no IDs")
+        try:
+            return [str(pk) for pk in services.pending_of(options["asset"], options["partitions"])]
+        except FlowStoneError as exc:
+            raise cli.invalid_input(exc) from exc
+
+    def _decide_many(self, ids: list[str], user: str, options: dict[str, Any]) -> None:
+        """One decision for many approvals: a line (or JSON entry) per approval."""
+        numbers = []
+        for text in ids:
+            if not text.isdigit():
+                raise cli.invalid(f"unknown approval {text[:40]!r}")
+            numbers.append(int(text))
+        try:
+            outcomes = services.decide_many(
+                numbers,
+                options["action"],
+                actor=user,
+                actor_type=Approval.ActorType.USER,
+                reason=options["reason"],
+            )
+        except FlowStoneError as exc:
+            raise cli.invalid_input(exc) from exc
+        for outcome in outcomes:
+            if outcome.continuation is not None:
+                continue_after_decision(outcome.continuation)
+        if options["json"]:
+            rows = [
+                {
+                    "id": o.approval_id,
+                    "status": o.status,
+                    "refused": o.refused,
+                    "message": o.message,
+                }
+                for o in outcomes
+            ]
+            self.stdout.write(json.dumps(rows))
+        else:
+            for o in outcomes:
+                line = o.status if not o.refused else f"refused ({o.refused}): {o.message}"
+                self.stdout.write(f"approval {o.approval_id}: {cli.in_cli_terms(line)}")
+        refused = sum(1 for o in outcomes if o.refused)
+        if refused:
+            raise CommandError(
+                f"{refused} of {len(outcomes)} approval(s) refused", returncode=EXIT_REFUSED
+            )
 
     def _decider(self, username: str) -> str:
         user = get_user_model().objects.filter(username=username).first()
