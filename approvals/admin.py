@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -25,12 +26,13 @@ from flowstone.execution.resume import continue_after_decision
 if TYPE_CHECKING:
     from django.urls import URLPattern
 
-DECIDE_PERMISSION = "approvals.decide_approval"
+DECIDE_PERMISSION = services.DECIDE_PERMISSION
 MESSAGE_PREVIEW = 80
+INBOX_PAGE_SIZE = 50
 
 
 def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: Any) -> None:
-    """Decide one approval as the logged-in user and dispatch the continuation."""
+    """Decide one approval (or vote) as the logged-in user and dispatch any continuation."""
     continuation = services.decide_approval(
         approval_id,
         decision,
@@ -145,19 +147,51 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self.message_user(request, f"Approved {approved} approval(s).", messages.SUCCESS)
 
     def get_urls(self) -> list[URLPattern]:
-        """Add the decision form."""
+        """Add the decision form and the reviewer's inbox."""
         decide = path(
             "<int:approval_id>/decide/",
             self.admin_site.admin_view(self.decide_view),
             name="approvals_approval_decide",
         )
-        return [decide, *super().get_urls()]
+        inbox = path(
+            "mine/",
+            self.admin_site.admin_view(self.inbox_view),
+            name="approvals_approval_inbox",
+        )
+        return [decide, inbox, *super().get_urls()]
+
+    def inbox_view(self, request: HttpRequest) -> HttpResponse:
+        """My pending decisions: what the logged-in user may decide, oldest first, paginated."""
+        if not self.has_decide_permission(request):
+            raise PermissionDenied
+        pending = services.pending_for(request.user)
+        page = Paginator(pending, INBOX_PAGE_SIZE).get_page(request.GET.get("page"))
+        now = timezone.now()
+        rows = [
+            {
+                "approval": approval,
+                "waiting": timesince(approval.requested_at, now),
+                "time_left": self.time_left(approval),
+            }
+            for approval in page.object_list
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "My pending decisions",
+            "rows": rows,
+            "page": page,
+        }
+        return TemplateResponse(request, "admin/approvals/approval/inbox.html", context)
 
     def decide_view(self, request: HttpRequest, approval_id: int) -> HttpResponse:
         """Show an approval with its value and take the reviewer's decision."""
         if not self.has_decide_permission(request):
             raise PermissionDenied
-        approval = get_object_or_404(Approval.objects.select_related("run"), pk=approval_id)
+        approval = get_object_or_404(
+            Approval.objects.select_related("run").prefetch_related("deciders", "votes"),
+            pk=approval_id,
+        )
         form = DecisionForm(
             request.POST or None,
             initial={"value": json.dumps(approval.proposed_value, indent=2, ensure_ascii=False)},
@@ -178,9 +212,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(
-                    request,
-                    f"Approval {approval.pk}: {data['decision']} recorded.",
-                    messages.SUCCESS,
+                    request, _recorded(approval.pk, data["decision"]), messages.SUCCESS
                 )
                 return HttpResponseRedirect(reverse("admin:approvals_approval_changelist"))
         context = {
@@ -190,6 +222,16 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "approval": approval,
             "form": form,
             "proposed": json.dumps(approval.proposed_value, indent=2, ensure_ascii=False),
-            "can_decide": services.can_decide(approval, request.user.get_username()),
+            "refusal": services.decision_refusal(approval, request.user.get_username()),
+            "votes": approval.votes.all(),
         }
         return TemplateResponse(request, "admin/approvals/approval/decide.html", context)
+
+
+def _recorded(approval_id: int, decision: str) -> str:
+    """The message after a decision: a vote that left the quorum incomplete says how far it is."""
+    approval = Approval.objects.prefetch_related("votes").get(pk=approval_id)
+    if decision == "approve" and approval.is_pending:
+        votes = len(approval.current_votes())
+        return f"Approval {approval_id}: your vote is recorded ({votes} of {approval.quorum})."
+    return f"Approval {approval_id}: {decision} recorded."

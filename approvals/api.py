@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from approvals import services
-from approvals.models import Approval
+from approvals.models import Approval, ApprovalVote
 from flowstone.api_errors import error_response
 from flowstone.execution.resume import continue_after_decision
 from flowstone.filters import FilterSerializer, choice_filter
@@ -24,10 +24,32 @@ if TYPE_CHECKING:
 DECISIONS: Final = ("approve", "modify", "reject")
 
 
+class VoteSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """One reviewer's approve under a quorum; ``counts`` is false once the approval escalated."""
+
+    counts = serializers.SerializerMethodField(help_text="Whether it counts toward the quorum.")
+
+    class Meta:
+        model = ApprovalVote
+        fields = ("voter", "voted_at", "reason", "escalation", "counts")
+        read_only_fields = fields
+
+    def get_counts(self, vote: ApprovalVote) -> bool:
+        """Votes cast before the approval's last escalation no longer count."""
+        return vote.escalation == vote.approval.escalations
+
+
 class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """An approval as the API shows it; ``run_id`` is the ``id`` of the run it holds."""
 
     run_id = serializers.UUIDField(read_only=True, help_text="The id of the approval's run.")
+    deciders = serializers.ListField(
+        source="decider_names",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Who may decide: users and group:NAME; empty: anyone with the permission.",
+    )
+    votes = VoteSerializer(many=True, read_only=True)
 
     class Meta:
         model = Approval
@@ -42,6 +64,9 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "decided_value",
             "requested_by",
             "assignee",
+            "deciders",
+            "quorum",
+            "votes",
             "requested_at",
             "expires_at",
             "decided_at",
@@ -99,8 +124,12 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     permission_classes = (permissions.IsAuthenticated, ViewApprovals)
 
     def get_queryset(self) -> QuerySet[Approval]:
-        """Approvals, oldest request first."""
-        return Approval.objects.all().order_by("requested_at", "id")
+        """Approvals, oldest request first, with their deciders and votes (no query per row)."""
+        return (
+            Approval.objects.all()
+            .prefetch_related("deciders", "votes")
+            .order_by("requested_at", "id")
+        )
 
     @extend_schema(parameters=[ApprovalFilters])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -119,11 +148,12 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         permission_classes=[permissions.IsAuthenticated, CanDecideApprovals],
     )
     def decide(self, request: Request, pk: str | None = None) -> Response:
-        """Record a decision and resume the run.
+        """Record a decision (under a quorum, an approve is a vote) and resume the run once decided.
 
         A refused decision raises a ``FlowStoneError`` that the API's exception handler
         (``flowstone.api_errors``) answers: 400 invalid (e.g. the checkpoint refused the value),
-        403 the requester themself, 404 no such approval, 409 already decided.
+        403 the requester themself or not one of the deciders, 404 no such approval, 409 already
+        decided or already voted by this user.
         """
         decision = DecisionSerializer(data=request.data)
         decision.is_valid(raise_exception=True)

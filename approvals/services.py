@@ -3,6 +3,11 @@
 A decision is one conditional UPDATE from ``pending``: the first decision wins, a second one is an
 ``ApprovalDecidedError``. The step then returns to ``queued`` and the caller dispatches its
 continuation after commit.
+
+Who may decide is checked here, for every console: the approval's deciders (the checkpoint's
+``assignees``, or its ``escalate_to`` once escalated) when it has any, never the run's requester
+unless ``ALLOW_SELF_APPROVAL``. Under a quorum an approve is a vote; the vote that completes the
+quorum decides, under the run's and the approval's row locks, so exactly one vote completes it.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from django.db import transaction
-from django.db.models import F
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from approvals.models import AUTOMATED, Approval
+from approvals.models import AUTOMATED, Approval, ApprovalDecider, ApprovalVote
 from approvals.signals import (
     approval_decided,
     approval_escalated,
@@ -22,6 +29,7 @@ from approvals.signals import (
     approval_requested,
 )
 from assets import services as step_services
+from flowstone.checkpoints import GROUP_PREFIX, NAME_LENGTH
 from flowstone.conf import flowstone_settings
 from flowstone.errors import (
     ApprovalDecidedError,
@@ -36,6 +44,9 @@ if TYPE_CHECKING:
     import datetime as dt
     import uuid
     from collections.abc import Sequence
+
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
     from assets.models import Materialization
     from flowstone.step_log import StepLog
@@ -54,6 +65,7 @@ AUDIT_ACTIONS: Final = {
 }
 MAX_REASON_LENGTH: Final = 2000
 EXPIRY_BATCH: Final = 500
+DECIDE_PERMISSION: Final = "approvals.decide_approval"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,11 +86,14 @@ def request_approval(
     consumed: Sequence[int],
     timeout: dt.timedelta | None,
     log: StepLog | None = None,
+    deciders: Sequence[str] = (),
+    quorum: int = 1,
 ) -> Approval | None:
     """Record the approval request (once per materialization) and park the step, atomically.
 
     Returns ``None`` if this process no longer owns the step (nothing is recorded then).
     ``log`` is what the attempt's asset logged while computing the value under review.
+    ``deciders`` are the checked names of who may decide (none: anyone with the permission).
     """
     with transaction.atomic():
         if not step_services.park_step(step, owner=owner, log=log).is_parked:
@@ -97,11 +112,16 @@ def request_approval(
                     requested_by=step.run.requested_by,
                     requested_at=now,
                     expires_at=None if timeout is None else now + timeout,
+                    quorum=quorum,
                 )
             ],
             ignore_conflicts=True,
         )
         approval = Approval.objects.get(materialization=step)
+        ApprovalDecider.objects.bulk_create(
+            [ApprovalDecider(approval=approval, name=name) for name in deciders],
+            ignore_conflicts=True,  # a second delivery of the step records nothing new
+        )
         transaction.on_commit(lambda: approval_requested.send(sender=Approval, approval=approval))
     return approval
 
@@ -120,10 +140,62 @@ def approval_for_step(step_id: int) -> Approval | None:
 
 
 def can_decide(approval: Approval, actor: str) -> bool:
-    """Whether ``actor`` may decide this approval (self-approval is off unless configured)."""
-    if flowstone_settings.ALLOW_SELF_APPROVAL:
-        return True
-    return not (actor and approval.requested_by and actor == approval.requested_by)
+    """Whether ``actor`` may decide this approval now (see ``decision_refusal``)."""
+    return decision_refusal(approval, actor) is None
+
+
+def decision_refusal(approval: Approval, actor: str) -> str | None:
+    """Why ``actor`` may not decide this approval, or ``None`` if they may.
+
+    Without deciders anyone the console lets in may (the consoles check the permission); with
+    deciders only an active user named there, or in a group named there, who still holds the
+    permission. The run's requester never may, unless ``ALLOW_SELF_APPROVAL``.
+    """
+    shown = repr(actor[:NAME_LENGTH])
+    if not flowstone_settings.ALLOW_SELF_APPROVAL and actor and actor == approval.requested_by:
+        return f"{shown} requested run {approval.run_id} and may not decide its approval"
+    names = approval.decider_names
+    if not names or _is_decider(actor, names):
+        return None
+    return f"{shown} may not decide approval {approval.pk}: it is for {', '.join(names)}"
+
+
+def _is_decider(actor: str, names: Sequence[str]) -> bool:
+    """Whether the active user ``actor`` holds the permission and is named, or in a named group."""
+    model = get_user_model()
+    user = model.objects.filter(**{model.USERNAME_FIELD: actor[:NAME_LENGTH]}).first()
+    if user is None or not user.is_active or not user.has_perm(DECIDE_PERMISSION):
+        return False
+    groups = [name.removeprefix(GROUP_PREFIX) for name in names if name.startswith(GROUP_PREFIX)]
+    return actor in names or user.groups.filter(name__in=groups).exists()
+
+
+def pending_for(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Approval]:
+    """The pending approvals ``user`` may decide, oldest first, in one query.
+
+    Assigned to them or to one of their groups, or unassigned (they hold the permission), never
+    their own run's unless ``ALLOW_SELF_APPROVAL``. Each row carries ``votes_so_far`` (the votes
+    that count now) and ``voted`` (whether the user's own vote is among them).
+    """
+    if not user.is_active or not user.has_perm(DECIDE_PERMISSION):
+        return Approval.objects.none()
+    username = user.get_username()
+    groups = user.groups.values_list("name", flat=True)  # type: ignore[union-attr]
+    names = [username, *(GROUP_PREFIX + name for name in groups)]
+    assigned = ApprovalDecider.objects.filter(approval=OuterRef("pk"))
+    counting = ApprovalVote.objects.filter(
+        approval=OuterRef("pk"), escalation=OuterRef("escalations")
+    )
+    tally = counting.order_by().values("approval").annotate(n=Count("pk")).values("n")
+    pending = Approval.objects.filter(status=Approval.Status.PENDING).filter(
+        ~Exists(assigned) | Exists(assigned.filter(name__in=names))
+    )
+    if not flowstone_settings.ALLOW_SELF_APPROVAL:
+        pending = pending.exclude(requested_by=username)
+    return pending.annotate(
+        votes_so_far=Coalesce(Subquery(tally, output_field=IntegerField()), 0),
+        voted=Exists(counting.filter(voter=username)),
+    ).order_by("requested_at", "id")
 
 
 def _continue(approval: Approval) -> Continuation:
@@ -185,10 +257,13 @@ def decide_approval(
     actor_type: str = Approval.ActorType.USER,
     reason: str = "",
     value: Any = None,
-) -> Continuation:
+) -> Continuation | None:
     """Approve, modify or reject a pending approval; the first decision wins.
 
     ``reject`` needs a reason, ``modify`` a JSON value that the checkpoint's validator accepts.
+    Under a quorum an ``approve`` is ``actor``'s vote: ``None`` while the quorum is incomplete,
+    the continuation when this vote completes it. One eligible ``reject`` rejects at once;
+    ``modify`` is refused (the reviewers would each approve a different value).
     """
     if decision not in DECISIONS:
         raise ValidationFailedError(
@@ -198,47 +273,104 @@ def decide_approval(
     if decision == "reject" and not reason:
         raise ValidationFailedError("a rejection needs a reason")
     approval = get_approval(approval_id)
-    if not can_decide(approval, actor):
-        raise ApprovalForbiddenError(
-            f"{actor!r} requested run {approval.run_id} and may not decide its approval",
-            run_id=str(approval.run_id),
+    _require_decider(approval, actor)
+    if decision == "modify" and approval.quorum > 1:
+        raise ValidationFailedError(
+            f"approval {approval.pk} needs {approval.quorum} approvals: approve or reject it "
+            "(a modified value cannot be voted on)"
         )
     decided_value = _checked_value(approval, decision, value)
     status = DECISIONS[decision]
     with transaction.atomic():
         step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
-        won = Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(
+        approval = _locked_pending(approval.pk)
+        _require_decider(approval, actor)  # an escalation may have handed it over meanwhile
+        audit = {"approval_id": approval.pk, "reason": reason}
+        if decision == "approve" and approval.quorum > 1:
+            audit |= {
+                "votes": _vote(approval, actor, actor_type, reason),
+                "quorum": approval.quorum,
+            }
+            if audit["votes"] < approval.quorum:
+                _audit(approval, AUDIT_ACTIONS[status], actor, actor_type, audit)
+                return None
+        Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(
             status=status,
             decided_value=decided_value,
             decided_at=timezone.now(),
-            decided_by=actor[:150],
+            decided_by=actor[:NAME_LENGTH],
             decided_by_type=actor_type,
             reason=reason,
         )
-        if not won:
-            current = Approval.objects.get(pk=approval.pk)
-            raise ApprovalDecidedError(
-                f"approval {approval.pk} is already {current.status}"
-                + (f" by {current.decided_by}" if current.decided_by else ""),
-                asset=approval.asset,
-                partition=approval.partition_key,
-                run_id=str(approval.run_id),
-            )
         approval.refresh_from_db()
-        record_audit(
-            AUDIT_ACTIONS[status],
-            actor_type=actor_type,
-            actor=actor,
-            run_id=approval.run_id,
-            asset=approval.asset,
-            partition_key=approval.partition_key,
-            details={"approval_id": approval.pk, "reason": reason},
-        )
+        _audit(approval, AUDIT_ACTIONS[status], actor, actor_type, audit)
         continuation = _continue(approval)
         transaction.on_commit(
             lambda: approval_decided.send(sender=Approval, approval=approval, decision=status)
         )
     return continuation
+
+
+def _require_decider(approval: Approval, actor: str) -> None:
+    """Raise ``ApprovalForbiddenError`` unless ``actor`` may decide the approval."""
+    refusal = decision_refusal(approval, actor)
+    if refusal is not None:
+        raise ApprovalForbiddenError(refusal, run_id=str(approval.run_id))
+
+
+def _locked_pending(approval_id: int) -> Approval:
+    """Lock the approval's row; raise ``ApprovalDecidedError`` unless it is still pending."""
+    approval = (
+        Approval.objects.select_for_update(of=("self",)).select_related("run").get(pk=approval_id)
+    )
+    if not approval.is_pending:
+        raise ApprovalDecidedError(
+            f"approval {approval.pk} is already {approval.status}"
+            + (f" by {approval.decided_by}" if approval.decided_by else ""),
+            asset=approval.asset,
+            partition=approval.partition_key,
+            run_id=str(approval.run_id),
+        )
+    return approval
+
+
+def _vote(approval: Approval, actor: str, actor_type: str, reason: str) -> int:
+    """Record ``actor``'s approve vote on the locked approval; return the votes that count now.
+
+    A reviewer counts once: a second vote is an ``ApprovalDecidedError`` (409, exit 1).
+    """
+    vote = ApprovalVote(
+        approval=approval,
+        escalation=approval.escalations,
+        voter=actor[:NAME_LENGTH],
+        voter_type=actor_type,
+        reason=reason,
+    )
+    try:
+        with transaction.atomic():  # a savepoint: the duplicate leaves the transaction usable
+            vote.save()
+    except IntegrityError as exc:
+        raise ApprovalDecidedError(
+            f"{actor[:NAME_LENGTH]!r} already voted to approve approval {approval.pk}",
+            asset=approval.asset,
+            partition=approval.partition_key,
+            run_id=str(approval.run_id),
+        ) from exc
+    return approval.votes.filter(escalation=approval.escalations).count()
+
+
+def _audit(
+    approval: Approval, action: str, actor: str, actor_type: str, details: dict[str, Any]
+) -> None:
+    record_audit(
+        action,
+        actor_type=actor_type,
+        actor=actor,
+        run_id=approval.run_id,
+        asset=approval.asset,
+        partition_key=approval.partition_key,
+        details=details,
+    )
 
 
 def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
@@ -259,7 +391,9 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
                     assignee=str(spec.escalate_to or "")[:150],
                     escalations=F("escalations") + 1,
                     expires_at=now + spec.timeout,
+                    quorum=1,
                 ):
+                    _hand_over(approval, str(spec.escalate_to))
                     _audit_system(
                         approval, AuditEvent.Action.CHECKPOINT_ESCALATED, spec.escalate_to
                     )
@@ -290,16 +424,15 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         return _continue(approval)
 
 
+def _hand_over(approval: Approval, escalate_to: str) -> None:
+    """Make ``escalate_to`` the approval's only decider (the original assignees no longer are)."""
+    approval.deciders.all().delete()
+    ApprovalDecider.objects.create(approval=approval, name=escalate_to)
+
+
 def _audit_system(approval: Approval, action: str, detail: object) -> None:
-    record_audit(
-        action,
-        actor_type=AuditEvent.ActorType.SYSTEM,
-        actor="timeout",
-        run_id=approval.run_id,
-        asset=approval.asset,
-        partition_key=approval.partition_key,
-        details={"approval_id": approval.pk, "policy": str(detail)},
-    )
+    details = {"approval_id": approval.pk, "policy": str(detail)}
+    _audit(approval, action, "timeout", AuditEvent.ActorType.SYSTEM, details)
 
 
 def expire_overdue(*, now: dt.datetime | None = None) -> list[Continuation]:

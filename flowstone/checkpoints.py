@@ -13,17 +13,23 @@ a ``checkpoint_rejected`` error.
         message=lambda review: f"Pay {review.value['total']} EUR to {review.partition}?",
         timeout=dt.timedelta(hours=4),
         on_timeout="escalate",
-        escalate_to="finance-leads",
+        escalate_to="group:finance-leads",
+        assignees=["alice", "group:finance"],
+        quorum=2,
     )
     @asset(partitions=DAILY)
     def payouts(invoices: list[dict]) -> dict: ...
+
+``assignees`` name who may decide (users, or ``group:NAME`` for a Django auth group's members);
+``quorum`` is how many of them must approve. Escalation hands the decision to ``escalate_to``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -37,6 +43,13 @@ if TYPE_CHECKING:
 OnTimeout = Literal["auto_approve", "auto_reject", "escalate", "extend"]
 ON_TIMEOUT_POLICIES: Final = ("auto_approve", "auto_reject", "escalate", "extend")
 DEFAULT_ON_TIMEOUT: Final[OnTimeout] = "auto_reject"
+GROUP_PREFIX: Final = "group:"
+NAME_LENGTH: Final = 150
+"""The longest user or group name (Django's ``User.username`` and ``Group.name``)."""
+USER_NAME: Final = re.compile(r"[\w.@+-]+\Z")
+"""Django's default user name characters (``UnicodeUsernameValidator``)."""
+MAX_DECIDERS: Final = 100
+MAX_QUORUM: Final = 100
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,6 +85,35 @@ class Reject:
 
 Decision = Approve | Modify | Reject
 ReviewFunction = Callable[[Review], Any]
+Assignees = Sequence[str] | Callable[[Review], Sequence[str]]
+
+
+def decider_name(name: object) -> str:
+    """Check one decider name: a user name, or ``group:`` and a group name; return it.
+
+    Names end up in queries, audit details and HTML, so anything else (not a string, empty, too
+    long, control characters, a user name Django would not accept) is a ``DefinitionError``.
+    """
+    if not isinstance(name, str):
+        raise DefinitionError(f"a decider must be a user or 'group:NAME', got {name!r:.80}")
+    group = name.removeprefix(GROUP_PREFIX) if name.startswith(GROUP_PREFIX) else None
+    bare = name if group is None else group
+    if not bare or len(bare) > NAME_LENGTH or bare != bare.strip() or not bare.isprintable():
+        raise DefinitionError(f"{name!r:.80} is not a valid user or group name")
+    if group is None and not USER_NAME.match(name):
+        raise DefinitionError(f"{name!r:.80} is not a valid user name")
+    return name
+
+
+def decider_names(names: object) -> tuple[str, ...]:
+    """Check a list of decider names (no duplicates kept, order kept)."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise DefinitionError(
+            f"assignees must be a list of user or 'group:NAME' names, got {names!r:.80}"
+        )
+    if len(names) > MAX_DECIDERS:
+        raise DefinitionError(f"at most {MAX_DECIDERS} assignees, got {len(names)}")
+    return tuple(dict.fromkeys(decider_name(name) for name in names))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -88,8 +130,11 @@ class CheckpointSpec:
     validate_modification: Callable[[Review, Any], Any] | None = None
     on_approve: Callable[[Review, Any], None] | None = None
     on_reject: Callable[[Review, str], None] | None = None
+    assignees: Assignees | None = None
+    quorum: int = 1
 
     def __post_init__(self) -> None:
+        self._check_deciders()
         if self.on_timeout not in ON_TIMEOUT_POLICIES:
             raise DefinitionError(
                 f"on_timeout must be one of {', '.join(ON_TIMEOUT_POLICIES)}, "
@@ -105,6 +150,28 @@ class CheckpointSpec:
             raise DefinitionError("on_timeout='extend' needs a positive extend_by")
         if self.timeout is None and self.on_timeout != DEFAULT_ON_TIMEOUT:
             raise DefinitionError(f"on_timeout={self.on_timeout!r} needs a timeout")
+
+    def _check_deciders(self) -> None:
+        """Fixed assignees and ``escalate_to`` are checked here; a callable's names on request."""
+        if self.assignees is not None and not callable(self.assignees):
+            decider_names(self.assignees)
+        if self.escalate_to is not None:
+            decider_name(self.escalate_to)
+        if (
+            isinstance(self.quorum, bool)
+            or not isinstance(self.quorum, int)
+            or not 1 <= self.quorum <= MAX_QUORUM
+        ):
+            raise DefinitionError(f"quorum must be an integer from 1 to {MAX_QUORUM}")
+        if self.decide is not None and (self.assignees is not None or self.quorum != 1):
+            raise DefinitionError("an automated gate (decide=) has no assignees or quorum")
+
+    def deciders_for(self, review: Review) -> tuple[str, ...]:
+        """Who may decide this value: the assignees (a callable's answer, checked); () for all."""
+        if self.assignees is None:
+            return ()
+        names = self.assignees(review) if callable(self.assignees) else self.assignees
+        return decider_names(names)
 
     def needs_review(self, review: Review) -> bool:
         """Whether this value must pass the gate (the condition, or always without one)."""
@@ -137,8 +204,14 @@ def checkpoint(
     validate_modification: Callable[[Review, Any], Any] | None = None,
     on_approve: Callable[[Review, Any], None] | None = None,
     on_reject: Callable[[Review, str], None] | None = None,
+    assignees: Assignees | None = None,
+    quorum: int = 1,
 ) -> Callable[[AssetFunction], AssetFunction]:
-    """Put an approval gate on an asset; apply it above ``@asset``."""
+    """Put an approval gate on an asset; apply it above ``@asset``.
+
+    ``assignees`` (names, or a function of the ``Review`` returning names) restricts who may
+    decide; without them anyone holding ``approvals.decide_approval`` may.
+    """
     spec = CheckpointSpec(
         condition=condition,
         message=message,
@@ -150,6 +223,8 @@ def checkpoint(
         validate_modification=validate_modification,
         on_approve=on_approve,
         on_reject=on_reject,
+        assignees=assignees,
+        quorum=quorum,
     )
 
     def decorate(function: AssetFunction) -> AssetFunction:

@@ -1,7 +1,8 @@
 """``manage.py approvals``: list approvals and decide them from the command line.
 
-Exit codes: 0 listed, or the decision was recorded; 1 the decision was refused (the approval was
-already decided or expired, or the user may not decide it); 2 invalid input (an unknown approval
+Exit codes: 0 listed, or the decision (or quorum vote) was recorded; 1 the decision was refused
+(the approval was already decided or expired, the user already voted, or the user may not decide
+it: not one of its deciders, or the run's requester); 2 invalid input (an unknown approval
 or user, bad JSON, a value the checkpoint refuses, a rejection without a reason).
 """
 
@@ -93,6 +94,11 @@ class Command(cli.FlowStoneCommand):
         approval = services.get_approval(options["approval_id"])
         if options["json"]:
             self.stdout.write(json.dumps(cli.approval_json(approval)))
+        elif approval.is_pending:
+            votes = len(approval.current_votes())
+            self.stdout.write(
+                f"approval {approval.pk}: pending; {votes} of {approval.quorum} votes"
+            )
         else:
             self.stdout.write(f"approval {approval.pk}: {approval.status}; run {approval.run_id}")
 
@@ -109,7 +115,11 @@ class Command(cli.FlowStoneCommand):
         return str(user.get_username())
 
     def _list(self, wanted: str, *, as_json: bool) -> None:
-        rows = Approval.objects.filter(status=wanted).order_by("requested_at", "id")
+        rows = (
+            Approval.objects.filter(status=wanted)
+            .prefetch_related("deciders", "votes")
+            .order_by("requested_at", "id")
+        )
         if as_json:
             self.stdout.write(json.dumps([cli.approval_json(a) for a in rows]))
             return
