@@ -162,6 +162,8 @@ def decision_refusal(approval: Approval, actor: str) -> str | None:
 
 def _is_decider(actor: str, names: Sequence[str]) -> bool:
     """Whether the active user ``actor`` holds the permission and is named, or in a named group."""
+    if "\x00" in actor:  # no user name holds one (and PostgreSQL refuses it in a query)
+        return False
     model = get_user_model()
     user = model.objects.filter(**{model.USERNAME_FIELD: actor[:NAME_LENGTH]}).first()
     if user is None or not user.is_active or not user.has_perm(DECIDE_PERMISSION):
