@@ -160,6 +160,12 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         )
         return [decide, inbox, *super().get_urls()]
 
+    def _after_decision(self, request: HttpRequest) -> str:
+        """Back to the approvals list, or to the inbox for a reviewer who may not view the list."""
+        if self.has_view_permission(request):
+            return reverse("admin:approvals_approval_changelist")
+        return reverse("admin:approvals_approval_inbox")
+
     def inbox_view(self, request: HttpRequest) -> HttpResponse:
         """My pending decisions: what the logged-in user may decide, oldest first, paginated."""
         if not self.has_decide_permission(request):
@@ -214,7 +220,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(
                     request, _recorded(approval.pk, data["decision"]), messages.SUCCESS
                 )
-                return HttpResponseRedirect(reverse("admin:approvals_approval_changelist"))
+                return HttpResponseRedirect(self._after_decision(request))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

@@ -117,7 +117,7 @@ def test_hostile_names_are_refused_at_definition(name: str) -> None:
         ({"quorum": 0}, "quorum must be"),
         ({"quorum": True}, "quorum must be"),
         ({"quorum": 2.0}, "quorum must be"),
-        ({"assignees": ["bob"], "decide": lambda review: None}, "automated gate"),
+        ({"assignees": ["bob"], "decide": lambda _review: None}, "automated gate"),
     ],
 )
 def test_bad_assignees_and_quorums_are_definition_errors(

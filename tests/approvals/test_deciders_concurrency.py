@@ -1,4 +1,4 @@
-"""Quorum votes racing on PostgreSQL: exactly one vote completes the quorum, the run goes on once."""
+"""Quorum votes racing on PostgreSQL: one vote completes the quorum, the run goes on once."""
 
 from __future__ import annotations
 
