@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import PermissionsMixin
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -179,10 +180,12 @@ def pending_for(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Approval]:
     their own run's unless ``ALLOW_SELF_APPROVAL``. Each row carries ``votes_so_far`` (the votes
     that count now) and ``voted`` (whether the user's own vote is among them).
     """
-    if not user.is_active or not user.has_perm(DECIDE_PERMISSION):
+    if not isinstance(user, PermissionsMixin) or not user.is_active:
+        return Approval.objects.none()
+    if not user.has_perm(DECIDE_PERMISSION):
         return Approval.objects.none()
     username = user.get_username()
-    groups = user.groups.values_list("name", flat=True)  # type: ignore[union-attr]
+    groups = user.groups.values_list("name", flat=True)
     names = [username, *(GROUP_PREFIX + name for name in groups)]
     assigned = ApprovalDecider.objects.filter(approval=OuterRef("pk"))
     counting = ApprovalVote.objects.filter(
@@ -287,13 +290,11 @@ def decide_approval(
         step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
         approval = _locked_pending(approval.pk)
         _require_decider(approval, actor)  # an escalation may have handed it over meanwhile
-        audit = {"approval_id": approval.pk, "reason": reason}
+        audit: dict[str, Any] = {"approval_id": approval.pk, "reason": reason}
         if decision == "approve" and approval.quorum > 1:
-            audit |= {
-                "votes": _vote(approval, actor, actor_type, reason),
-                "quorum": approval.quorum,
-            }
-            if audit["votes"] < approval.quorum:
+            votes = _vote(approval, actor, actor_type, reason)
+            audit |= {"votes": votes, "quorum": approval.quorum}
+            if votes < approval.quorum:
                 _audit(approval, AUDIT_ACTIONS[status], actor, actor_type, audit)
                 return None
         Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(

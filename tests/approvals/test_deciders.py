@@ -179,11 +179,12 @@ def test_everyone_else_is_refused_and_nothing_is_recorded(
     people: dict[str, User], actor: str, why: str
 ) -> None:
     approval = _pending("d_assigned")
-    for decision, extra in [
+    attempts: list[tuple[str, dict[str, Any]]] = [
         ("approve", {}),
         ("reject", {"reason": "no"}),
         ("modify", {"value": {"amount": 1}}),
-    ]:
+    ]
+    for decision, extra in attempts:
         with pytest.raises(ApprovalForbiddenError, match=why):
             services.decide_approval(approval.pk, decision, actor=actor, **extra)
     assert _status(approval) == "pending"
