@@ -444,3 +444,19 @@ def test_the_inbox_pages_long_lists(people: dict[str, User], monkeypatch: Any) -
 def test_the_admin_index_links_the_inbox(people: dict[str, User]) -> None:
     assert INBOX in _client(people["bob"]).get("/admin/").content.decode()
     assert INBOX not in _client(people["nora"]).get("/admin/").content.decode()
+
+
+def test_unknown_and_hostile_names_at_decision_time_match_nobody(people: dict[str, User]) -> None:
+    approval = _pending("d_assigned")
+    approval.deciders.all().delete()
+    for name in ("ghost", "group:ghosts", "group:<b>finance</b>"):
+        ApprovalDecider.objects.create(approval=approval, name=name)
+    Group.objects.create(name="<b>finance</b>").user_set.add(people["frank"])
+    for actor in ("fiona", "ghost", "group:ghosts", "bob"):
+        with pytest.raises(ApprovalForbiddenError, match="it is for ghost, group:ghosts"):
+            _decide(approval, actor)
+    page = _client(people["fiona"]).get(f"/admin/approvals/approval/{approval.pk}/decide/")
+    assert "group:&lt;b&gt;finance&lt;/b&gt;" in page.content.decode()
+    assert "<b>finance</b>" not in page.content.decode()
+    _decide(approval, "frank")  # a member of the group with the odd (but valid) name
+    assert _status(approval) == "approved"
