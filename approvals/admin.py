@@ -31,8 +31,11 @@ MESSAGE_PREVIEW = 80
 INBOX_PAGE_SIZE = 50
 
 
-def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: Any) -> None:
-    """Decide one approval (or vote) as the logged-in user and dispatch any continuation."""
+def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: Any) -> bool:
+    """Decide one approval (or vote) as the logged-in user and dispatch any continuation.
+
+    ``False``: the decision was a vote that left its quorum incomplete.
+    """
     continuation = services.decide_approval(
         approval_id,
         decision,
@@ -41,6 +44,7 @@ def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: An
         **extra,
     )
     continue_after_decision(continuation)
+    return continuation is not None
 
 
 @admin.register(Approval)
@@ -134,17 +138,24 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description="Approve selected pending approvals", permissions=["decide"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
-        """Approve each selected approval; report each refusal."""
-        approved = 0
+        """Approve (or vote for) each selected approval; report each refusal."""
+        approved = voted = 0
         for approval in queryset.filter(status=Approval.Status.PENDING):
             try:
-                decide_as(request, approval.pk, "approve")
+                decided = decide_as(request, approval.pk, "approve")
             except FlowStoneError as exc:
                 self.message_user(request, f"Approval {approval.pk}: {exc}", messages.ERROR)
             else:
-                approved += 1
+                approved += decided
+                voted += not decided
         if approved:
             self.message_user(request, f"Approved {approved} approval(s).", messages.SUCCESS)
+        if voted:
+            self.message_user(
+                request,
+                f"Voted for {voted} approval(s) still short of their quorum.",
+                messages.INFO,
+            )
 
     def get_urls(self) -> list[URLPattern]:
         """Add the decision form and the reviewer's inbox."""

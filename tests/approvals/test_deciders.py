@@ -460,3 +460,20 @@ def test_unknown_and_hostile_names_at_decision_time_match_nobody(people: dict[st
     assert "<b>finance</b>" not in page.content.decode()
     _decide(approval, "frank")  # a member of the group with the odd (but valid) name
     assert _status(approval) == "approved"
+
+
+def test_the_bulk_action_votes_and_refuses_per_approval(people: dict[str, User]) -> None:
+    quorum = _pending("d_quorum")
+    mine = _pending("d_assigned")
+    bobs = _pending("d_escalating")
+    response = _client(people["fiona"]).post(
+        "/admin/approvals/approval/",
+        {"action": "approve_selected", "_selected_action": [quorum.pk, mine.pk, bobs.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Approved 1 approval(s)." in page
+    assert "Voted for 1 approval(s) still short of their quorum." in page
+    assert f"&#x27;fiona&#x27; may not decide approval {bobs.pk}: it is for bob" in page
+    assert [_status(a) for a in (quorum, mine, bobs)] == ["pending", "approved", "pending"]
+    assert [v.voter for v in ApprovalVote.objects.filter(approval=quorum)] == ["fiona"]
