@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -26,12 +27,16 @@ from flowstone.execution.resume import continue_after_decision
 if TYPE_CHECKING:
     from django.urls import URLPattern
 
-DECIDE_PERMISSION = "approvals.decide_approval"
+DECIDE_PERMISSION = services.DECIDE_PERMISSION
 MESSAGE_PREVIEW = 80
+INBOX_PAGE_SIZE = 50
 
 
-def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: Any) -> None:
-    """Decide one approval as the logged-in user and dispatch the continuation."""
+def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: Any) -> bool:
+    """Decide one approval (or vote) as the logged-in user and dispatch any continuation.
+
+    ``False``: the decision was a vote that left its quorum incomplete.
+    """
     continuation = services.decide_approval(
         approval_id,
         decision,
@@ -40,6 +45,7 @@ def decide_as(request: HttpRequest, approval_id: int, decision: str, **extra: An
         **extra,
     )
     continue_after_decision(continuation)
+    return continuation is not None
 
 
 def decide_many_as(
@@ -159,7 +165,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description="Approve selected pending approvals", permissions=["decide"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
-        """Approve each selected approval on its own; report each refusal."""
+        """Approve (or vote for) each selected approval on its own; report each refusal."""
         ids = list(queryset.values_list("pk", flat=True))
         self._report(request, "Approved", decide_many_as(request, ids, "approve"))
 
@@ -207,12 +213,19 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(
                     request, f"Approval {outcome.approval_id}: {outcome.message}", messages.ERROR
                 )
-        decided = sum(1 for outcome in outcomes if not outcome.refused)
+        voted = sum(1 for o in outcomes if o.status == Approval.Status.PENDING)
+        decided = sum(1 for o in outcomes if not o.refused) - voted
         if decided:
             self.message_user(request, f"{verb} {decided} approval(s).", messages.SUCCESS)
+        if voted:
+            self.message_user(
+                request,
+                f"Voted for {voted} approval(s) still short of their quorum.",
+                messages.INFO,
+            )
 
     def get_urls(self) -> list[URLPattern]:
-        """Add the decision form."""
+        """Add the decision form and the reviewer's inbox."""
         decide = path(
             "<int:approval_id>/decide/",
             self.admin_site.admin_view(self.decide_view),
@@ -223,7 +236,12 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self.admin_site.admin_view(self.rereview_view),
             name="approvals_approval_rereview",
         )
-        return [decide, rereview, *super().get_urls()]
+        inbox = path(
+            "mine/",
+            self.admin_site.admin_view(self.inbox_view),
+            name="approvals_approval_inbox",
+        )
+        return [decide, rereview, inbox, *super().get_urls()]
 
     def rereview_view(self, request: HttpRequest, approval_id: int) -> HttpResponse:
         """POST: send a stale approval's step to compute again from the newest inputs."""
@@ -243,11 +261,44 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         )
         return HttpResponseRedirect(reverse("admin:approvals_approval_changelist"))
 
+    def _after_decision(self, request: HttpRequest) -> str:
+        """Back to the approvals list, or to the inbox for a reviewer who may not view the list."""
+        if self.has_view_permission(request):
+            return reverse("admin:approvals_approval_changelist")
+        return reverse("admin:approvals_approval_inbox")
+
+    def inbox_view(self, request: HttpRequest) -> HttpResponse:
+        """My pending decisions: what the logged-in user may decide, oldest first, paginated."""
+        if not self.has_decide_permission(request):
+            raise PermissionDenied
+        pending = services.pending_for(request.user)
+        page = Paginator(pending, INBOX_PAGE_SIZE).get_page(request.GET.get("page"))
+        now = timezone.now()
+        rows = [
+            {
+                "approval": approval,
+                "waiting": timesince(approval.requested_at, now),
+                "time_left": self.time_left(approval),
+            }
+            for approval in page.object_list
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "My pending decisions",
+            "rows": rows,
+            "page": page,
+        }
+        return TemplateResponse(request, "admin/approvals/approval/inbox.html", context)
+
     def decide_view(self, request: HttpRequest, approval_id: int) -> HttpResponse:
         """Show an approval with its value and take the reviewer's decision."""
         if not self.has_decide_permission(request):
             raise PermissionDenied
-        approval = get_object_or_404(Approval.objects.select_related("run"), pk=approval_id)
+        approval = get_object_or_404(
+            Approval.objects.select_related("run").prefetch_related("deciders", "votes"),
+            pk=approval_id,
+        )
         spec = services.checkpoint_of(approval)
         form = DecisionForm(
             request.POST or None,
@@ -273,11 +324,9 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(
-                    request,
-                    f"Approval {approval.pk}: {data['decision']} recorded.",
-                    messages.SUCCESS,
+                    request, _recorded(approval.pk, data["decision"]), messages.SUCCESS
                 )
-                return HttpResponseRedirect(reverse("admin:approvals_approval_changelist"))
+                return HttpResponseRedirect(self._after_decision(request))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -285,6 +334,16 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "approval": approval,
             "form": form,
             "proposed": json.dumps(approval.proposed_value, indent=2, ensure_ascii=False),
-            "can_decide": services.can_decide(approval, request.user.get_username()),
+            "refusal": services.decision_refusal(approval, request.user.get_username()),
+            "votes": approval.votes.all(),
         }
         return TemplateResponse(request, "admin/approvals/approval/decide.html", context)
+
+
+def _recorded(approval_id: int, decision: str) -> str:
+    """The message after a decision: a vote that left the quorum incomplete says how far it is."""
+    approval = Approval.objects.prefetch_related("votes").get(pk=approval_id)
+    if decision == "approve" and approval.is_pending:
+        votes = len(approval.current_votes())
+        return f"Approval {approval_id}: your vote is recorded ({votes} of {approval.quorum})."
+    return f"Approval {approval_id}: {decision} recorded."

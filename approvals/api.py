@@ -16,7 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from approvals import services
-from approvals.models import Approval, ApprovalInput
+from approvals.models import Approval, ApprovalInput, ApprovalVote
 from approvals.review_forms import FormValueError
 from flowstone.api_errors import error_response
 from flowstone.checkpoints import OUTCOMES
@@ -60,6 +60,21 @@ class ApprovalInputSerializer(serializers.ModelSerializer):  # type: ignore[type
         read_only_fields = fields
 
 
+class VoteSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """One reviewer's approve under a quorum; ``counts`` is false once the approval escalated."""
+
+    counts = serializers.SerializerMethodField(help_text="Whether it counts toward the quorum.")
+
+    class Meta:
+        model = ApprovalVote
+        fields = ("voter", "voted_at", "reason", "escalation", "counts")
+        read_only_fields = fields
+
+    def get_counts(self, vote: ApprovalVote) -> bool:
+        """Votes cast before the approval's last escalation no longer count."""
+        return vote.escalation == vote.approval.escalations
+
+
 class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """An approval as the API shows it; ``run_id`` is the ``id`` of the run it holds."""
 
@@ -67,6 +82,13 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     form = serializers.SerializerMethodField()
     options = serializers.SerializerMethodField()
     inputs = ApprovalInputSerializer(many=True, read_only=True)
+    deciders = serializers.ListField(
+        source="decider_names",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Who may decide: users and group:NAME; empty: anyone with the permission.",
+    )
+    votes = VoteSerializer(many=True, read_only=True)
 
     class Meta:
         model = Approval
@@ -81,6 +103,9 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "decided_value",
             "requested_by",
             "assignee",
+            "deciders",
+            "quorum",
+            "votes",
             "requested_at",
             "expires_at",
             "decided_at",
@@ -223,8 +248,10 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     permission_classes = (permissions.IsAuthenticated, ViewApprovals)
 
     def get_queryset(self) -> QuerySet[Approval]:
-        """Approvals, oldest request first."""
-        return Approval.objects.prefetch_related("inputs").order_by("requested_at", "id")
+        """Approvals, oldest first, with inputs, deciders and votes (no query per row)."""
+        return Approval.objects.prefetch_related("inputs", "deciders", "votes").order_by(
+            "requested_at", "id"
+        )
 
     @extend_schema(parameters=[ApprovalFilters])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -247,13 +274,14 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         permission_classes=[permissions.IsAuthenticated, CanDecideApprovals],
     )
     def decide(self, request: Request, pk: str | None = None) -> Response:
-        """Record a decision and resume the run.
+        """Record a decision (under a quorum, an approve is a vote) and resume the run once decided.
 
         A refused decision raises a ``FlowStoneError`` that the API's exception handler
         (``flowstone.api_errors``) answers: 400 invalid (e.g. the checkpoint refused the value),
-        403 the requester themself, 404 no such approval, 409 already decided or stale (an
-        input it reviewed was materialized again; re-review it or reject it). A value that does
-        not match the review form is a 400 with its errors by JSON pointer under ``value``.
+        403 the requester themself or not one of the deciders, 404 no such approval, 409 already
+        decided, already voted by this user, or stale (an input it reviewed was materialized
+        again; re-review it or reject it). A value that does not match the review form is a 400
+        with its errors by JSON pointer under ``value``.
         """
         decision = DecisionSerializer(data=request.data)
         decision.is_valid(raise_exception=True)

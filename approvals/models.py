@@ -8,6 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 from assets.models import ASSET_NAME_LENGTH, Materialization, Run
+from flowstone.checkpoints import GROUP_PREFIX, NAME_LENGTH
 
 AUTOMATED: Final = "automated"  # decided_by of a decision a decide function made
 
@@ -50,6 +51,9 @@ class Approval(models.Model):
     requested_by = models.CharField(max_length=150, blank=True, help_text="The run's requester.")
     assignee = models.CharField(max_length=150, blank=True, help_text="Escalation target.")
     escalations = models.PositiveIntegerField(default=0)
+    quorum = models.PositiveSmallIntegerField(
+        default=1, help_text="How many deciders must approve (1 after an escalation)."
+    )
     extensions = models.PositiveIntegerField(default=0)
     requested_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -112,6 +116,65 @@ class Approval(models.Model):
     def final_value(self) -> object:
         """The value to store: the reviewer's edit if modified, else the proposed value."""
         return self.decided_value if self.status == self.Status.MODIFIED else self.proposed_value
+
+    @property
+    def decider_names(self) -> list[str]:
+        """Who may decide (users and ``group:NAME``); empty when anyone with the permission may.
+
+        Reads the prefetched ``deciders`` when there are any (the API and console lists prefetch).
+        """
+        return [decider.name for decider in self.deciders.all()]
+
+    def current_votes(self) -> list[ApprovalVote]:
+        """The approve votes that count toward the quorum now (cast since the last escalation)."""
+        return [vote for vote in self.votes.all() if vote.escalation == self.escalations]
+
+
+class ApprovalDecider(models.Model):
+    """One name that may decide an approval: a user name, or ``group:`` and a group name.
+
+    Recorded when the approval is requested (the checkpoint's ``assignees``) and replaced by the
+    checkpoint's ``escalate_to`` when the approval escalates.
+    """
+
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="deciders")
+    name = models.CharField(max_length=len(GROUP_PREFIX) + NAME_LENGTH)
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(fields=("approval", "name"), name="approval_decider_once"),
+        )
+        indexes = (models.Index(fields=("name", "approval"), name="approval_decider_name"),)
+        ordering = ("approval", "id")
+
+    def __str__(self) -> str:
+        return f"{self.name} may decide approval {self.approval_id}"
+
+
+class ApprovalVote(models.Model):
+    """One reviewer's approve under a quorum; the vote that completes the quorum decides.
+
+    ``escalation`` is the approval's escalation count when the vote was cast: votes for the
+    original assignees stop counting once the decision is handed over.
+    """
+
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="votes")
+    escalation = models.PositiveIntegerField(default=0)
+    voter = models.CharField(max_length=NAME_LENGTH)
+    voter_type = models.CharField(max_length=16, choices=Approval.ActorType.choices)
+    reason = models.TextField(blank=True)
+    voted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("approval", "escalation", "voter"), name="approval_vote_once"
+            ),
+        )
+        ordering = ("approval", "voted_at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.voter} approves approval {self.approval_id}"
 
 
 class ApprovalInput(models.Model):

@@ -9,6 +9,11 @@ An approval is bound to the values it reviewed (``ApprovalInput``): a new succes
 those partitions marks it ``stale`` in the success's own transaction, and a decision checks the
 inputs once more under the approval's lock. A stale approval is never approved; it is reviewed
 again (``rereview_approval``) or rejected.
+
+Who may decide is checked here, for every console: the approval's deciders (the checkpoint's
+``assignees``, or its ``escalate_to`` once escalated) when it has any, never the run's requester
+unless ``ALLOW_SELF_APPROVAL``. Under a quorum an approve is a vote; the vote that completes the
+quorum decides, under the run's and the approval's row locks, so exactly one vote completes it.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import PermissionsMixin
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from approvals.models import AUTOMATED, Approval, ApprovalInput
+from approvals.models import AUTOMATED, Approval, ApprovalDecider, ApprovalInput, ApprovalVote
 from approvals.review_forms import validate_form_value
 from approvals.signals import (
     approval_decided,
@@ -30,6 +38,7 @@ from approvals.signals import (
 )
 from assets import services as step_services
 from assets.models import Materialization
+from flowstone.checkpoints import GROUP_PREFIX, NAME_LENGTH
 from flowstone.conf import flowstone_settings
 from flowstone.errors import (
     ApprovalDecidedError,
@@ -48,6 +57,8 @@ if TYPE_CHECKING:
     import uuid
     from collections.abc import Sequence
 
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
     from django.db.models import QuerySet
 
     from flowstone.checkpoints import CheckpointSpec, Option
@@ -76,6 +87,7 @@ STORING: Final = frozenset({Approval.Status.APPROVED, Approval.Status.MODIFIED})
 MAX_BULK: Final = 1000
 """The most approvals one bulk decision takes."""
 EXPIRY_BATCH: Final = 500
+DECIDE_PERMISSION: Final = "approvals.decide_approval"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,12 +110,15 @@ def request_approval(
     consumed: Sequence[Materialization],
     timeout: dt.timedelta | None,
     log: StepLog | None = None,
+    deciders: Sequence[str] = (),
+    quorum: int = 1,
 ) -> Approval | None:
     """Record the approval request and the inputs it reviewed, and park the step, atomically.
 
     Returns ``None`` if this process no longer owns the step (nothing is recorded then).
     ``log`` is what the attempt's asset logged while computing the value under review. Parking
-    wins once per attempt, so each attempt that asks records one approval.
+    wins once per attempt, so each attempt that asks records one approval. ``deciders`` are the
+    checked names of who may decide (none: anyone with the permission).
     """
     with transaction.atomic():
         if not step_services.park_step(step, owner=owner, log=log).is_parked:
@@ -121,6 +136,10 @@ def request_approval(
             requested_by=step.run.requested_by,
             requested_at=now,
             expires_at=None if timeout is None else now + timeout,
+            quorum=quorum,
+        )
+        ApprovalDecider.objects.bulk_create(
+            ApprovalDecider(approval=approval, name=name) for name in dict.fromkeys(deciders)
         )
         ApprovalInput.objects.bulk_create(
             ApprovalInput(
@@ -150,10 +169,66 @@ def approval_for_step(step_id: int) -> Approval | None:
 
 
 def can_decide(approval: Approval, actor: str) -> bool:
-    """Whether ``actor`` may decide this approval (self-approval is off unless configured)."""
-    if flowstone_settings.ALLOW_SELF_APPROVAL:
-        return True
-    return not (actor and approval.requested_by and actor == approval.requested_by)
+    """Whether ``actor`` may decide this approval now (see ``decision_refusal``)."""
+    return decision_refusal(approval, actor) is None
+
+
+def decision_refusal(approval: Approval, actor: str) -> str | None:
+    """Why ``actor`` may not decide this approval, or ``None`` if they may.
+
+    Without deciders anyone the console lets in may (the consoles check the permission); with
+    deciders only an active user named there, or in a group named there, who still holds the
+    permission. The run's requester never may, unless ``ALLOW_SELF_APPROVAL``.
+    """
+    shown = repr(actor[:NAME_LENGTH])
+    if not flowstone_settings.ALLOW_SELF_APPROVAL and actor and actor == approval.requested_by:
+        return f"{shown} requested run {approval.run_id} and may not decide its approval"
+    names = approval.decider_names
+    if not names or _is_decider(actor, names):
+        return None
+    return f"{shown} may not decide approval {approval.pk}: it is for {', '.join(names)}"
+
+
+def _is_decider(actor: str, names: Sequence[str]) -> bool:
+    """Whether the active user ``actor`` holds the permission and is named, or in a named group."""
+    if "\x00" in actor:  # no user name holds one (and PostgreSQL refuses it in a query)
+        return False
+    model = get_user_model()
+    user = model.objects.filter(**{model.USERNAME_FIELD: actor[:NAME_LENGTH]}).first()
+    if user is None or not user.is_active or not user.has_perm(DECIDE_PERMISSION):
+        return False
+    groups = [name.removeprefix(GROUP_PREFIX) for name in names if name.startswith(GROUP_PREFIX)]
+    return actor in names or user.groups.filter(name__in=groups).exists()
+
+
+def pending_for(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Approval]:
+    """The pending approvals ``user`` may decide, oldest first, in one query.
+
+    Assigned to them or to one of their groups, or unassigned (they hold the permission), never
+    their own run's unless ``ALLOW_SELF_APPROVAL``. Each row carries ``votes_so_far`` (the votes
+    that count now) and ``voted`` (whether the user's own vote is among them).
+    """
+    if not isinstance(user, PermissionsMixin) or not user.is_active:
+        return Approval.objects.none()
+    if not user.has_perm(DECIDE_PERMISSION):
+        return Approval.objects.none()
+    username = user.get_username()
+    groups = user.groups.values_list("name", flat=True)
+    names = [username, *(GROUP_PREFIX + name for name in groups)]
+    assigned = ApprovalDecider.objects.filter(approval=OuterRef("pk"))
+    counting = ApprovalVote.objects.filter(
+        approval=OuterRef("pk"), escalation=OuterRef("escalations")
+    )
+    tally = counting.order_by().values("approval").annotate(n=Count("pk")).values("n")
+    pending = Approval.objects.filter(status=Approval.Status.PENDING).filter(
+        ~Exists(assigned) | Exists(assigned.filter(name__in=names))
+    )
+    if not flowstone_settings.ALLOW_SELF_APPROVAL:
+        pending = pending.exclude(requested_by=username)
+    return pending.annotate(
+        votes_so_far=Coalesce(Subquery(tally, output_field=IntegerField()), 0),
+        voted=Exists(counting.filter(voter=username)),
+    ).order_by("requested_at", "id")
 
 
 def checkpoint_of(approval: Approval) -> CheckpointSpec | None:
@@ -304,17 +379,21 @@ def decide_approval(
     reason: str = "",
     value: Any = None,
     option: str = "",
-) -> Continuation:
+) -> Continuation | None:
     """Approve, modify, reject or pick an option of a pending approval; the first decision wins.
 
     ``reject`` needs a reason, ``modify`` a JSON value that the checkpoint's form and validator
     accept, ``option`` the name of one of the checkpoint's options (``_option_decision``).
     A stale approval may still be rejected (or skipped); storing its value is
-    ``ApprovalStaleError``.
+    ``ApprovalStaleError``. Under a quorum an approval (``approve``, or a ``continue`` option
+    without a value) is ``actor``'s vote: ``None`` while the quorum is incomplete, the
+    continuation when this vote completes it. One eligible rejection (or skip, or failing
+    option) decides at once; a modified value is refused (each reviewer would approve another).
     """
     _checked_decision(decision, [*DECISIONS, OPTION])
     reason = checked_reason(decision, reason)
     approval = get_approval(approval_id)
+    _require_decider(approval, actor)
     chosen: Option | None = None
     if decision == OPTION:
         status, decided_value, reason, chosen = _option_decision(
@@ -323,6 +402,11 @@ def decide_approval(
     else:
         decided_value = _checked_value(approval, decision, value)
         status = DECISIONS[decision]
+    if status == Approval.Status.MODIFIED and approval.quorum > 1:
+        raise ValidationFailedError(
+            f"approval {approval.pk} needs {approval.quorum} approvals: approve or reject it "
+            "(a modified value cannot be voted on)"
+        )
     return _decide(
         approval,
         status,
@@ -343,31 +427,43 @@ def _decide(
     reason: str,
     decided_value: Any = None,
     chosen: Option | None = None,
-) -> Continuation:
-    """Decide one approval in its own transaction; raise the refusal, if any.
+) -> Continuation | None:
+    """Decide one approval (or vote on it) in its own transaction; raise the refusal, if any.
 
     The approval's row is locked before its inputs are checked, and a new success of an input
-    locks the same row to mark it stale: whichever comes second sees the other's outcome.
+    locks the same row to mark it stale: whichever comes second sees the other's outcome. Who
+    may decide is checked again under the lock (an escalation may have handed it over).
     """
-    if not can_decide(approval, actor):
-        raise ApprovalForbiddenError(
-            f"{actor!r} requested run {approval.run_id} and may not decide its approval",
-            run_id=str(approval.run_id),
-        )
+    _require_decider(approval, actor)
     stores_value = status in STORING
     with transaction.atomic():
         step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
-        current = Approval.objects.select_for_update().get(pk=approval.pk)
+        current = (
+            Approval.objects.select_for_update(of=("self",))
+            .prefetch_related("deciders")
+            .get(pk=approval.pk)
+        )
         _refuse_unless_open(current, stores_value=stores_value)
+        _require_decider(current, actor)
         went_stale = stores_value and current.is_pending and _inputs_changed(current)
         if went_stale:
             _mark_stale(Approval.objects.filter(pk=current.pk))  # kept: the refusal commits it
         else:
+            audit: dict[str, Any] = {"approval_id": approval.pk, "reason": reason}
+            audit |= {"was": current.status}
+            if chosen is not None:
+                audit |= {"option": chosen.name, "outcome": chosen.outcome}
+            if status == Approval.Status.APPROVED and current.quorum > 1:
+                votes = _vote(current, actor, actor_type, reason)
+                audit |= {"votes": votes, "quorum": current.quorum}
+                if votes < current.quorum:
+                    _audit(current, AUDIT_ACTIONS[status], actor, actor_type, audit)
+                    return None
             decision_fields = {
                 "status": status,
                 "decided_value": decided_value,
                 "decided_at": timezone.now(),
-                "decided_by": actor[:150],
+                "decided_by": actor[:NAME_LENGTH],
                 "decided_by_type": actor_type,
                 "reason": reason,
                 "option": chosen.name if chosen is not None else "",
@@ -375,16 +471,7 @@ def _decide(
             Approval.objects.filter(pk=current.pk).update(**decision_fields)
             for name, decided in decision_fields.items():
                 setattr(approval, name, decided)
-            record_audit(
-                AUDIT_ACTIONS[status],
-                actor_type=actor_type,
-                actor=actor,
-                run_id=approval.run_id,
-                asset=approval.asset,
-                partition_key=approval.partition_key,
-                details={"approval_id": approval.pk, "reason": reason, "was": current.status}
-                | ({"option": chosen.name, "outcome": chosen.outcome} if chosen else {}),
-            )
+            _audit(approval, AUDIT_ACTIONS[status], actor, actor_type, audit)
             transaction.on_commit(
                 lambda: approval_decided.send(sender=Approval, approval=approval, decision=status)
             )
@@ -494,6 +581,7 @@ def rereview_approval(approval_id: object, *, actor: str, actor_type: str) -> Co
     (or passes the value if its condition no longer holds). Only once per stale approval.
     """
     approval = get_approval(approval_id)
+    _require_decider(approval, actor)
     with transaction.atomic():
         step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
         current = Approval.objects.select_for_update().get(pk=approval.pk)
@@ -572,15 +660,16 @@ def decide_many(
     """Approve or reject many approvals with one reason; one outcome per id, in order.
 
     Each approval is decided in its own transaction, audited on its own, and the first decision
-    wins per approval; a refusal (already decided, stale, forbidden, unknown) is reported and
-    the others go on. Invalid input (the decision, the reason, too many ids) records nothing.
+    wins per approval (under a quorum an approve is the actor's vote: status ``pending``); a
+    refusal (already decided, stale, forbidden, unknown) is reported and the others go on.
+    Invalid input (the decision, the reason, too many ids) records nothing.
     """
     _checked_decision(decision, BULK_DECISIONS)
     reason = checked_reason(decision, reason)
     ids = list(dict.fromkeys(approval_ids))
     if len(ids) > MAX_BULK:
         raise ValidationFailedError(f"at most {MAX_BULK} approvals at once, got {len(ids)}")
-    found = Approval.objects.select_related("run").in_bulk(ids)
+    found = Approval.objects.select_related("run").prefetch_related("deciders").in_bulk(ids)
     outcomes = []
     for approval_id in ids:
         try:
@@ -595,14 +684,62 @@ def decide_many(
                 BulkOutcome(approval_id=approval_id, refused=_refusal(exc), message=exc.message)
             )
         else:
+            voted = continuation is None  # a vote short of its approval's quorum
             outcomes.append(
                 BulkOutcome(
                     approval_id=approval_id,
-                    status=DECISIONS[decision],
+                    status=Approval.Status.PENDING if voted else DECISIONS[decision],
+                    message="vote recorded; the quorum is not complete yet" if voted else "",
                     continuation=continuation,
                 )
             )
     return outcomes
+
+
+def _require_decider(approval: Approval, actor: str) -> None:
+    """Raise ``ApprovalForbiddenError`` unless ``actor`` may decide the approval."""
+    refusal = decision_refusal(approval, actor)
+    if refusal is not None:
+        raise ApprovalForbiddenError(refusal, run_id=str(approval.run_id))
+
+
+def _vote(approval: Approval, actor: str, actor_type: str, reason: str) -> int:
+    """Record ``actor``'s approve vote on the locked approval; return the votes that count now.
+
+    A reviewer counts once: a second vote is an ``ApprovalDecidedError`` (409, exit 1).
+    """
+    vote = ApprovalVote(
+        approval=approval,
+        escalation=approval.escalations,
+        voter=actor[:NAME_LENGTH],
+        voter_type=actor_type,
+        reason=reason,
+    )
+    try:
+        with transaction.atomic():  # a savepoint: the duplicate leaves the transaction usable
+            vote.save()
+    except IntegrityError as exc:
+        raise ApprovalDecidedError(
+            f"{actor[:NAME_LENGTH]!r} already voted to approve approval {approval.pk}",
+            asset=approval.asset,
+            partition=approval.partition_key,
+            run_id=str(approval.run_id),
+        ) from exc
+    return approval.votes.filter(escalation=approval.escalations).count()
+
+
+def _audit(
+    approval: Approval, action: str, actor: str, actor_type: str, details: dict[str, Any]
+) -> None:
+    record_audit(
+        action,
+        actor_type=actor_type,
+        actor=actor,
+        run_id=approval.run_id,
+        asset=approval.asset,
+        partition_key=approval.partition_key,
+        details=details,
+    )
 
 
 def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
@@ -623,7 +760,9 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
                     assignee=str(spec.escalate_to or "")[:150],
                     escalations=F("escalations") + 1,
                     expires_at=now + spec.timeout,
+                    quorum=1,
                 ):
+                    _hand_over(approval, str(spec.escalate_to))
                     _audit_system(
                         approval, AuditEvent.Action.CHECKPOINT_ESCALATED, spec.escalate_to
                     )
@@ -658,16 +797,15 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         return _continue(approval)
 
 
+def _hand_over(approval: Approval, escalate_to: str) -> None:
+    """Make ``escalate_to`` the approval's only decider (the original assignees no longer are)."""
+    approval.deciders.all().delete()
+    ApprovalDecider.objects.create(approval=approval, name=escalate_to)
+
+
 def _audit_system(approval: Approval, action: str, detail: object) -> None:
-    record_audit(
-        action,
-        actor_type=AuditEvent.ActorType.SYSTEM,
-        actor="timeout",
-        run_id=approval.run_id,
-        asset=approval.asset,
-        partition_key=approval.partition_key,
-        details={"approval_id": approval.pk, "policy": str(detail)},
-    )
+    details = {"approval_id": approval.pk, "policy": str(detail)}
+    _audit(approval, action, "timeout", AuditEvent.ActorType.SYSTEM, details)
 
 
 def expire_overdue(*, now: dt.datetime | None = None) -> list[Continuation]:

@@ -134,9 +134,9 @@ def parse_json_option(value: str | None, name: str) -> dict[str, Any]:
 def pending_approvals(run_id: str) -> list[Approval]:
     """The approvals a run waits for, oldest first."""
     return list(
-        Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).order_by(
-            "requested_at", "id"
-        )
+        Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING)
+        .prefetch_related("deciders", "votes")
+        .order_by("requested_at", "id")
     )
 
 
@@ -151,6 +151,12 @@ def approval_json(approval: Approval) -> dict[str, Any]:
         "message": approval.message,
         "requested_at": approval.requested_at.isoformat(),
         "expires_at": approval.expires_at.isoformat() if approval.expires_at else None,
+        "deciders": approval.decider_names,
+        "quorum": approval.quorum,
+        "votes": [
+            {"voter": vote.voter, "voted_at": vote.voted_at.isoformat(), "reason": vote.reason}
+            for vote in approval.current_votes()
+        ],
         **approval_choices(approval),
     }
 

@@ -17,10 +17,15 @@ continue with the value, skip the step and everything downstream of it, or fail 
         message=lambda review: f"Pay {review.value['total']} EUR to {review.partition}?",
         timeout=dt.timedelta(hours=4),
         on_timeout="escalate",
-        escalate_to="finance-leads",
+        escalate_to="group:finance-leads",
+        assignees=["alice", "group:finance"],
+        quorum=2,
     )
     @asset(partitions=DAILY)
     def payouts(invoices: list[dict]) -> dict: ...
+
+``assignees`` name who may decide (users, or ``group:NAME`` for a Django auth group's members);
+``quorum`` is how many of them must approve. Escalation hands the decision to ``escalate_to``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,13 @@ OPTION_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 RESERVED_OPTION_NAMES: Final = frozenset({"approve", "modify", "reject", "option"})
 FORM_VALIDATOR: Final = jsonschema.Draft202012Validator
 """The JSON Schema dialect of review forms (a schema's own ``$schema`` is not honoured)."""
+GROUP_PREFIX: Final = "group:"
+NAME_LENGTH: Final = 150
+"""The longest user or group name (Django's ``User.username`` and ``Group.name``)."""
+USER_NAME: Final = re.compile(r"[\w.@+-]+\Z")
+"""Django's default user name characters (``UnicodeUsernameValidator``)."""
+MAX_DECIDERS: Final = 100
+MAX_QUORUM: Final = 100
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,6 +98,35 @@ class Reject:
 
 Decision = Approve | Modify | Reject
 ReviewFunction = Callable[[Review], Any]
+Assignees = Sequence[str] | Callable[[Review], Sequence[str]]
+
+
+def decider_name(name: object) -> str:
+    """Check one decider name: a user name, or ``group:`` and a group name; return it.
+
+    Names end up in queries, audit details and HTML, so anything else (not a string, empty, too
+    long, control characters, a user name Django would not accept) is a ``DefinitionError``.
+    """
+    if not isinstance(name, str):
+        raise DefinitionError(f"a decider must be a user or 'group:NAME', got {name!r:.80}")
+    group = name.removeprefix(GROUP_PREFIX) if name.startswith(GROUP_PREFIX) else None
+    bare = name if group is None else group
+    if not bare or len(bare) > NAME_LENGTH or bare != bare.strip() or not bare.isprintable():
+        raise DefinitionError(f"{name!r:.80} is not a valid user or group name")
+    if group is None and not USER_NAME.match(name):
+        raise DefinitionError(f"{name!r:.80} is not a valid user name")
+    return name
+
+
+def decider_names(names: object) -> tuple[str, ...]:
+    """Check a list of decider names (no duplicates kept, order kept)."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise DefinitionError(
+            f"assignees must be a list of user or 'group:NAME' names, got {names!r:.80}"
+        )
+    if len(names) > MAX_DECIDERS:
+        raise DefinitionError(f"at most {MAX_DECIDERS} assignees, got {len(names)}")
+    return tuple(dict.fromkeys(decider_name(name) for name in names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +211,11 @@ class CheckpointSpec:
     on_reject: Callable[[Review, str], None] | None = None
     form: Mapping[str, Any] | None = None
     options: tuple[Option, ...] = ()
+    assignees: Assignees | None = None
+    quorum: int = 1
 
     def __post_init__(self) -> None:
+        self._check_deciders()
         if self.on_timeout not in ON_TIMEOUT_POLICIES:
             raise DefinitionError(
                 f"on_timeout must be one of {', '.join(ON_TIMEOUT_POLICIES)}, "
@@ -191,6 +235,28 @@ class CheckpointSpec:
     def option(self, name: str) -> Option | None:
         """The option called ``name``, if this checkpoint offers it."""
         return next((option for option in self.options if option.name == name), None)
+
+    def _check_deciders(self) -> None:
+        """Fixed assignees and ``escalate_to`` are checked here; a callable's names on request."""
+        if self.assignees is not None and not callable(self.assignees):
+            decider_names(self.assignees)
+        if self.escalate_to is not None:
+            decider_name(self.escalate_to)
+        if (
+            isinstance(self.quorum, bool)
+            or not isinstance(self.quorum, int)
+            or not 1 <= self.quorum <= MAX_QUORUM
+        ):
+            raise DefinitionError(f"quorum must be an integer from 1 to {MAX_QUORUM}")
+        if self.decide is not None and (self.assignees is not None or self.quorum != 1):
+            raise DefinitionError("an automated gate (decide=) has no assignees or quorum")
+
+    def deciders_for(self, review: Review) -> tuple[str, ...]:
+        """Who may decide this value: the assignees (a callable's answer, checked); () for all."""
+        if self.assignees is None:
+            return ()
+        names = self.assignees(review) if callable(self.assignees) else self.assignees
+        return decider_names(names)
 
     def needs_review(self, review: Review) -> bool:
         """Whether this value must pass the gate (the condition, or always without one)."""
@@ -225,12 +291,16 @@ def checkpoint(
     on_reject: Callable[[Review, str], None] | None = None,
     form: Mapping[str, Any] | None = None,
     options: Sequence[Option] = (),
+    assignees: Assignees | None = None,
+    quorum: int = 1,
 ) -> Callable[[AssetFunction], AssetFunction]:
     """Put an approval gate on an asset; apply it above ``@asset``.
 
     ``form`` is a JSON Schema (draft 2020-12) that a reviewer's edited value must match;
     ``options`` are named choices beyond approve/reject (``Option``). Both are checked here: an
-    invalid schema or option is a ``DefinitionError``.
+    invalid schema or option is a ``DefinitionError``. ``assignees`` (names, or a function of
+    the ``Review`` returning names) restricts who may decide; without them anyone holding
+    ``approvals.decide_approval`` may. ``quorum`` approvals of those deciders decide.
     """
     spec = CheckpointSpec(
         condition=condition,
@@ -245,6 +315,8 @@ def checkpoint(
         on_reject=on_reject,
         form=checked_form(form),
         options=checked_options(options),
+        assignees=assignees,
+        quorum=quorum,
     )
 
     def decorate(function: AssetFunction) -> AssetFunction:

@@ -385,6 +385,7 @@ def _gate(
     message = str(_user_call(definition, "message", spec.message_for, review))
     _require_json(computed.value, definition)
     if spec.decide is None:
+        deciders = _user_call(definition, "assignees", spec.deciders_for, review)
         approval = approval_services.request_approval(
             step,
             owner=owner,
@@ -393,6 +394,8 @@ def _gate(
             consumed=computed.consumed,
             timeout=spec.timeout,
             log=log,
+            deciders=deciders,
+            quorum=spec.quorum,
         )
         if approval is None:
             logger.warning("step %s was no longer ours; no approval requested", step.pk)

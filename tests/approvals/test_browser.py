@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 
 import flowstone
 from approvals.models import Approval
@@ -97,3 +97,34 @@ def test_a_typed_review_form_shows_errors_by_the_field_then_decides(
         "urgent": False,
     }
     assert Run.objects.get(pk=result.run_id).status == RunStatus.SUCCESS
+
+
+def test_a_group_member_finds_and_votes_in_my_pending_decisions(
+    use_definitions: UseDefinitions, live_server: Any, browser_page: Any
+) -> None:
+    use_definitions("tests.pipelines.deciders", resources={})
+    finance = Group.objects.create(name="finance")
+    for name in ("fiona", "frank"):
+        member = User.objects.create_user(name, password=PASSWORD, is_staff=True)
+        member.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+        member.groups.add(finance)
+    quorum = flowstone.materialize_all("d_quorum", "large", requested_by="alice")
+    # for bob only; the same invoice (a new one would make the first approval stale)
+    flowstone.materialize("d_escalating", "large", requested_by="alice")
+    approval = Approval.objects.get(run_id=quorum.run_id)
+
+    page = browser_page
+    log_in(page, live_server.url, "fiona", PASSWORD, "/admin/")
+    page.click("a[href='/admin/approvals/approval/mine/']")
+    rows = page.locator("tr.pending-decision")
+    assert rows.count() == 1  # bob's approval is not hers
+    assert rows.first.get_attribute("data-approval") == str(approval.pk)
+    assert page.inner_text("tr.pending-decision td.votes") == "0 of 2"
+
+    page.click(f"a[href='/admin/approvals/approval/{approval.pk}/decide/']")
+    page.check("input[name=decision][value=approve]")
+    page.click("#record-decision")
+    page.wait_for_url("**/admin/approvals/approval/mine/")  # she may not view the full list
+    assert f"Approval {approval.pk}: your vote is recorded (1 of 2)." in page.content()
+    assert page.inner_text("tr.pending-decision td.votes") == "1 of 2 (you voted)"
+    assert Run.objects.get(pk=quorum.run_id).status == RunStatus.WAITING_APPROVAL

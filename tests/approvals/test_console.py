@@ -155,7 +155,9 @@ def test_admin_refuses_the_requester_themself(requester: User) -> None:
     approval = _pending()
     client = _client(requester)
     page = client.get(f"/admin/approvals/approval/{approval.pk}/decide/")
-    assert "you may not decide its approval" in page.content.decode()
+    assert (
+        f"requested run {approval.run_id} and may not decide its approval" in page.content.decode()
+    )
     response = client.post(
         f"/admin/approvals/approval/{approval.pk}/decide/", {"decision": "approve"}, follow=True
     )

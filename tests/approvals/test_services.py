@@ -47,6 +47,7 @@ def _waiting(partition: str = "large", asset: str = "g_ledger") -> tuple[str, Ap
 
 def _decide(approval: Approval, decision: str, **kwargs: object) -> flowstone.RunResult:
     continuation = services.decide_approval(approval.pk, decision, actor="bob", **kwargs)  # type: ignore[arg-type]
+    assert continuation is not None  # no quorum here: every approve decides
     continue_after_decision(continuation)
     return flowstone.RunHandle(continuation.run_id).result()
 

@@ -1,9 +1,10 @@
 """``manage.py approvals``: list approvals, decide them (one or many), re-review stale ones.
 
-Exit codes: 0 listed, or every decision was recorded; 1 a decision was refused (the approval was
-already decided or expired, is stale, or the user may not decide it; in a bulk decision the
-others are still decided); 2 invalid input (an unknown approval, user or option, bad JSON, a value
-the checkpoint's form or validator refuses, a rejection without a reason, a reason over 2,000
+Exit codes: 0 listed, or every decision (or quorum vote) was recorded; 1 a decision was refused
+(the approval was already decided or expired, is stale, the user already voted, or the user may
+not decide it: not one of its deciders, or the run's requester; in a bulk decision the others are
+still decided); 2 invalid input (an unknown approval, user or option, bad JSON, a value the
+checkpoint's form or validator refuses, a rejection without a reason, a reason over 2,000
 characters). ``decide ID --option NAME`` picks one of the checkpoint's named options.
 """
 
@@ -111,6 +112,7 @@ class Command(cli.FlowStoneCommand):
                 return
             options["approval_id"] = ids[0]
         is_option = options["action"] == "decide"
+        continuation: services.Continuation | None
         try:
             approval_id = options["approval_id"]
             if options["action"] == "rereview":
@@ -135,6 +137,11 @@ class Command(cli.FlowStoneCommand):
         approval = services.get_approval(approval_id)
         if options["json"]:
             self.stdout.write(json.dumps(cli.approval_json(approval)))
+        elif approval.is_pending:
+            votes = len(approval.current_votes())
+            self.stdout.write(
+                f"approval {approval.pk}: pending; {votes} of {approval.quorum} votes"
+            )
         else:
             self.stdout.write(f"approval {approval.pk}: {approval.status}; run {approval.run_id}")
 
@@ -219,7 +226,11 @@ class Command(cli.FlowStoneCommand):
         return str(user.get_username())
 
     def _list(self, wanted: str, *, as_json: bool) -> None:
-        rows = Approval.objects.filter(status=wanted).order_by("requested_at", "id")
+        rows = (
+            Approval.objects.filter(status=wanted)
+            .prefetch_related("deciders", "votes")
+            .order_by("requested_at", "id")
+        )
         if as_json:
             self.stdout.write(json.dumps([cli.approval_json(a) for a in rows]))
             return
