@@ -13,23 +13,10 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Connect the email notifier to the approval signals, and cancels to approvals."""
-        from approvals import notifications, services, signals  # noqa: PLC0415  # apps are loading
+        """Cancel a canceled run's approvals (notifications are recorded by the services)."""
+        from approvals import services  # noqa: PLC0415  # apps are loading
         from assets.services import waiting_steps_canceled  # noqa: PLC0415
 
         waiting_steps_canceled.connect(
             services.cancel_approvals_of_steps, dispatch_uid="approvals.cancel_with_run"
-        )
-
-        signals.approval_requested.connect(
-            notifications.on_requested, dispatch_uid="approvals.notify.requested"
-        )
-        signals.approval_escalated.connect(
-            notifications.on_escalated, dispatch_uid="approvals.notify.escalated"
-        )
-        signals.approval_decided.connect(
-            notifications.on_decided, dispatch_uid="approvals.notify.decided"
-        )
-        signals.approval_expired.connect(
-            notifications.on_expired, dispatch_uid="approvals.notify.expired"
         )

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from approvals import notifications
 from approvals.models import AUTOMATED, Approval
 from approvals.signals import (
     approval_decided,
@@ -101,7 +102,8 @@ def request_approval(
             ],
             ignore_conflicts=True,
         )
-        approval = Approval.objects.get(materialization=step)
+        approval = Approval.objects.select_related("run").get(materialization=step)
+        notifications.notify_approval("requested", approval)
         transaction.on_commit(lambda: approval_requested.send(sender=Approval, approval=approval))
     return approval
 
@@ -235,6 +237,7 @@ def decide_approval(
             details={"approval_id": approval.pk, "reason": reason},
         )
         continuation = _continue(approval)
+        notifications.notify_approval("decided", approval)
         transaction.on_commit(
             lambda: approval_decided.send(sender=Approval, approval=approval, decision=status)
         )
@@ -263,6 +266,8 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
                     _audit_system(
                         approval, AuditEvent.Action.CHECKPOINT_ESCALATED, spec.escalate_to
                     )
+                    approval.refresh_from_db()
+                    notifications.notify_approval("escalated", approval)
                     transaction.on_commit(
                         lambda: approval_escalated.send(sender=Approval, approval=approval)
                     )
@@ -284,6 +289,9 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         approval.refresh_from_db()
         _audit_system(approval, AUDIT_ACTIONS[status], policy)
         signal = approval_decided if status == Approval.Status.APPROVED else approval_expired
+        notifications.notify_approval(
+            "decided" if status == Approval.Status.APPROVED else "expired", approval
+        )
         transaction.on_commit(
             lambda: signal.send(sender=Approval, approval=approval, decision=status)
         )
