@@ -26,6 +26,7 @@ from kombu.exceptions import OperationalError
 
 from approvals.models import Approval, Notification
 from flowstone.conf import flowstone_settings
+from flowstone.errors import FlowStoneError
 from flowstone.notifications import Notice, channel_names, get_channel
 
 if TYPE_CHECKING:
@@ -162,12 +163,13 @@ def _try(pk: int, now: dt.datetime) -> bool:
     try:
         get_channel(row.channel).send(Notice.from_json(row.notice))
     except Exception as exc:  # noqa: BLE001  # a channel is user-configured code; never fatal
-        error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        detail = exc.message if isinstance(exc, FlowStoneError) else str(exc)
+        error = f"{type(exc).__name__}: {detail}"[:MAX_ERROR_CHARS]
         if attempt >= int(flowstone_settings.NOTIFICATION_MAX_ATTEMPTS):
             mine.update(status=Notification.Status.FAILED, last_error=error)
             logger.warning("notification %s via %s given up: %s", row.key, row.channel, error)
         else:
-            mine.update(next_attempt_at=timezone.now() + retry_delay(attempt), last_error=error)
+            mine.update(next_attempt_at=now + retry_delay(attempt), last_error=error)
             logger.warning("notification %s via %s failed: %s", row.key, row.channel, error)
         return False
     return mine.update(status=Notification.Status.DELIVERED, delivered_at=timezone.now()) == 1

@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('schedules', '0001_initial'),
+        ("schedules", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='tick',
-            name='status',
-            field=models.CharField(choices=[('requested', 'Requested'), ('skipped', 'Skipped'), ('failed', 'Failed'), ('notified', 'Notified')], max_length=16),
+            model_name="tick",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("requested", "Requested"),
+                    ("skipped", "Skipped"),
+                    ("failed", "Failed"),
+                    ("notified", "Notified"),
+                ],
+                max_length=16,
+            ),
         ),
     ]
