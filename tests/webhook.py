@@ -35,7 +35,7 @@ class Endpoint:
 class _Handler(BaseHTTPRequestHandler):
     endpoint: Endpoint
 
-    def do_POST(self) -> None:  # noqa: N802  # http.server's naming
+    def do_POST(self) -> None:  # http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         endpoint = self.endpoint
         if endpoint.hang_seconds:

@@ -71,8 +71,11 @@ def test_the_webhook_gets_a_slack_payload_after_commit(
     _channels(settings, ops=_webhook(endpoint.url))
     approval = _waiting_approval(django_capture_on_commit_callbacks)
     assert [b["text"] for b in endpoint.received] == [
-        "Approval needed: rs_gated [-]: Ship the release?\n\n"
-        f"Run: {approval.run_id}\nApproval: {approval.pk}\nStatus: pending\nRequested by: alice\n"
+        (
+            "Approval needed: rs_gated [-]: Ship the release?\n\n"
+            f"Run: {approval.run_id}\nApproval: {approval.pk}\nStatus: pending\n"
+            "Requested by: alice\n"
+        )
     ]
 
     with django_capture_on_commit_callbacks(execute=False) as pending:

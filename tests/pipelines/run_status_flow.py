@@ -21,6 +21,11 @@ def rs_flaky(context: AssetContext) -> str:
 
 
 @asset
+def rs_broken() -> int:
+    raise RuntimeError("always broken (and no sensor watches it)")
+
+
+@asset
 def rs_followup() -> int:
     return 1
 
