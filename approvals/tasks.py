@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from approvals import notifications, services
+from assets import services as run_services
 from flowstone.celery import app
 from flowstone.execution.resume import continue_after_decision
+
+if TYPE_CHECKING:
+    from celery import Task
+
+MAX_RECORDED_PAYLOAD: Final = 2000
 
 
 @app.task(name="flowstone.expire_approvals")
@@ -18,12 +24,27 @@ def expire_approvals() -> int:
     return len(continuations)
 
 
-@app.task(name=notifications.DELIVER_TASK)
-def deliver_notifications(*, ids: Any) -> int:
-    """Deliver the notifications a transaction recorded (sent after its commit)."""
-    if not isinstance(ids, list) or not all(
-        isinstance(pk, int) and not isinstance(pk, bool) for pk in ids
+@app.task(name=notifications.DELIVER_TASK, bind=True)
+def deliver_notifications(self: Task[Any, int], *args: Any, **payload: Any) -> int:
+    """Deliver the notifications ``{"ids": [...]}`` a transaction recorded (after its commit).
+
+    Any other payload is recorded as a rejected message and delivers nothing; beat's retry
+    still delivers the rows it meant.
+    """
+    ids = payload.get("ids")
+    if (
+        args
+        or set(payload) != {"ids"}
+        or not isinstance(ids, list)
+        or not all(isinstance(pk, int) and not isinstance(pk, bool) for pk in ids)
     ):
+        run_services.record_rejection(
+            reason="the payload must be exactly {'ids': [notification ids]}",
+            task_name=str(self.name),
+            task_id=str(self.request.id or ""),
+            content_type="application/json",
+            payload=repr({"args": list(args), "kwargs": payload})[:MAX_RECORDED_PAYLOAD],
+        )
         return 0
     return notifications.deliver(ids[: notifications.DUE_BATCH])
 

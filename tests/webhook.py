@@ -56,14 +56,10 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def webhook_endpoint(*, failures: int = 0, hang_seconds: float = 0.0) -> Iterator[Endpoint]:
     """Serve an ``Endpoint`` on a free loopback port in a thread, for the ``with`` block."""
-    handler = type("Handler", (_Handler,), {})
+    endpoint = Endpoint(url="", failures_left=failures, hang_seconds=hang_seconds)
+    handler = type("Handler", (_Handler,), {"endpoint": endpoint})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    endpoint = Endpoint(
-        url=f"http://127.0.0.1:{server.server_address[1]}/hook",
-        failures_left=failures,
-        hang_seconds=hang_seconds,
-    )
-    handler.endpoint = endpoint
+    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -20,6 +20,7 @@ import flowstone
 from approvals import notifications, services
 from approvals.models import Approval, Notification
 from approvals.tasks import deliver_notifications
+from assets.models import RejectedMessage
 from flowstone.checks import check_notification_channels
 from flowstone.notifications import Notice, slack_payload
 from flowstone.status import RunStatus
@@ -240,9 +241,27 @@ def test_good_channels_pass_the_check(settings: Settings) -> None:
     assert check_notification_channels() == []
 
 
-@pytest.mark.parametrize("ids", ["1", [True], ["1"], [1.5], {"a": 1}, None])
-def test_the_delivery_task_refuses_malformed_ids(ids: object) -> None:
-    assert deliver_notifications(ids=ids) == 0
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"ids": "1"},
+        {"ids": [True]},
+        {"ids": ["1"]},
+        {"ids": [1.5]},
+        {"ids": None},
+        {},
+        {"ids": [1], "x": 2},
+    ],
+)
+def test_the_delivery_task_records_malformed_payloads_and_delivers_nothing(
+    payload: dict[str, Any],
+) -> None:
+    assert deliver_notifications(**payload) == 0
+    rejected = RejectedMessage.objects.get()
+    assert (rejected.task_name, rejected.reason) == (
+        "flowstone.deliver_notifications",
+        "the payload must be exactly {'ids': [notification ids]}",
+    )
 
 
 @given(text=st.text(max_size=3000), value=st.text(max_size=100))
