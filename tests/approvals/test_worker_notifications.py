@@ -81,15 +81,17 @@ def test_webhook_retries_and_run_status_sensors_on_a_worker_and_beat(
         _eventually(lambda: Approval.objects.filter(run_id=gated.run_id).exists(), "it", stack)
         approval = Approval.objects.get(run_id=gated.run_id)
         requested = f"approval:{approval.pk}:requested"
-        _eventually(lambda: _status(requested) == ("delivered", 3), "three tries", stack)
-        assert len(endpoint.bodies(a=f"Approval: {approval.pk}")) == 3
+        _eventually(lambda: (_status(requested) or ("",))[0] == "delivered", "retries", stack)
+        # Both failures are its own unless the waiting notice below (2 s on) took the second.
+        attempts = Notification.objects.get(key=requested).attempts
+        assert attempts in (2, 3)
+        assert len(endpoint.bodies(a=f"Approval: {approval.pk}")) == attempts
 
         # Left waiting for more than two seconds: the sensor says so, once.
         waiting = f"sensor:approval_too_slow:approval-waiting:{approval.pk}"
         _eventually(lambda: (_status(waiting) or ("",))[0] == "delivered", "the notice", stack)
-        assert [b["blocks"][0]["text"]["text"] for b in endpoint.bodies(a="Ship the release?")][
-            -1
-        ] == "Still waiting for a decision"
+        titles = [b["blocks"][0]["text"]["text"] for b in endpoint.bodies(a="Ship the release?")]
+        assert "Still waiting for a decision" in titles
 
         # A decision: its notice is sent by the worker after the commit, at the first try.
         started = time.monotonic()
