@@ -71,10 +71,9 @@ def test_a_failed_run_sensor_reacts_once_per_failed_run_of_its_assets() -> None:
     assert _new_reactions("flaky_failed", later) == []
 
     notices = {n.key: n.notice for n in Notification.objects.all()}
-    assert sorted(notices) == [
-        f"sensor:flaky_failed:run-failed:{first}",
-        f"sensor:flaky_failed:run-failed:{second}",
-    ]
+    assert sorted(notices) == sorted(
+        [f"sensor:flaky_failed:run-failed:{first}", f"sensor:flaky_failed:run-failed:{second}"]
+    )
     notice = notices[f"sensor:flaky_failed:run-failed:{first}"]
     assert notice["text"] == f"run {first} failed in rs_flaky"
     assert (notice["title"], notice["status"], notice["partition"]) == (
