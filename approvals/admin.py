@@ -20,7 +20,7 @@ from django.utils.timesince import timesince, timeuntil
 
 from approvals import services
 from approvals.forms import BulkRejectForm, DecisionForm
-from approvals.models import Approval
+from approvals.models import Approval, Notification
 from flowstone.errors import FlowStoneError, ValidationFailedError
 from flowstone.execution.resume import continue_after_decision
 
@@ -347,3 +347,32 @@ def _recorded(approval_id: int, decision: str) -> str:
         votes = len(approval.current_votes())
         return f"Approval {approval_id}: your vote is recorded ({votes} of {approval.quorum})."
     return f"Approval {approval_id}: {decision} recorded."
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The notification outbox, read-only: what was sent, what is retried, what was given up."""
+
+    list_display = ("id", "key", "channel", "status", "attempts", "next_attempt_at", "created_at")
+    list_filter = ("status", "channel", "event")
+    search_fields = ("key",)
+    readonly_fields = (
+        "key",
+        "channel",
+        "event",
+        "notice",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+        "delivered_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Notifications are recorded by the services, never by hand."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The outbox is written by its delivery only."""
+        return False

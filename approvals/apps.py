@@ -13,8 +13,11 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Connect the email notifier to the approval signals, and cancels and successes."""
-        from approvals import notifications, services, signals  # noqa: PLC0415  # apps are loading
+        """Cancel a canceled run's approvals; mark stale the approvals a new success outdates.
+
+        Notifications are recorded by the services, in the deciding transaction.
+        """
+        from approvals import services  # noqa: PLC0415  # apps are loading
         from assets.services import (  # noqa: PLC0415
             success_recorded,
             waiting_steps_canceled,
@@ -25,17 +28,4 @@ class ApprovalsConfig(AppConfig):
         )
         success_recorded.connect(
             services.mark_readers_stale, dispatch_uid="approvals.stale_on_new_value"
-        )
-
-        signals.approval_requested.connect(
-            notifications.on_requested, dispatch_uid="approvals.notify.requested"
-        )
-        signals.approval_escalated.connect(
-            notifications.on_escalated, dispatch_uid="approvals.notify.escalated"
-        )
-        signals.approval_decided.connect(
-            notifications.on_decided, dispatch_uid="approvals.notify.decided"
-        )
-        signals.approval_expired.connect(
-            notifications.on_expired, dispatch_uid="approvals.notify.expired"
         )

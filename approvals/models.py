@@ -200,3 +200,48 @@ class ApprovalInput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.asset}[{self.partition_key}]@{self.version or self.materialization_id}"
+
+
+class Notification(models.Model):
+    """One notice for one channel: the outbox row its delivery works from.
+
+    Written in the transaction that caused the notice (a decision, a request, a sensor's
+    reaction), so a crash after commit loses nothing; delivered after commit and tried again by
+    beat with a growing delay until it succeeds or runs out of attempts.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    key = models.CharField(
+        max_length=255, help_text="What the notice is about, e.g. approval:12:decided."
+    )
+    channel = models.CharField(max_length=128)
+    event = models.CharField(max_length=32)
+    notice = models.JSONField(help_text="The rendered notice (title, text, asset, link, ...).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(
+        default=timezone.now, help_text="When it may be tried next (a try in progress holds it)."
+    )
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = (
+            models.UniqueConstraint(fields=("key", "channel"), name="notification_once"),
+        )
+        indexes = (
+            models.Index(
+                fields=("next_attempt_at",),
+                condition=models.Q(status="pending"),
+                name="notification_due",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.key} via {self.channel}: {self.status}"

@@ -28,6 +28,7 @@ from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subque
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from approvals import notifications
 from approvals.models import AUTOMATED, Approval, ApprovalDecider, ApprovalInput, ApprovalVote
 from approvals.review_forms import validate_form_value
 from approvals.signals import (
@@ -151,6 +152,7 @@ def request_approval(
             )
             for m in consumed
         )
+        notifications.notify_approval("requested", approval)
         transaction.on_commit(lambda: approval_requested.send(sender=Approval, approval=approval))
     return approval
 
@@ -472,6 +474,7 @@ def _decide(
             for name, decided in decision_fields.items():
                 setattr(approval, name, decided)
             _audit(approval, AUDIT_ACTIONS[status], actor, actor_type, audit)
+            notifications.notify_approval("decided", approval)
             transaction.on_commit(
                 lambda: approval_decided.send(sender=Approval, approval=approval, decision=status)
             )
@@ -766,6 +769,8 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
                     _audit_system(
                         approval, AuditEvent.Action.CHECKPOINT_ESCALATED, spec.escalate_to
                     )
+                    approval.refresh_from_db()
+                    notifications.notify_approval("escalated", approval)
                     transaction.on_commit(
                         lambda: approval_escalated.send(sender=Approval, approval=approval)
                     )
@@ -791,6 +796,9 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         approval.refresh_from_db()
         _audit_system(approval, AUDIT_ACTIONS[status], policy)
         signal = approval_decided if status == Approval.Status.APPROVED else approval_expired
+        notifications.notify_approval(
+            "decided" if status == Approval.Status.APPROVED else "expired", approval
+        )
         transaction.on_commit(
             lambda: signal.send(sender=Approval, approval=approval, decision=status)
         )

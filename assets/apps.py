@@ -19,12 +19,14 @@ class AssetsConfig(AppConfig):
         from flowstone.checks import (  # noqa: PLC0415  # apps are loading
             check_definitions,
             check_fencing,
+            check_notification_channels,
             check_step_log,
             check_worker_window,
         )
 
         checks.register(check_definitions, "flowstone")
         checks.register(check_fencing, "flowstone")
+        checks.register(check_notification_channels, "flowstone")
         checks.register(check_step_log, "flowstone")
         checks.register(check_worker_window, "flowstone")
         checks.register(check_celery_settings, "flowstone")

@@ -9,6 +9,7 @@ from django.core.checks import CheckMessage, Error, Warning  # noqa: A004  # Dja
 from flowstone.conf import flowstone_settings
 from flowstone.errors import DefinitionError
 from flowstone.io.base import is_fenced
+from flowstone.notifications import channel_problems
 from flowstone.registry import find_problems, load_io_managers
 from flowstone.step_log import parse_level, parse_max_chars
 
@@ -92,4 +93,21 @@ def check_fencing(
         )
         for name, manager in sorted(managers.items())
         if not is_fenced(manager)
+    ]
+
+
+def check_notification_channels(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001  # the check protocol
+    **kwargs: Any,  # noqa: ARG001  # the check protocol
+) -> list[CheckMessage]:
+    """E014: every notification channel must build (class importable, options accepted)."""
+    return [
+        Error(
+            problem.message,
+            hint="Fix FLOWSTONE['NOTIFICATION_CHANNELS'] (docs/approvals.md, Notifications); "
+            "until then its notifications fail and are given up.",
+            obj=f"FLOWSTONE['NOTIFICATION_CHANNELS'][{problem.name!r}]",
+            id="flowstone.E014",
+        )
+        for problem in channel_problems()
     ]

@@ -50,6 +50,15 @@ DEFAULTS: Final[dict[str, Any]] = {
     "STEP_LOG_MAX_CHARS": 65_536,
     # Who gets an email when an approval is requested, escalated, decided or expires (empty: none).
     "APPROVAL_EMAIL_RECIPIENTS": [],
+    # name -> {"CLASS": dotted path, "OPTIONS": {...}}: where notifications go
+    # (flowstone.notifications: EmailChannel, WebhookChannel, or your own class).
+    "NOTIFICATION_CHANNELS": {},
+    # The site's address (e.g. "https://flowstone.example.com"): notifications link to the admin.
+    "NOTIFICATION_BASE_URL": "",
+    # A notification that failed is tried again after this many seconds, doubling each time...
+    "NOTIFICATION_RETRY_SECONDS": 30,
+    # ... and given up (kept, status "failed", in the admin) after this many attempts.
+    "NOTIFICATION_MAX_ATTEMPTS": 5,
     # A Celery worker records that it is alive this often (one upsert of its WorkerHeartbeat row).
     "WORKER_HEARTBEAT_SECONDS": 10,
     # /health/ answers 503 when no worker has recorded a heartbeat within this long.

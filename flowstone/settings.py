@@ -7,6 +7,7 @@ embedded default: SQLite under ``var/``, local-filesystem IO, in-process executi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -315,6 +316,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "flowstone.expire_approvals",
         "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "5")),
     },
+    "flowstone-retry-notifications": {
+        "task": "flowstone.retry_notifications",
+        "schedule": float(os.environ.get("FLOWSTONE_SWEEP_SECONDS", "5")),
+    },
 }
 
 FLOWSTONE = {
@@ -336,4 +341,9 @@ FLOWSTONE = {
     "REQUEUE_AFTER_SECONDS": int(os.environ.get("FLOWSTONE_REQUEUE_AFTER_SECONDS", "600")),
     "WORKER_HEARTBEAT_SECONDS": int(os.environ.get("FLOWSTONE_WORKER_HEARTBEAT_SECONDS", "10")),
     "WORKER_SEEN_WITHIN_SECONDS": int(os.environ.get("FLOWSTONE_WORKER_SEEN_WITHIN_SECONDS", "60")),
+    # JSON, e.g. {"ops": {"CLASS": "flowstone.notifications.WebhookChannel", "OPTIONS": {...}}}
+    "NOTIFICATION_CHANNELS": json.loads(os.environ.get("FLOWSTONE_NOTIFICATION_CHANNELS", "{}")),
+    "NOTIFICATION_BASE_URL": os.environ.get("FLOWSTONE_NOTIFICATION_BASE_URL", ""),
+    "NOTIFICATION_RETRY_SECONDS": int(os.environ.get("FLOWSTONE_NOTIFICATION_RETRY_SECONDS", "30")),
+    "NOTIFICATION_MAX_ATTEMPTS": int(os.environ.get("FLOWSTONE_NOTIFICATION_MAX_ATTEMPTS", "5")),
 }

@@ -1,8 +1,9 @@
 """Tick history and sensor cursors.
 
-A ``Tick`` is one schedule tick or one sensor run request (or one sensor poll that requested
-nothing), unique by ``(kind, name, run_key)``: the process that inserts it is the only one that
-starts its run, so two beat processes or a redelivered message never start the same run twice.
+A ``Tick`` is one schedule tick, one sensor run request or notice (or one sensor poll that
+requested nothing), unique by ``(kind, name, run_key)``: the process that inserts it is the only
+one that starts its run (or records its notice), so two beat processes or a redelivered message
+never act twice on one key.
 A ``SensorCursor`` is the state a sensor keeps between polls.
 """
 
@@ -76,6 +77,7 @@ class Tick(models.Model):
         REQUESTED = "requested"
         SKIPPED = "skipped"
         FAILED = "failed"
+        NOTIFIED = "notified"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     name = models.CharField(max_length=128, help_text="The schedule or sensor name.")

@@ -2,10 +2,11 @@
 
 ``@schedule`` runs an asset selection on a cron expression in a timezone, for a partition chosen
 from the tick time; ``@sensor`` polls a function at an interval with a cursor stored between
-polls. ``file_sensor``, ``s3_sensor`` and ``asset_sensor`` are built-in sensors. The decorators
-attach definitions and return the function unchanged; the registry collects them from the modules
-in ``FLOWSTONE["DEFINITIONS"]``, and the ``schedules`` app runs them on Celery beat. This package
-is pure Python: it imports no Django app.
+polls. ``file_sensor``, ``s3_sensor`` and ``asset_sensor`` are built-in sensors;
+``run_status_sensor`` reacts to runs that failed or succeeded and approvals that wait too long.
+The decorators attach definitions and return the function unchanged; the registry collects them
+from the modules in ``FLOWSTONE["DEFINITIONS"]``, and the ``schedules`` app runs them on Celery
+beat. This package is pure Python: it imports no Django app.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from flowstone.scheduling.builtin import (
     s3_sensor,
 )
 from flowstone.scheduling.cron import CronFields, parse_cron
-from flowstone.scheduling.requests import RunRequest, SensorResult, SkipReason
+from flowstone.scheduling.requests import Notify, RunRequest, SensorResult, SkipReason
+from flowstone.scheduling.run_status import run_status_sensor
 from flowstone.scheduling.schedules import (
     ScheduleDefinition,
     ScheduleSpec,
@@ -32,6 +34,8 @@ from flowstone.scheduling.sensors import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
     MaterializationEvent,
     MaterializationFeed,
+    RunStatusEvent,
+    RunStatusFeed,
     SensorContext,
     SensorDefinition,
     SensorSpec,
@@ -46,7 +50,10 @@ __all__ = [
     "FileArrival",
     "MaterializationEvent",
     "MaterializationFeed",
+    "Notify",
     "RunRequest",
+    "RunStatusEvent",
+    "RunStatusFeed",
     "S3Arrival",
     "ScheduleDefinition",
     "ScheduleSpec",
@@ -60,6 +67,7 @@ __all__ = [
     "file_sensor",
     "parse_cron",
     "previous_window",
+    "run_status_sensor",
     "s3_sensor",
     "schedule",
     "schedule_of",

@@ -59,6 +59,29 @@ class RunRequest:
         object.__setattr__(self, "tags", MappingProxyType(dict(self.tags)))
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Notify:
+    """A sensor's request to send a notice through the notification channels, once per ``key``.
+
+    A run-status sensor fills ``key`` (the event's run key) and the run's facts; the channels
+    are ``FLOWSTONE["NOTIFICATION_CHANNELS"]``.
+    """
+
+    text: str
+    title: str = ""
+    key: str = ""
+    asset: str = ""
+    partition: str = ""
+    status: str = ""
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not isinstance(self.title, str):
+            raise ValidationFailedError("Notify.text and Notify.title must be strings")
+        if self.key:
+            _run_key(self.key)
+
+
 @dataclass(frozen=True, slots=True)
 class SkipReason:
     """Why a schedule or sensor tick started nothing; recorded in the tick history."""
@@ -73,22 +96,27 @@ class SkipReason:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SensorResult:
-    """A sensor evaluation: run requests or a skip reason, and the cursor to store (if changed).
+    """A sensor evaluation: run requests and notices, or a skip reason, and the cursor to store.
 
-    ``cursor=None`` keeps the stored cursor. The cursor is stored after the run requests are
-    recorded, so a crash in between repeats the requests, and their run keys drop the repeats.
+    ``cursor=None`` keeps the stored cursor. The cursor is stored after the run requests and
+    notices are recorded, so a crash in between repeats them, and their keys drop the repeats.
     """
 
     run_requests: tuple[RunRequest, ...] = ()
     skip_reason: SkipReason | None = None
     cursor: str | None = None
+    notices: tuple[Notify, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_requests", tuple(self.run_requests))
+        object.__setattr__(self, "notices", tuple(self.notices))
         for request in self.run_requests:
             if not isinstance(request, RunRequest):
                 raise ValidationFailedError(f"a sensor returned {request!r}, not a RunRequest")
-        if self.run_requests and self.skip_reason is not None:
+        for notice in self.notices:
+            if not isinstance(notice, Notify) or not notice.key:
+                raise ValidationFailedError(f"a sensor notice {notice!r} is not a keyed Notify")
+        if (self.run_requests or self.notices) and self.skip_reason is not None:
             raise ValidationFailedError("a sensor result has run requests or a skip reason")
         if self.cursor is not None and (
             not isinstance(self.cursor, str) or len(self.cursor) > MAX_CURSOR_LENGTH

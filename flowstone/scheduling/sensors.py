@@ -69,13 +69,63 @@ class MaterializationFeed(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RunStatusEvent:
+    """A run that failed or succeeded, or an approval that waited too long, once per sensor.
+
+    ``at`` is when the run finished (or the approval was requested); ``position`` is the
+    ``(at, id)`` a run-status sensor's cursor keeps. ``assets`` are the failed steps' assets of a
+    failed run, the selection of a successful one, the asset of a waiting approval.
+    """
+
+    status: str
+    run_id: str
+    at: dt.datetime
+    position_id: str
+    assets: tuple[str, ...] = ()
+    partition_key: str = ""
+    requested_by: str = ""
+    approval_id: int | None = None
+    message: str = ""
+
+    @property
+    def run_key(self) -> str:
+        """A run key naming this event (unique per run and status, or per waiting approval)."""
+        if self.approval_id is not None:
+            return f"approval-waiting:{self.approval_id}"
+        return f"run-{self.status}:{self.run_id}"
+
+
+@runtime_checkable
+class RunStatusFeed(Protocol):
+    """Read access to finished runs and waiting approvals, given to run-status sensors."""
+
+    def events_after(
+        self,
+        status: str,
+        *,
+        after: tuple[dt.datetime, str] | None,
+        until: dt.datetime,
+        assets: Sequence[str],
+        limit: int,
+    ) -> list[RunStatusEvent]:
+        """Events of ``status`` positioned after ``after`` and at or before ``until``, in order.
+
+        ``failed``/``success``: runs that finished so; ``approval_waiting``: approvals still
+        undecided that were requested at or before ``until``. ``assets`` (if any) narrows them to
+        runs with a step of, or approvals of, one of those assets.
+        """
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SensorContext:
-    """What a sensor function sees: its name, the poll time, its cursor and the materializations."""
+    """What a sensor function sees: its name, the poll time, its cursor and the feeds it reads."""
 
     sensor_name: str
     tick_time: dt.datetime
     cursor: str | None
     materializations: MaterializationFeed | None = None
+    run_statuses: RunStatusFeed | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -19,8 +19,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from flowstone.errors import FlowStoneError
+from flowstone.notifications import Notice
+from flowstone.notifications import channel_names as notification_channels
 from flowstone.registry import get_registry
 from flowstone.scheduling import (
+    Notify,
     RunRequest,
     ScheduleDefinition,
     SensorContext,
@@ -29,7 +32,7 @@ from flowstone.scheduling import (
 )
 from flowstone.scheduling.requests import MAX_REASON_LENGTH
 from schedules.models import SensorCursor, Tick
-from schedules.services.feed import DatabaseMaterializationFeed
+from schedules.services.feed import DatabaseMaterializationFeed, DatabaseRunStatusFeed
 from schedules.services.launch import StartedRun, start_run
 
 logger = logging.getLogger(__name__)
@@ -61,7 +64,19 @@ class PollOutcome:
     cursor_moved: bool = False
 
 
-Launch = Callable[[], StartedRun | SkipReason]
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Notified:
+    """A sensor's notice, recorded in the notification outbox for these channels."""
+
+    channels: list[str]
+
+    @property
+    def reason(self) -> str:
+        """What the tick history says."""
+        return f"notified {', '.join(self.channels)}"
+
+
+Launch = Callable[[], StartedRun | SkipReason | Notified]
 
 
 def record_once(
@@ -69,7 +84,8 @@ def record_once(
 ) -> TickOutcome:
     """Insert the tick; if this call inserted it, ``launch`` in the same transaction.
 
-    ``launch`` returns the started run or a ``SkipReason``; a ``FlowStoneError`` it raises marks
+    ``launch`` returns the started run, a ``SkipReason`` or what it ``Notified``; a
+    ``FlowStoneError`` it raises marks
     the tick ``failed`` with the error as the reason (the run, if any, is rolled back).
     """
     with transaction.atomic():
@@ -94,14 +110,13 @@ def record_once(
             return TickOutcome(
                 name=name, run_key=run_key, is_new=True, status=Tick.Status.FAILED, reason=reason
             )
-        if isinstance(launched, SkipReason):
-            Tick.objects.finish(tick_id, status=Tick.Status.SKIPPED, reason=launched.reason)
+        if isinstance(launched, SkipReason | Notified):
+            status = (
+                Tick.Status.SKIPPED if isinstance(launched, SkipReason) else Tick.Status.NOTIFIED
+            )
+            Tick.objects.finish(tick_id, status=status, reason=launched.reason)
             return TickOutcome(
-                name=name,
-                run_key=run_key,
-                is_new=True,
-                status=Tick.Status.SKIPPED,
-                reason=launched.reason,
+                name=name, run_key=run_key, is_new=True, status=status, reason=launched.reason
             )
         Tick.objects.finish(
             tick_id,
@@ -177,6 +192,44 @@ def _request_run(
     )
 
 
+def _notify(definition: SensorDefinition, notify: Notify, now: dt.datetime) -> TickOutcome:
+    """Record a sensor's notice in the notification outbox, once per its key."""
+    from approvals import notifications  # noqa: PLC0415  # the outbox's app
+
+    def launch() -> Notified | SkipReason:
+        notice = Notice(
+            event=f"sensor:{definition.name}",
+            title=notify.title,
+            text=notify.text,
+            asset=notify.asset,
+            partition=notify.partition,
+            status=notify.status,
+            run_id=notify.run_id,
+            link=_link(notify),
+        )
+        recorded = notifications.record(f"sensor:{definition.name}:{notify.key}", notice)
+        if not recorded:
+            return SkipReason("no notification channel is configured")
+        return Notified(channels=notification_channels())
+
+    return record_once(
+        kind=Tick.Kind.SENSOR,
+        name=definition.name,
+        run_key=notify.key,
+        tick_time=now,
+        launch=launch,
+    )
+
+
+def _link(notify: Notify) -> str:
+    """The admin page of the notice's approval or run, when a base URL is configured."""
+    from approvals.notifications import admin_link  # noqa: PLC0415  # the outbox's app
+
+    if notify.key.startswith("approval-waiting:"):
+        return admin_link("admin:approvals_approval_decide", int(notify.key.partition(":")[2]))
+    return admin_link("admin:assets_run_change", notify.run_id) if notify.run_id else ""
+
+
 def _record_poll(
     definition: SensorDefinition, now: dt.datetime, status: Tick.Status, reason: str
 ) -> TickOutcome:
@@ -204,7 +257,7 @@ def _record_poll(
 
 
 def poll_sensor(name: object, *, now: dt.datetime | None = None) -> PollOutcome:
-    """Poll sensor ``name`` once: record its run requests (once per run key), then its cursor.
+    """Poll sensor ``name`` once: record its run requests and notices (once per key), then cursor.
 
     The cursor is stored after the requests, with compare-and-set, so a crash in between repeats
     requests that their run keys then drop, and of two overlapping polls only one moves it.
@@ -217,6 +270,7 @@ def poll_sensor(name: object, *, now: dt.datetime | None = None) -> PollOutcome:
         tick_time=moment,
         cursor=cursor,
         materializations=DatabaseMaterializationFeed(),
+        run_statuses=DatabaseRunStatusFeed(),
     )
     try:
         result = definition.evaluate(context)
@@ -224,7 +278,8 @@ def poll_sensor(name: object, *, now: dt.datetime | None = None) -> PollOutcome:
         failed = _record_poll(definition, moment, Tick.Status.FAILED, str(exc))
         return PollOutcome(sensor=definition.name, ticks=[failed])
     ticks = [_request_run(definition, request, moment) for request in result.run_requests]
-    if not result.run_requests:
+    ticks += [_notify(definition, notify, moment) for notify in result.notices]
+    if not result.run_requests and not result.notices:
         skipped = result.skip_reason.reason if result.skip_reason else NO_RUN_REQUESTS
         ticks.append(_record_poll(definition, moment, Tick.Status.SKIPPED, skipped))
     moved = result.cursor is not None and result.cursor != cursor

@@ -1,0 +1,158 @@
+"""Run-status sensors: one reaction per failed or successful run, or approval left waiting."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+from pytest_django import Settings
+
+import flowstone
+from approvals import services as approval_services
+from approvals.models import Approval, Notification
+from assets.models import Run
+from flowstone.errors import DefinitionError
+from flowstone.scheduling import Notify, RunStatusEvent, run_status_sensor
+from flowstone.status import RunStatus
+from schedules import services
+from schedules.models import SensorCursor, Tick
+from tests.conftest import UseDefinitions
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+SETTLED = dt.timedelta(seconds=10)
+BASE_URL = "https://flowstone.example.com"
+
+
+@pytest.fixture(autouse=True)
+def _definitions(use_definitions: UseDefinitions, settings: Settings) -> None:
+    use_definitions("tests.pipelines.run_status_flow", resources={})
+    settings.FLOWSTONE = {
+        **settings.FLOWSTONE,
+        "NOTIFICATION_BASE_URL": BASE_URL,
+        "NOTIFICATION_CHANNELS": {
+            "ops": {
+                "CLASS": "flowstone.notifications.WebhookChannel",
+                "OPTIONS": {"url": "https://hooks.example.com/ops"},
+            }
+        },
+    }
+
+
+def _new_reactions(name: str, at: dt.datetime) -> list[str]:
+    """Poll once; the run keys this poll reacted to for the first time."""
+    outcome = services.poll_sensor(name, now=at)
+    return [t.run_key for t in outcome.ticks if t.is_new and t.status in ("requested", "notified")]
+
+
+def _failed(partition: str) -> str:
+    result = flowstone.materialize("rs_flaky", partition)
+    assert result.status == RunStatus.FAILED
+    return result.run_id
+
+
+def test_a_failed_run_sensor_reacts_once_per_failed_run_of_its_assets() -> None:
+    assert _new_reactions("flaky_failed", timezone.now()) == []  # starts watching
+    started = SensorCursor.objects.current("flaky_failed")
+    first = _failed("bad")
+    assert flowstone.materialize("rs_flaky", "ok").status == RunStatus.SUCCESS
+    assert flowstone.materialize("rs_broken").status == RunStatus.FAILED  # not watched
+    # Just finished: not seen until it settled (a late commit cannot be passed over).
+    assert _new_reactions("flaky_failed", timezone.now()) == []
+    second = _failed("worse")
+
+    later = timezone.now() + SETTLED
+    assert _new_reactions("flaky_failed", later) == [f"run-failed:{first}", f"run-failed:{second}"]
+    assert _new_reactions("flaky_failed", later) == []
+    assert _new_reactions("flaky_failed", later + SETTLED) == []
+    # A second beat (or a redelivered message) that read the old cursor repeats nothing.
+    SensorCursor.objects.filter(name="flaky_failed").update(cursor=started)
+    assert _new_reactions("flaky_failed", later) == []
+
+    notices = {n.key: n.notice for n in Notification.objects.all()}
+    assert sorted(notices) == sorted(
+        [f"sensor:flaky_failed:run-failed:{first}", f"sensor:flaky_failed:run-failed:{second}"]
+    )
+    notice = notices[f"sensor:flaky_failed:run-failed:{first}"]
+    assert notice["text"] == f"run {first} failed in rs_flaky"
+    assert (notice["title"], notice["status"], notice["partition"]) == (
+        "Run failed: rs_flaky",
+        "failed",
+        "",
+    )
+    assert notice["link"] == f"{BASE_URL}/admin/assets/run/{first}/change/"
+    ticks = Tick.objects.filter(name="flaky_failed", status="notified")
+    assert sorted(ticks.values_list("reason", flat=True)) == ["notified ops", "notified ops"]
+
+
+def test_a_success_sensor_launches_one_run_per_successful_run() -> None:
+    _new_reactions("flaky_succeeded", timezone.now())
+    runs = [flowstone.materialize("rs_flaky", "ok").run_id for _ in range(2)]
+    _failed("bad")
+    later = timezone.now() + SETTLED
+    assert _new_reactions("flaky_succeeded", later) == [f"run-success:{r}" for r in runs]
+    assert _new_reactions("flaky_succeeded", later + SETTLED) == []
+    launched = Run.objects.filter(requested_by="sensor:flaky_succeeded")
+    assert launched.count() == 2
+    assert {tuple(r.selection) for r in launched} == {("rs_followup",)}
+    assert not Notification.objects.exists()
+
+
+def test_an_approval_waiting_too_long_is_reported_once() -> None:
+    waiting = flowstone.materialize("rs_gated", requested_by="alice")
+    approval = Approval.objects.get(run_id=waiting.run_id)
+    decided = flowstone.materialize("rs_gated", requested_by="alice")
+    approval_services.decide_approval(
+        Approval.objects.get(run_id=decided.run_id).pk, "approve", actor="bob"
+    )
+    asked = approval.requested_at
+
+    assert _new_reactions("approval_too_slow", asked + dt.timedelta(seconds=1)) == []
+    late = asked + dt.timedelta(seconds=3)
+    assert _new_reactions("approval_too_slow", late) == [f"approval-waiting:{approval.pk}"]
+    assert _new_reactions("approval_too_slow", late + dt.timedelta(hours=1)) == []
+
+    notification = Notification.objects.get(key__startswith="sensor:")
+    assert notification.key == f"sensor:approval_too_slow:approval-waiting:{approval.pk}"
+    assert notification.notice["title"] == "Still waiting for a decision"
+    assert notification.notice["text"] == "Ship the release?"
+    assert notification.notice["link"] == (
+        f"{BASE_URL}/admin/approvals/approval/{approval.pk}/decide/"
+    )
+
+
+def test_without_channels_a_notice_is_a_skipped_tick(settings: Settings) -> None:
+    settings.FLOWSTONE = {**settings.FLOWSTONE, "NOTIFICATION_CHANNELS": {}}
+    _new_reactions("flaky_failed", timezone.now())
+    run_id = _failed("bad")
+    outcome = services.poll_sensor("flaky_failed", now=timezone.now() + SETTLED)
+    assert [(t.run_key, t.status, t.reason) for t in outcome.ticks] == [
+        (f"run-failed:{run_id}", "skipped", "no notification channel is configured")
+    ]
+
+
+def _react(event: RunStatusEvent) -> Notify:
+    return Notify(text=event.run_id)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"status": "canceled"}, "status must be one of"),
+        ({"status": "approval_waiting"}, "needs a positive waiting_longer_than"),
+        (
+            {"status": "approval_waiting", "waiting_longer_than": dt.timedelta(0)},
+            "needs a positive waiting_longer_than",
+        ),
+        (
+            {"status": "failed", "waiting_longer_than": dt.timedelta(hours=1)},
+            "approval_waiting sensors only",
+        ),
+        ({"status": "failed", "assets": "rs_flaky"}, "not a string"),
+        ({"status": "failed", "assets": ["no such/asset"]}, "asset watched by run_status_sensor"),
+    ],
+)
+def test_run_status_sensor_options_are_checked(options: dict[str, object], message: str) -> None:
+    with pytest.raises(DefinitionError, match=message):
+        run_status_sensor(**options)(_react)  # type: ignore[arg-type]
