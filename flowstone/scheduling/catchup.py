@@ -58,6 +58,17 @@ class CatchUpPolicy:
                 f"got {self.max_ticks!r}"
             )
 
+    @property
+    def window_text(self) -> str:
+        """The window in words, for reasons and logs: ``3 days``, ``1 day 6 hours``."""
+        seconds = int(self.window.total_seconds())
+        parts = []
+        for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+            count, seconds = divmod(seconds, size)
+            if count:
+                parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+        return " ".join(parts) or "less than a second"
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CatchUpPlan:
