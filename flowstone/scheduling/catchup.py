@@ -13,7 +13,6 @@ processes or a redelivered message evaluating the same tick plan the same catch-
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -30,7 +29,7 @@ DEFAULT_MAX_CATCH_UP_TICKS: Final = 5
 """How many missed ticks one evaluation runs at most, unless the schedule says otherwise."""
 MAX_CATCH_UP_TICKS_LIMIT: Final = 1000
 MAX_CATCH_UP_WINDOW: Final = timedelta(days=366)
-"""The longest window: the missed ticks in it are enumerated when there is a gap."""
+_JUST_BEFORE: Final = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,18 +74,18 @@ class CatchUpPlan:
     """The missed ticks to run, oldest first, and the missed ticks that will not run.
 
     The ticks not run are always the oldest missed ones: every cron time after the last recorded
-    tick and before ``ticks[0]`` (or before the current tick when nothing runs). ``not_run_first``
-    and ``not_run_last`` are the oldest and newest of them, ``None`` when there are none;
-    ``beyond_bound`` counts those inside the window that the bound left out.
+    tick and before ``ticks[0]`` (or before the current tick when nothing runs), older than the
+    window or beyond the bound. ``not_run_first`` and ``not_run_last`` are the oldest and newest
+    of them, ``None`` when there are none.
     """
 
     ticks: tuple[datetime, ...] = ()
     not_run_first: datetime | None = None
     not_run_last: datetime | None = None
-    beyond_bound: int = 0
 
 
 NO_CATCH_UP: Final = CatchUpPlan()
+_FIRST_SPAN: Final = timedelta(hours=1)
 
 
 def plan_catch_up(
@@ -99,40 +98,52 @@ def plan_catch_up(
 ) -> CatchUpPlan:
     """Plan the catch-up before ``current`` given the ``last`` recorded tick (aware datetimes).
 
-    Nothing is caught up on a schedule's first tick (no ``last``), when ``last`` is not at or
-    before ``current``, or when ``last`` is not a cron time of ``fields`` in ``zone`` (the cron or
+    Nothing is caught up on a schedule's first tick (no ``last``), when ``last`` is not before
+    ``current``, or when ``last`` is not a cron time of ``fields`` in ``zone`` (the cron or
     timezone changed since: the gap belongs to another cron, so it is not a gap in this one).
     """
     if last is None or last.astimezone(UTC) >= current.astimezone(UTC):
         return NO_CATCH_UP
     if latest_tick(fields, zone, last).astimezone(UTC) != last.astimezone(UTC):
         return NO_CATCH_UP
-    window_start = current.astimezone(UTC) - policy.window
     first_missed = next(ticks_between(fields, zone, last, current), None)
     if first_missed is None or first_missed.astimezone(UTC) >= current.astimezone(UTC):
         return NO_CATCH_UP
-    newest: deque[datetime] = deque(maxlen=policy.max_ticks)
-    in_window = 0
-    # Ticks from just before the window (or the last tick, if later) up to just before current.
-    start = max(last.astimezone(UTC), window_start - timedelta(microseconds=1))
-    for tick in ticks_between(fields, zone, start, current):
-        if tick.astimezone(UTC) >= current.astimezone(UTC):
-            break
-        newest.append(tick)
-        in_window += 1
-    ticks = tuple(newest)
+    ticks = _newest_missed(fields, zone, policy, last=last, current=current)
     if ticks and ticks[0].astimezone(UTC) == first_missed.astimezone(UTC):
         return CatchUpPlan(ticks=ticks)
     upper = ticks[0] if ticks else current
-    not_run_last = _latest_before(fields, zone, upper)
     return CatchUpPlan(
         ticks=ticks,
         not_run_first=first_missed,
-        not_run_last=not_run_last,
-        beyond_bound=in_window - len(ticks),
+        not_run_last=latest_tick(fields, zone, upper.astimezone(UTC) - _JUST_BEFORE),
     )
 
 
-def _latest_before(fields: CronFields, zone: ZoneInfo, moment: datetime) -> datetime:
-    """The latest cron time strictly before ``moment`` (which is itself a cron time)."""
-    return latest_tick(fields, zone, moment.astimezone(UTC) - timedelta(microseconds=1))
+def _newest_missed(
+    fields: CronFields,
+    zone: ZoneInfo,
+    policy: CatchUpPolicy,
+    *,
+    last: datetime,
+    current: datetime,
+) -> tuple[datetime, ...]:
+    """The newest missed ticks in the window, at most ``policy.max_ticks``, oldest first.
+
+    Enumerated forward (each cron time once across clock changes) over a span back from
+    ``current`` that doubles until it holds enough ticks or reaches the window or ``last``, so
+    the work follows the bound, not the length of the gap.
+    """
+    end = current.astimezone(UTC)
+    lowest = max(last.astimezone(UTC), end - policy.window - _JUST_BEFORE)
+    span = _FIRST_SPAN
+    while True:
+        start = max(lowest, end - span)
+        found = [
+            tick
+            for tick in ticks_between(fields, zone, start, current)
+            if tick.astimezone(UTC) < end
+        ]
+        if len(found) >= policy.max_ticks or start == lowest:
+            return tuple(found[-policy.max_ticks :])
+        span *= 2

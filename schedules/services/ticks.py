@@ -226,8 +226,7 @@ def catch_up_schedule(definition: ScheduleDefinition, current: dt.datetime) -> l
         reason = (
             f"missed ticks from {first.astimezone(zone).isoformat()} to "
             f"{newest.astimezone(zone).isoformat()} were not run: older than the catch-up "
-            f"window ({policy.window_text}) or beyond max_catch_up_ticks ({policy.max_ticks}; "
-            f"{plan.beyond_bound} in the window)"
+            f"window ({policy.window_text}) or beyond max_catch_up_ticks ({policy.max_ticks})"
         )
         outcomes.append(_record_missed(definition, last=newest, reason=reason))
     outcomes.extend(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +12,12 @@ from hypothesis import strategies as st
 
 from flowstone.errors import DefinitionError
 from flowstone.scheduling import DEFAULT_MAX_CATCH_UP_TICKS, CatchUpPolicy, schedule, schedule_of
-from flowstone.scheduling.catchup import NO_CATCH_UP, CatchUpPlan, plan_catch_up
+from flowstone.scheduling.catchup import (
+    MAX_CATCH_UP_WINDOW,
+    NO_CATCH_UP,
+    CatchUpPlan,
+    plan_catch_up,
+)
 from flowstone.scheduling.cron import CronFields, latest_tick, parse_cron, ticks_between
 
 UTC = dt.UTC
@@ -96,9 +102,8 @@ def test_a_plan_runs_the_newest_missed_ticks_in_the_window_oldest_first(
         assert _instants([plan.not_run_first, plan.not_run_last]) == _instants(  # type: ignore[list-item]
             [not_run[0], not_run[-1]]
         )
-        assert plan.beyond_bound == len(in_window) - len(expected)
     else:
-        assert (plan.not_run_first, plan.not_run_last, plan.beyond_bound) == (None, None, 0)
+        assert (plan.not_run_first, plan.not_run_last) == (None, None)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -147,7 +152,7 @@ def test_the_nights_missed_across_the_spring_change_run_for_their_own_days() -> 
         "2025-03-30T01:30:00+01:00",
     ]
     assert plan == CatchUpPlan(
-        ticks=plan.ticks, not_run_first=_berlin(25), not_run_last=_berlin(27), beyond_bound=3
+        ticks=plan.ticks, not_run_first=_berlin(25), not_run_last=_berlin(27)
     )
 
 
@@ -158,11 +163,25 @@ def test_ticks_older_than_the_window_are_not_run() -> None:
         "2025-03-29T01:30:00+01:00",
         "2025-03-30T01:30:00+01:00",
     ]
-    assert (plan.not_run_first, plan.not_run_last, plan.beyond_bound) == (
-        _berlin(21),
-        _berlin(28),
-        0,
+    assert (plan.not_run_first, plan.not_run_last) == (_berlin(21), _berlin(28))
+
+
+def test_the_work_follows_the_bound_not_the_gap() -> None:
+    """An every-minute cron down for a year, with the largest window: a handful of ticks read."""
+    policy = CatchUpPolicy(window=MAX_CATCH_UP_WINDOW, max_ticks=3)
+    current = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    started = time.perf_counter()
+    plan = plan_catch_up(
+        parse_cron("* * * * *"),
+        ZoneInfo("UTC"),
+        policy,
+        last=current - dt.timedelta(days=400),
+        current=current,
     )
+    assert time.perf_counter() - started < 1
+    assert plan.ticks == tuple(current - dt.timedelta(minutes=m) for m in (3, 2, 1))
+    assert plan.not_run_first == current - dt.timedelta(days=400, minutes=-1)
+    assert plan.not_run_last == current - dt.timedelta(minutes=4)
 
 
 def test_the_decorator_builds_a_policy_with_the_default_bound() -> None:
