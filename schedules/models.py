@@ -111,7 +111,9 @@ class Tick(models.Model):
         blank=True,
         help_text="The tick time the schedule's functions received, in its timezone (ISO 8601).",
     )
-    reason = models.TextField(blank=True, help_text="Why the tick was skipped or failed.")
+    reason = models.TextField(
+        blank=True, help_text="Why the tick was skipped or failed, or which ticks were missed."
+    )
     run = models.ForeignKey(
         "assets.Run",
         null=True,
