@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
+from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from assets.models import Run, RunConfig
@@ -173,3 +174,15 @@ def test_the_api_and_the_admin_show_and_filter_catch_up_ticks(
     assert listing.status_code == 200
     assert len(listing.context["cl"].result_list) == 3
     assert "Is catch up" in listing.content.decode()
+
+
+def test_the_openapi_schema_documents_the_catch_up_fields_and_filter() -> None:
+    document = SchemaGenerator().get_schema(request=None, public=True)  # type: ignore[no-untyped-call]
+    tick = document["components"]["schemas"]["Tick"]["properties"]
+    assert tick["is_catch_up"]["type"] == "boolean"
+    assert "catch-up" in tick["is_catch_up"]["description"]
+    assert "timezone" in tick["local_tick_time"]["description"]
+    assert "missed" in document["components"]["schemas"]["TickStatusEnum"]["enum"]
+    parameters = document["paths"]["/api/schedules/ticks/"]["get"]["parameters"]
+    (flag,) = (p for p in parameters if p["name"] == "is_catch_up")
+    assert flag["schema"]["type"] == "boolean"
