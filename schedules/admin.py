@@ -15,20 +15,26 @@ from schedules.models import SensorCursor, Tick
 
 @admin.register(Tick)
 class TickAdmin(ReadOnlyAdmin):
-    """Every schedule tick and sensor run request: requested, skipped or failed, and why."""
+    """Every schedule tick and sensor run request: requested, skipped, failed or missed, and why.
+
+    "Is catch up" marks a missed schedule tick that a later tick replayed (or recorded as missed);
+    "Local tick time" is the tick time the schedule's functions received.
+    """
 
     list_display = (
         "tick_time",
         "kind",
         "name",
         "status",
+        "is_catch_up",
+        "local_tick_time",
         "run_key",
         "run",
         "selection",
         "partition_keys",
         "reason",
     )
-    list_filter = ("kind", "status", "name")
+    list_filter = ("kind", "status", "is_catch_up", "name")
     search_fields = ("name", "run_key", "reason")
     date_hierarchy = "tick_time"
     list_select_related = ("run",)

@@ -28,6 +28,10 @@ class TickFilters(FilterSerializer):
         help_text="The schedule's or sensor's name.",
     )
     status = choice_filter(Tick.Status.choices, help_text="Only ticks in this status.")
+    is_catch_up = serializers.BooleanField(
+        required=False,
+        help_text="Only catch-up ticks (true) or only ticks evaluated on time (false).",
+    )
 
 
 class TickSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -46,6 +50,8 @@ class TickSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "run_key",
             "tick_time",
             "status",
+            "is_catch_up",
+            "local_tick_time",
             "reason",
             "run_id",
             "selection",
@@ -56,7 +62,7 @@ class TickSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
 
 class TickViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
-    """Ticks, newest first; filter with ``?kind=``, ``?name=`` and ``?status=``."""
+    """Ticks, newest first; filter by ``kind``, ``name``, ``status`` and ``is_catch_up``."""
 
     serializer_class = TickSerializer
     permission_classes = (permissions.IsAuthenticated,)
@@ -68,7 +74,7 @@ class TickViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
 
     @extend_schema(parameters=[TickFilters])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Ticks, newest first, filtered by ``kind``, ``name`` and ``status``."""
+        """Ticks, newest first, filtered by ``kind``, ``name``, ``status`` and ``is_catch_up``."""
         ticks = TickFilters.apply(self.get_queryset(), request.query_params)
         page = self.paginate_queryset(ticks)
         return self.get_paginated_response(TickSerializer(page, many=True).data)

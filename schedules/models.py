@@ -3,16 +3,21 @@
 A ``Tick`` is one schedule tick, one sensor run request or notice (or one sensor poll that
 requested nothing), unique by ``(kind, name, run_key)``: the process that inserts it is the only
 one that starts its run (or records its notice), so two beat processes or a redelivered message
-never act twice on one key.
+never act twice on one key. A schedule with catch-up also writes a tick for each missed cron
+time it replays (``is_catch_up``) and one ``missed`` tick for the missed cron times it does not
+replay.
 A ``SensorCursor`` is the state a sensor keeps between polls.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from django.db import connection, models, transaction
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 UNIQUE_TICK_FIELDS: Final = ("kind", "name", "run_key")
 NO_CURSOR: Final = ""
@@ -46,6 +51,15 @@ class TickManager(models.Manager["Tick"]):
             row = cursor.fetchone()
         return None if row is None else int(row[0])
 
+    def last_schedule_tick(self, name: str, *, before: dt.datetime) -> dt.datetime | None:
+        """The tick time of the latest tick of schedule ``name`` before ``before`` (indexed)."""
+        return (
+            self.filter(kind=Tick.Kind.SCHEDULE, name=name, tick_time__lt=before)
+            .order_by("-tick_time")
+            .values_list("tick_time", flat=True)
+            .first()
+        )
+
     def finish(self, tick_id: int, **values: Any) -> None:
         """Record what became of a tick this process inserted (same transaction)."""
         self.filter(pk=tick_id).update(**values)
@@ -78,6 +92,7 @@ class Tick(models.Model):
         SKIPPED = "skipped"
         FAILED = "failed"
         NOTIFIED = "notified"
+        MISSED = "missed"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     name = models.CharField(max_length=128, help_text="The schedule or sensor name.")
@@ -89,7 +104,18 @@ class Tick(models.Model):
         help_text="The cron time of a schedule tick, or the poll time."
     )
     status = models.CharField(max_length=16, choices=Status.choices)
-    reason = models.TextField(blank=True, help_text="Why the tick was skipped or failed.")
+    is_catch_up = models.BooleanField(
+        default=False,
+        help_text="A missed schedule tick run (or recorded as missed) by a later tick's catch-up.",
+    )
+    local_tick_time = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The tick time the schedule's functions received, in its timezone (ISO 8601).",
+    )
+    reason = models.TextField(
+        blank=True, help_text="Why the tick was skipped or failed, or which ticks were missed."
+    )
     run = models.ForeignKey(
         "assets.Run",
         null=True,

@@ -46,7 +46,11 @@ def _reject(task: Task[Any, Any], args: Sequence[Any], payload: Any, exc: Except
 
 @app.task(name=services.TICK_SCHEDULE_TASK, bind=True)
 def tick_schedule(self: Task[Any, str], *args: Any, **payload: Any) -> str:
-    """Evaluate the current tick of the schedule named by ``{"schedule": name}``."""
+    """Evaluate the current tick of the schedule named by ``{"schedule": name}``.
+
+    A schedule with ``catch_up`` first replays the ticks it missed; the result is the current
+    tick's status.
+    """
     try:
         name = _definition_name(args, payload, "schedule")
         outcome = services.tick_schedule(name)

@@ -1,12 +1,12 @@
 """Schedules and sensors declared in code next to the assets they run.
 
 ``@schedule`` runs an asset selection on a cron expression in a timezone, for a partition chosen
-from the tick time; ``@sensor`` polls a function at an interval with a cursor stored between
-polls. ``file_sensor``, ``s3_sensor`` and ``asset_sensor`` are built-in sensors;
-``run_status_sensor`` reacts to runs that failed or succeeded and approvals that wait too long.
-The decorators attach definitions and return the function unchanged; the registry collects them
-from the modules in ``FLOWSTONE["DEFINITIONS"]``, and the ``schedules`` app runs them on Celery
-beat. This package is pure Python: it imports no Django app.
+from the tick time, and can catch up the ticks it missed; ``@sensor`` polls a function at an
+interval with a cursor stored between polls. ``file_sensor``, ``s3_sensor`` and ``asset_sensor``
+are built-in sensors; ``run_status_sensor`` reacts to runs that failed or succeeded and approvals
+that wait too long. The decorators attach definitions and return the function unchanged; the
+registry collects them from the modules in ``FLOWSTONE["DEFINITIONS"]``, and the ``schedules``
+app runs them on Celery beat. This package is pure Python: it imports no Django app.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from flowstone.scheduling.builtin import (
     file_sensor,
     s3_sensor,
 )
+from flowstone.scheduling.catchup import DEFAULT_MAX_CATCH_UP_TICKS, CatchUpPlan, CatchUpPolicy
 from flowstone.scheduling.cron import CronFields, parse_cron
 from flowstone.scheduling.requests import Notify, RunRequest, SensorResult, SkipReason
 from flowstone.scheduling.run_status import run_status_sensor
@@ -44,8 +45,11 @@ from flowstone.scheduling.sensors import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_CATCH_UP_TICKS",
     "DEFAULT_SENSOR_INTERVAL_SECONDS",
     "MAX_ARRIVALS_PER_POLL",
+    "CatchUpPlan",
+    "CatchUpPolicy",
     "CronFields",
     "FileArrival",
     "MaterializationEvent",

@@ -3,7 +3,7 @@
 ::
 
     @schedule(cron="30 1 * * *", timezone="Europe/Berlin", assets=[daily_revenue],
-              include_upstreams=True)
+              include_upstreams=True, catch_up=dt.timedelta(days=2))
     def nightly_revenue(tick_time: dt.datetime) -> SkipReason | None:
         \"\"\"Yesterday's revenue, every night at 01:30 Berlin time.\"\"\"
 
@@ -11,8 +11,10 @@ The decorated function is called at each tick with the tick time (aware, in the 
 timezone) and may return a ``SkipReason`` to start nothing; its docstring describes the schedule.
 Each selected asset runs for ``partition_fn(tick_time)`` when given, else for the **previous
 window** of its time-window partitions (the last window that ended at or before the tick: the
-previous day for a daily asset), else unpartitioned. Like ``@asset``, the decorator attaches a
-``ScheduleDefinition`` and returns the function unchanged; discovery collects it.
+previous day for a daily asset), else unpartitioned. With ``catch_up``, the ticks missed while
+beat was down run at the next tick, each for its own tick time (see ``catchup``). Like
+``@asset``, the decorator attaches a ``ScheduleDefinition`` and returns the function unchanged;
+discovery collects it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from flowstone.definitions import AssetFunction, validate_asset_name
 from flowstone.errors import DefinitionError, ExecutionError, FlowStoneError
 from flowstone.partitions import TimeWindowPartitions
+from flowstone.scheduling.catchup import NO_CATCH_UP, CatchUpPlan, CatchUpPolicy, plan_catch_up
 from flowstone.scheduling.cron import CronFields, latest_tick, load_timezone, parse_cron
 from flowstone.scheduling.requests import SkipReason, asset_name_of
 
@@ -55,6 +58,7 @@ class ScheduleSpec:
     assets: tuple[str, ...]
     include_upstreams: bool = False
     description: str = ""
+    catch_up: CatchUpPolicy | None = None
 
     def __post_init__(self) -> None:
         validate_asset_name(self.name, what="schedule name")
@@ -68,6 +72,8 @@ class ScheduleSpec:
             raise DefinitionError(f"schedule {self.name!r} selects an asset twice")
         if not isinstance(self.include_upstreams, bool):
             raise DefinitionError(f"schedule {self.name!r}: include_upstreams must be a bool")
+        if self.catch_up is not None and not isinstance(self.catch_up, CatchUpPolicy):
+            raise DefinitionError(f"schedule {self.name!r}: catch_up must be a CatchUpPolicy")
 
     @property
     def cron_fields(self) -> CronFields:
@@ -111,6 +117,17 @@ class ScheduleDefinition:
     def latest_tick(self, now: datetime) -> datetime:
         """The tick a message arriving at ``now`` stands for (the latest one not after it)."""
         return latest_tick(self.spec.cron_fields, self.spec.zone, now + TICK_CLOCK_SKEW)
+
+    def plan_catch_up(self, *, last: datetime | None, current: datetime) -> CatchUpPlan:
+        """The missed ticks to run before ``current``, given the ``last`` recorded tick.
+
+        A schedule without ``catch_up`` never replays a tick.
+        """
+        if self.spec.catch_up is None:
+            return NO_CATCH_UP
+        return plan_catch_up(
+            self.spec.cron_fields, self.spec.zone, self.spec.catch_up, last=last, current=current
+        )
 
     def run_key(self, tick_time: datetime) -> str:
         """The key of a tick: its UTC instant, so each tick starts at most one run."""
@@ -186,6 +203,22 @@ def _wants_tick_time(fn: ScheduleFunction, name: str) -> bool:
     return bool(parameters)
 
 
+def _catch_up_policy(
+    name: str, catch_up: timedelta | None, max_catch_up_ticks: int | None
+) -> CatchUpPolicy | None:
+    """The catch-up options of ``@schedule`` as a policy; a bound without a window is an error."""
+    if catch_up is None:
+        if max_catch_up_ticks is not None:
+            raise DefinitionError(f"schedule {name!r}: max_catch_up_ticks needs catch_up")
+        return None
+    try:
+        if max_catch_up_ticks is None:
+            return CatchUpPolicy(window=catch_up)
+        return CatchUpPolicy(window=catch_up, max_ticks=max_catch_up_ticks)
+    except DefinitionError as exc:
+        raise DefinitionError(f"schedule {name!r}: {exc.message}") from exc
+
+
 def build_schedule_definition(
     fn: ScheduleFunction,
     *,
@@ -196,6 +229,8 @@ def build_schedule_definition(
     partition_fn: PartitionFunction | None = None,
     include_upstreams: bool = False,
     description: str | None = None,
+    catch_up: timedelta | None = None,
+    max_catch_up_ticks: int | None = None,
 ) -> ScheduleDefinition:
     """Validate the options given to ``@schedule`` and build the definition for ``fn``."""
     if not callable(fn):
@@ -212,6 +247,7 @@ def build_schedule_definition(
         assets=tuple(asset_name_of(a, what=f"asset of schedule {schedule_name!r}") for a in assets),
         include_upstreams=include_upstreams,
         description=description if description is not None else inspect.getdoc(fn) or "",
+        catch_up=_catch_up_policy(schedule_name, catch_up, max_catch_up_ticks),
     )
     return ScheduleDefinition(
         spec=spec,
@@ -230,12 +266,16 @@ def schedule(
     partition_fn: PartitionFunction | None = None,
     include_upstreams: bool = False,
     description: str | None = None,
+    catch_up: timedelta | None = None,
+    max_catch_up_ticks: int | None = None,
 ) -> Callable[[ScheduleFunction], ScheduleFunction]:
     """Run ``assets`` on ``cron`` (read in ``timezone``); the function may skip a tick.
 
     ``partition_fn(tick_time)`` chooses the partition; without it, time-window assets run their
     previous window and unpartitioned assets run unpartitioned. ``include_upstreams=True`` gives
     ``materialize_all`` semantics. ``cron`` has five fields or is ``@daily``, ``@hourly`` ...
+    ``catch_up=timedelta(days=2)`` runs the ticks missed in the last two days (at most
+    ``max_catch_up_ticks``, default 5) before the next tick; without it missed ticks are not run.
     """
 
     def decorate(function: ScheduleFunction) -> ScheduleFunction:
@@ -248,6 +288,8 @@ def schedule(
             partition_fn=partition_fn,
             include_upstreams=include_upstreams,
             description=description,
+            catch_up=catch_up,
+            max_catch_up_ticks=max_catch_up_ticks,
         )
         setattr(function, SCHEDULE_ATTRIBUTE, definition)
         return function

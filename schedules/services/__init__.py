@@ -20,6 +20,7 @@ from schedules.services.periodic import (
 from schedules.services.ticks import (
     PollOutcome,
     TickOutcome,
+    catch_up_schedule,
     evaluate_schedule_tick,
     poll_sensor,
     record_once,
@@ -34,6 +35,7 @@ __all__ = [
     "StartedRun",
     "SyncReport",
     "TickOutcome",
+    "catch_up_schedule",
     "evaluate_schedule_tick",
     "poll_sensor",
     "record_once",

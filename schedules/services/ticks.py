@@ -5,6 +5,10 @@ first (``ON CONFLICT DO NOTHING``); only the transaction that inserted it evalua
 creates the run, and the row, the run and its steps commit together. A second beat process, a
 redelivered message or a sensor that reports the same run key again finds the row and does
 nothing.
+
+A schedule with ``catch_up`` first replays the ticks it missed since its last recorded tick, each
+under its own run key (its own UTC instant), oldest first, and records the missed ticks it does
+not replay as one ``missed`` tick; then it evaluates the current tick.
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ from schedules.services.launch import StartedRun, start_run
 logger = logging.getLogger(__name__)
 
 SCHEDULE_TAG: Final = "flowstone/schedule"
+CATCH_UP_TAG: Final = "flowstone/catch_up"
 SENSOR_TAG: Final = "flowstone/sensor"
 RUN_KEY_TAG: Final = "flowstone/run_key"
 NO_RUN_REQUESTS: Final = "the sensor requested no runs"
+MISSED_KEY_PREFIX: Final = "missed:"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -80,7 +86,14 @@ Launch = Callable[[], StartedRun | SkipReason | Notified]
 
 
 def record_once(
-    *, kind: Tick.Kind, name: str, run_key: str, tick_time: dt.datetime, launch: Launch
+    *,
+    kind: Tick.Kind,
+    name: str,
+    run_key: str,
+    tick_time: dt.datetime,
+    launch: Launch,
+    is_catch_up: bool = False,
+    local_tick_time: str = "",
 ) -> TickOutcome:
     """Insert the tick; if this call inserted it, ``launch`` in the same transaction.
 
@@ -96,6 +109,8 @@ def record_once(
                 run_key=run_key,
                 tick_time=tick_time,
                 status=Tick.Status.REQUESTED,
+                is_catch_up=is_catch_up,
+                local_tick_time=local_tick_time,
             )
         )
         if tick_id is None:
@@ -141,9 +156,18 @@ def record_once(
     )
 
 
-def evaluate_schedule_tick(definition: ScheduleDefinition, tick_time: dt.datetime) -> TickOutcome:
-    """Evaluate one tick of a schedule (at most once per tick time) and start its run."""
+def evaluate_schedule_tick(
+    definition: ScheduleDefinition, tick_time: dt.datetime, *, is_catch_up: bool = False
+) -> TickOutcome:
+    """Evaluate one tick of a schedule (at most once per tick time) and start its run.
+
+    The schedule's functions receive ``tick_time`` in the schedule's timezone, also for a
+    catch-up tick, so "yesterday" is the day before that tick; the tick records what they got.
+    """
     run_key = definition.run_key(tick_time)
+    tags = {SCHEDULE_TAG: definition.name, RUN_KEY_TAG: run_key}
+    if is_catch_up:
+        tags[CATCH_UP_TAG] = "true"
 
     def launch() -> StartedRun | SkipReason:
         evaluated = definition.evaluate(tick_time, get_registry().assets)
@@ -152,7 +176,7 @@ def evaluate_schedule_tick(definition: ScheduleDefinition, tick_time: dt.datetim
         return start_run(
             evaluated.targets,
             include_upstreams=definition.spec.include_upstreams,
-            tags={SCHEDULE_TAG: definition.name, RUN_KEY_TAG: run_key},
+            tags=tags,
             requested_by=f"schedule:{definition.name}",
         )
 
@@ -162,14 +186,80 @@ def evaluate_schedule_tick(definition: ScheduleDefinition, tick_time: dt.datetim
         run_key=run_key,
         tick_time=tick_time,
         launch=launch,
+        is_catch_up=is_catch_up,
+        local_tick_time=tick_time.astimezone(definition.spec.zone).isoformat(),
     )
 
 
+def _record_missed(
+    definition: ScheduleDefinition, *, last: dt.datetime, reason: str
+) -> TickOutcome:
+    """Record the missed ticks that catch-up does not run as one tick, at the newest (``last``).
+
+    Keyed by ``last``, which every evaluation of the same gap computes alike.
+    """
+    run_key = f"{MISSED_KEY_PREFIX}{definition.run_key(last)}"
+    tick_id = Tick.objects.insert_once(
+        Tick(
+            kind=Tick.Kind.SCHEDULE,
+            name=definition.name,
+            run_key=run_key,
+            tick_time=last,
+            status=Tick.Status.MISSED,
+            reason=reason[:MAX_REASON_LENGTH],
+            is_catch_up=True,
+            local_tick_time=last.astimezone(definition.spec.zone).isoformat(),
+        )
+    )
+    if tick_id is not None:
+        logger.warning("schedule %s: %s", definition.name, reason)
+    return TickOutcome(
+        name=definition.name,
+        run_key=run_key,
+        is_new=tick_id is not None,
+        status=Tick.Status.MISSED,
+        reason=reason,
+    )
+
+
+def catch_up_schedule(definition: ScheduleDefinition, current: dt.datetime) -> list[TickOutcome]:
+    """Replay the ticks of ``definition`` missed before ``current``, oldest first.
+
+    The last recorded tick comes from the ``tick_history`` index. Each replayed tick is inserted
+    under its own run key like any tick, so racing evaluations replay each one once. A schedule
+    without ``catch_up`` replays nothing and reads nothing.
+    """
+    policy = definition.spec.catch_up
+    if policy is None:
+        return []
+    last = Tick.objects.last_schedule_tick(definition.name, before=current)
+    plan = definition.plan_catch_up(last=last, current=current)
+    outcomes: list[TickOutcome] = []
+    first, newest = plan.not_run_first, plan.not_run_last
+    if first is not None and newest is not None:
+        zone = definition.spec.zone
+        reason = (
+            f"missed ticks from {first.astimezone(zone).isoformat()} to "
+            f"{newest.astimezone(zone).isoformat()} were not run: older than the catch-up "
+            f"window ({policy.window_text}) or beyond max_catch_up_ticks ({policy.max_ticks})"
+        )
+        outcomes.append(_record_missed(definition, last=newest, reason=reason))
+    outcomes.extend(
+        evaluate_schedule_tick(definition, tick, is_catch_up=True) for tick in plan.ticks
+    )
+    return outcomes
+
+
 def tick_schedule(name: object, *, now: dt.datetime | None = None) -> TickOutcome:
-    """Evaluate the tick of schedule ``name`` that a beat message sent at ``now`` stands for."""
+    """Evaluate the tick of schedule ``name`` that a beat message sent at ``now`` stands for.
+
+    With ``catch_up``, the ticks it missed run first (see ``catch_up_schedule``).
+    """
     definition = get_registry().get_schedule(name)
     moment = timezone.now() if now is None else now
-    return evaluate_schedule_tick(definition, definition.latest_tick(moment))
+    current = definition.latest_tick(moment)
+    catch_up_schedule(definition, current)
+    return evaluate_schedule_tick(definition, current)
 
 
 def _request_run(

@@ -7,8 +7,11 @@ import flowstone.scheduling
 
 def test_scheduling_all() -> None:
     assert flowstone.scheduling.__all__ == [
+        "DEFAULT_MAX_CATCH_UP_TICKS",
         "DEFAULT_SENSOR_INTERVAL_SECONDS",
         "MAX_ARRIVALS_PER_POLL",
+        "CatchUpPlan",
+        "CatchUpPolicy",
         "CronFields",
         "FileArrival",
         "MaterializationEvent",
