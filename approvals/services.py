@@ -568,8 +568,13 @@ def mark_readers_stale(
     """A new success of ``step``'s partition: pending approvals that read another value go stale.
 
     Runs in the success's transaction (``assets.services.success_recorded``): one index lookup
-    on ``ApprovalInput`` by (asset, partition), whatever the number of approvals.
+    on ``ApprovalInput`` by (asset, partition), whatever the number of approvals, and none at all
+    for an asset no checkpoint reads (most steps: the step path stays as lean as it was).
     """
+    from flowstone.registry import get_registry  # noqa: PLC0415  # keeps the model import light
+
+    if step.asset not in get_registry().checkpoint_inputs:
+        return 0
     readers = ApprovalInput.objects.filter(
         asset=step.asset, partition_key=step.partition_key
     ).exclude(materialization_id=step.pk)

@@ -194,6 +194,9 @@ class Registry:
     sensors: Mapping[str, SensorDefinition] = field(default_factory=lambda: MappingProxyType({}))
     concurrency_limits: Mapping[str, int] = field(init=False, compare=False, repr=False)
     """Each asset with a ``concurrency_limit``, and that limit (derived, read on every step)."""
+    checkpoint_inputs: frozenset[str] = field(init=False, compare=False, repr=False)
+    """The assets a checkpointed asset reads (derived): only their successes can outdate an
+    approval, so only theirs look for approvals to mark stale."""
 
     def __post_init__(self) -> None:
         limits = {
@@ -202,6 +205,9 @@ class Registry:
             if definition.spec.concurrency_limit is not None
         }
         object.__setattr__(self, "concurrency_limits", MappingProxyType(limits))
+        gated = [name for name, definition in self.assets.items() if definition.checkpoint]
+        inputs = frozenset(dep for name in gated for dep in self.graph.upstreams.get(name, ()))
+        object.__setattr__(self, "checkpoint_inputs", inputs)
 
     @classmethod
     def build(
