@@ -249,21 +249,21 @@ def option_json(option: Option) -> dict[str, str]:
 def _continue(approval: Approval) -> Continuation:
     """Resume the decided step (the engine sends a worker run's step after commit)."""
     step_services.resume_step(approval.materialization_id)
-    return Continuation(
-        step_id=approval.materialization_id,
-        run_id=str(approval.run_id),
-        is_in_process=approval.run.is_in_process,
-    )
+    return _continuation(approval, is_resumed=True)
 
 
 def _skip(approval: Approval) -> Continuation:
     """End the decided step and its downstream ``skipped``: nothing is left to execute."""
     step_services.skip_step(approval.materialization_id)
+    return _continuation(approval, is_resumed=False)
+
+
+def _continuation(approval: Approval, *, is_resumed: bool) -> Continuation:
     return Continuation(
         step_id=approval.materialization_id,
         run_id=str(approval.run_id),
         is_in_process=approval.run.is_in_process,
-        is_resumed=False,
+        is_resumed=is_resumed,
     )
 
 

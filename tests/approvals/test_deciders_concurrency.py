@@ -1,4 +1,5 @@
-"""Quorum votes racing on PostgreSQL: one vote completes the quorum, the run goes on once."""
+"""Quorum votes racing on PostgreSQL: one vote completes the quorum, the run goes on once; an
+escalation applied by beat hands a worker run's approval over."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import flowstone
 from approvals import services
 from approvals.models import Approval, ApprovalVote
 from assets.models import Materialization, Run
-from flowstone.errors import ApprovalDecidedError
+from flowstone.errors import ApprovalDecidedError, ApprovalForbiddenError
 from flowstone.execution.resume import continue_after_decision
 from flowstone.status import RunStatus, StepStatus
 from lineage.models import AuditEvent
@@ -112,3 +113,42 @@ def test_racing_votes_continue_a_worker_run_once(stack: Services) -> None:
     approval.refresh_from_db()
     assert approval.status == "approved"
     assert approval.decided_by in VOTERS
+
+
+def test_beat_escalates_a_worker_runs_approval_to_the_group_that_then_decides(
+    stack: Services,
+) -> None:
+    decide = Permission.objects.get(codename="decide_approval")
+    bob = User.objects.create_user("bob")
+    lea = User.objects.create_user("lea")
+    for user in (bob, lea):
+        user.user_permissions.add(decide)
+    lea.groups.add(Group.objects.create(name="leads"))
+    stack.start_worker("w1", concurrency=2)
+    stack.start_beat()  # flowstone.expire_approvals every second here
+    gated = flowstone.materialize_all_async("d_escalated_booking", "large", requested_by="alice")
+    deadline = time.monotonic() + 30
+    while not Approval.objects.filter(run_id=gated.run_id).exists():
+        assert time.monotonic() < deadline, "no approval was requested"
+        time.sleep(0.05)
+    approval = Approval.objects.get(run_id=gated.run_id)
+    with pytest.raises(ApprovalForbiddenError):
+        services.decide_approval(approval.pk, "approve", actor="lea")  # bob's, until it escalates
+
+    while Approval.objects.get(pk=approval.pk).escalations == 0:
+        assert time.monotonic() < deadline, "beat did not escalate the approval"
+        time.sleep(0.05)
+    with pytest.raises(ApprovalForbiddenError):
+        services.decide_approval(approval.pk, "approve", actor="bob")  # handed over
+    continue_after_decision(services.decide_approval(approval.pk, "approve", actor="lea"))
+
+    assert gated.wait(WAIT).status == RunStatus.SUCCESS
+    approval.refresh_from_db()
+    assert (approval.status, approval.decided_by, approval.decider_names) == (
+        "approved",
+        "lea",
+        ["group:leads"],
+    )
+    escalated = AuditEvent.objects.get(action="checkpoint.escalated")
+    assert (escalated.actor, escalated.details["approval_id"]) == ("timeout", approval.pk)
+    assert len(_events(stack, "d_escalated_booking")) == 1

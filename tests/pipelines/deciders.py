@@ -83,3 +83,20 @@ def d_dynamic(d_invoice: dict[str, Any]) -> dict[str, Any]:
 @asset(partitions=ACCOUNTS)
 def d_open(d_invoice: dict[str, Any]) -> dict[str, Any]:
     return dict(d_invoice)
+
+
+@checkpoint(
+    assignees=["bob"],
+    timeout=dt.timedelta(seconds=4),
+    on_timeout="escalate",
+    escalate_to="group:leads",
+)
+@asset(partitions=ACCOUNTS)
+def d_escalating_soon(d_invoice: dict[str, Any]) -> dict[str, Any]:
+    return dict(d_invoice)
+
+
+@asset(partitions=ACCOUNTS)
+def d_escalated_booking(context: AssetContext, d_escalating_soon: dict[str, Any]) -> int:
+    log("d_escalated_booking", partition=context.partition_key)
+    return int(d_escalating_soon["amount"])
