@@ -86,6 +86,8 @@ MAX_REASON_LENGTH: Final = 2000
 STORING: Final = frozenset({Approval.Status.APPROVED, Approval.Status.MODIFIED})
 """The decisions that store the reviewed value: a stale approval never takes them."""
 MAX_BULK: Final = 1000
+MAX_ID: Final = 2**63 - 1
+"""The largest id a row can have (a 64-bit key): a larger one is refused before any query."""
 """The most approvals one bulk decision takes."""
 EXPIRY_BATCH: Final = 500
 DECIDE_PERMISSION: Final = "approvals.decide_approval"
@@ -159,10 +161,17 @@ def request_approval(
 
 def get_approval(approval_id: object) -> Approval:
     """Return the approval, or raise ``ApprovalNotFoundError``."""
+    unknown = ApprovalNotFoundError(f"unknown approval {str(approval_id)[:40]!r}")
     try:
-        return Approval.objects.select_related("run").get(pk=int(str(approval_id)))
-    except (ValueError, Approval.DoesNotExist) as exc:
-        raise ApprovalNotFoundError(f"unknown approval {str(approval_id)[:40]!r}") from exc
+        pk = int(str(approval_id))
+    except ValueError as exc:
+        raise unknown from exc
+    if not 1 <= pk <= MAX_ID:  # no row has it, and no database may be asked for it
+        raise unknown
+    try:
+        return Approval.objects.select_related("run").get(pk=pk)
+    except Approval.DoesNotExist as exc:
+        raise unknown from exc
 
 
 def approval_for_step(step_id: int) -> Approval | None:
@@ -677,6 +686,9 @@ def decide_many(
     ids = list(dict.fromkeys(approval_ids))
     if len(ids) > MAX_BULK:
         raise ValidationFailedError(f"at most {MAX_BULK} approvals at once, got {len(ids)}")
+    out_of_range = [pk for pk in ids if not 1 <= pk <= MAX_ID]
+    if out_of_range:
+        raise ValidationFailedError(f"no approval has the id {str(out_of_range[0])[:40]}")
     found = Approval.objects.select_related("run").prefetch_related("deciders").in_bulk(ids)
     outcomes = []
     for approval_id in ids:

@@ -13,7 +13,12 @@ from approvals import services
 from approvals.models import Approval
 from assets.models import Materialization
 from assets.services import success_recorded
-from flowstone.errors import ApprovalDecidedError, ApprovalStaleError, ValidationFailedError
+from flowstone.errors import (
+    ApprovalDecidedError,
+    ApprovalNotFoundError,
+    ApprovalStaleError,
+    ValidationFailedError,
+)
 from flowstone.execution.resume import continue_after_decision
 from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus
@@ -267,3 +272,11 @@ def test_one_reason_limit_refused_never_cut(reason: str, kept: str | None) -> No
     else:
         services.decide_approval(approval.pk, "reject", actor="bob", reason=reason)
         assert Approval.objects.get(pk=approval.pk).reason == kept
+
+
+@pytest.mark.parametrize("too_large", [2**63, 10**30])
+def test_an_id_beyond_any_key_is_refused_before_any_query(too_large: int) -> None:
+    with pytest.raises(ValidationFailedError, match="no approval has the id"):
+        services.decide_many([too_large], "approve", actor="bob")
+    with pytest.raises(ApprovalNotFoundError):
+        services.get_approval(too_large)
