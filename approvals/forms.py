@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 DECISION_CHOICES = (("approve", "Approve"), ("modify", "Modify the value"), ("reject", "Reject"))
 OPTION_PREFIX: Final = "option:"
 """A decision choice that names a checkpoint option: ``option:<name>``."""
+_UNPARSED: Final = object()
+"""A JSON field's text that is not JSON: changed from any proposed value."""
 
 
 def _json_text(value: Any) -> str:
@@ -160,13 +162,38 @@ class DecisionForm(forms.Form):
             for name in self.properties:
                 self.errors.pop(name, None)
         elif not self.errors:
-            data["parsed_value"] = self._value(data)
-            if decision != "modify" and data["parsed_value"] == self.proposed:
-                data["parsed_value"] = None  # the option continues with the value as proposed
+            if decision == "modify":
+                data["parsed_value"] = self._value(data, list(self.properties))
+            else:  # an option continues with the value as proposed unless a field was changed
+                changed = self._changed_fields(data)
+                value = self._value(data, changed) if changed else None
+                data["parsed_value"] = None if value == self.proposed else value
         return data
 
-    def _value(self, data: Mapping[str, Any]) -> Any:
-        """The submitted value: the JSON textarea, or the proposed object with the fields set."""
+    def _changed_fields(self, data: Mapping[str, Any]) -> list[str]:
+        """The property fields the reviewer changed from the proposed value.
+
+        Django's ``changed_data`` compares each field with its initial value; a JSON textarea is
+        compared as JSON, so the browser's line endings or spacing change nothing.
+        """
+        current = self.proposed if isinstance(self.proposed, Mapping) else {}
+        changed = []
+        for name in self.changed_data:
+            prop = self.properties.get(name)
+            if prop is None:
+                continue
+            if name in self.json_fields:
+                try:
+                    submitted = parse_json(data.get(name) or "", what=prop)
+                except ValidationFailedError:
+                    submitted = _UNPARSED
+                if prop in current and submitted == current[prop]:
+                    continue
+            changed.append(name)
+        return changed
+
+    def _value(self, data: Mapping[str, Any], fields: Sequence[str]) -> Any:
+        """The submitted value: the JSON textarea, or the proposed object with ``fields`` set."""
         if not self.properties:
             try:
                 return parse_json(data.get("value") or "", what="value")
@@ -174,7 +201,8 @@ class DecisionForm(forms.Form):
                 self.add_error("value", exc.message)
                 return None
         value = dict(self.proposed) if isinstance(self.proposed, Mapping) else {}
-        for name, prop in self.properties.items():
+        for name in fields:
+            prop = self.properties[name]
             submitted = data.get(name)
             if name in self.json_fields and submitted:
                 try:

@@ -172,13 +172,27 @@ class Command(cli.FlowStoneCommand):
         except FlowStoneError as exc:
             raise cli.invalid_input(exc) from exc
 
+    @staticmethod
+    def _existing(ids: list[str]) -> list[int]:
+        """The ids as numbers, once each is ASCII digits and names an approval (else exit 2).
+
+        Every id is checked before anything is decided: an unknown one is invalid input, as it
+        is alone, and the line names all of them.
+        """
+        for text in ids:
+            if not (text.isascii() and text.isdigit()):
+                raise cli.invalid(f"unknown approval {text[:40]!r}: an approval ID is a number")
+        numbers = [int(text) for text in ids]
+        found = set(Approval.objects.filter(pk__in=numbers).values_list("pk", flat=True))
+        unknown = list(dict.fromkeys(n for n in numbers if n not in found))
+        if unknown:
+            shown = ", ".join(str(n) for n in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+            raise cli.invalid(f"unknown approval(s): {shown}; nothing was decided")
+        return numbers
+
     def _decide_many(self, ids: list[str], user: str, options: dict[str, Any]) -> None:
         """One decision for many approvals: a line (or JSON entry) per approval."""
-        numbers = []
-        for text in ids:
-            if not text.isdigit():
-                raise cli.invalid(f"unknown approval {text[:40]!r}")
-            numbers.append(int(text))
+        numbers = self._existing(ids)
         try:
             outcomes = services.decide_many(
                 numbers,
