@@ -164,12 +164,12 @@ def get_approval(approval_id: object) -> Approval:
     no approval.
     """
     text = str(approval_id)
-    try:
-        if not (text.isascii() and text.isdigit()):
-            raise ValueError(text)
-        return Approval.objects.select_related("run").get(pk=int(text))
-    except (ValueError, Approval.DoesNotExist) as exc:
-        raise ApprovalNotFoundError(f"unknown approval {str(approval_id)[:40]!r}") from exc
+    approval = None
+    if text.isascii() and text.isdigit():
+        approval = Approval.objects.select_related("run").filter(pk=int(text)).first()
+    if approval is None:
+        raise ApprovalNotFoundError(f"unknown approval {str(approval_id)[:40]!r}")
+    return approval
 
 
 def approval_for_step(step_id: int) -> Approval | None:

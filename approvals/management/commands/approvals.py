@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from django.core.management.base import CommandParser
 
 EXIT_REFUSED: Final = cli.EXIT_FAILED
+SHOWN_IDS: Final = 20
+"""The most unknown ids one error line names."""
 """A well-formed decision the approval's state or the user's rights refuse."""
 
 ACTION_HELP: Final = {
@@ -186,7 +188,8 @@ class Command(cli.FlowStoneCommand):
         found = set(Approval.objects.filter(pk__in=numbers).values_list("pk", flat=True))
         unknown = list(dict.fromkeys(n for n in numbers if n not in found))
         if unknown:
-            shown = ", ".join(str(n) for n in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+            shown = ", ".join(str(n) for n in unknown[:SHOWN_IDS])
+            shown += " ..." if len(unknown) > SHOWN_IDS else ""
             raise cli.invalid(f"unknown approval(s): {shown}; nothing was decided")
         return numbers
 
