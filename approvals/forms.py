@@ -133,8 +133,10 @@ class DecisionForm(forms.Form):
                     help_text="As JSON.",
                 )
                 initial = None if prop not in current else _json_text(initial)
-            elif isinstance(schema, Mapping) and "enum" in schema and prop in current:
-                initial = json.dumps(initial)
+            elif isinstance(schema, Mapping) and "enum" in schema:
+                # a value outside the enum shows as no choice, so it is no change either
+                shown = json.dumps(initial) if prop in current else None
+                initial = shown if shown in {json.dumps(v) for v in schema["enum"]} else None
             typed.initial = initial
             if prop in required:  # the schema says so, for a decision that stores a value
                 typed.label_suffix = " (required):"
