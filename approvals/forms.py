@@ -156,20 +156,21 @@ class DecisionForm(forms.Form):
             self.add_error("reason", "A rejection needs a reason.")
         else:
             _check_reason(self, str(decision or ""), data)
-        option = self.chosen_option()
-        takes_value = decision == "modify" or (
-            option is not None and option.outcome == "continue" and bool(self.properties)
-        )
-        if not takes_value:  # what the fields hold does not matter to this decision
-            for name in self.properties:
-                self.errors.pop(name, None)
-        elif not self.errors:
-            if decision == "modify":
+        if decision == "modify":
+            if not self.errors:
                 data["parsed_value"] = self._value(data, list(self.properties))
-            else:  # an option continues with the value as proposed unless a field was changed
-                changed = self._changed_fields(data)
-                value = self._value(data, changed) if changed else None
-                data["parsed_value"] = None if value == self.proposed else value
+            return data
+        option = self.chosen_option()
+        continues = option is not None and option.outcome == "continue"
+        # An option continues with the value as proposed unless the reviewer changed a field;
+        # what the untouched fields hold does not matter (nor, to other decisions, any field).
+        changed = self._changed_fields(data) if continues else []
+        for name in self.properties:
+            if name not in changed:
+                self.errors.pop(name, None)
+        if changed and not self.errors:
+            value = self._value(data, changed)
+            data["parsed_value"] = None if value == self.proposed else value
         return data
 
     def _changed_fields(self, data: Mapping[str, Any]) -> list[str]:
