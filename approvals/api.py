@@ -169,7 +169,7 @@ class BulkDecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     decision = serializers.ChoiceField(choices=services.BULK_DECISIONS)
     reason = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=serializers.IntegerField(min_value=1, max_value=services.MAX_APPROVAL_ID),
         required=False,
         allow_empty=False,
         max_length=services.MAX_BULK,

@@ -89,6 +89,8 @@ MAX_BULK: Final = 1000
 """The most approvals one bulk decision takes."""
 EXPIRY_BATCH: Final = 500
 DECIDE_PERMISSION: Final = "approvals.decide_approval"
+MAX_APPROVAL_ID: Final = 2**63 - 1
+"""The largest id a 64-bit primary key holds."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,16 +159,25 @@ def request_approval(
     return approval
 
 
-def get_approval(approval_id: object) -> Approval:
-    """Return the approval, or raise ``ApprovalNotFoundError``.
+def approval_number(approval_id: object) -> int | None:
+    """The id as a number, or ``None`` if no approval could have it.
 
-    An id is an int or ASCII digits: ``int()`` also reads ``"٣"`` or ``" 3_0 "``, which name
-    no approval.
+    An id is ASCII digits within the database's 64-bit range: ``int()`` also reads ``"٣"`` or
+    ``" 3_0 "``, and a larger number overflows SQLite's driver instead of matching nothing.
     """
     text = str(approval_id)
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_APPROVAL_ID)):
+        return None
+    number = int(text)
+    return number if number <= MAX_APPROVAL_ID else None
+
+
+def get_approval(approval_id: object) -> Approval:
+    """Return the approval, or raise ``ApprovalNotFoundError`` (see ``approval_number``)."""
+    number = approval_number(approval_id)
     approval = None
-    if text.isascii() and text.isdigit():
-        approval = Approval.objects.select_related("run").filter(pk=int(text)).first()
+    if number is not None:
+        approval = Approval.objects.select_related("run").filter(pk=number).first()
     if approval is None:
         raise ApprovalNotFoundError(f"unknown approval {str(approval_id)[:40]!r}")
     return approval

@@ -145,6 +145,7 @@ def test_api_bulk_decision_by_ids_and_by_asset(reviewer: User) -> None:
         {"decision": "approve", "ids": []},
         {"decision": "approve", "ids": ["x"]},
         {"decision": "approve", "ids": [-1]},
+        {"decision": "approve", "ids": [2**63]},
         {"decision": "approve", "ids": list(range(1, 1002))},
         {"decision": "approve", "ids": [1], "partition_keys": ["d:2025-01-01"]},
         {"decision": "modify", "ids": [1]},

@@ -181,10 +181,12 @@ class Command(cli.FlowStoneCommand):
         Every id is checked before anything is decided: an unknown one is invalid input, as it
         is alone, and the line names all of them.
         """
+        numbers = []
         for text in ids:
-            if not (text.isascii() and text.isdigit()):
-                raise cli.invalid(f"unknown approval {text[:40]!r}: an approval ID is a number")
-        numbers = [int(text) for text in ids]
+            number = services.approval_number(text)
+            if number is None:
+                raise cli.invalid(f"unknown approval {text[:40]!r}: not an approval ID")
+            numbers.append(number)
         found = set(Approval.objects.filter(pk__in=numbers).values_list("pk", flat=True))
         unknown = list(dict.fromkeys(n for n in numbers if n not in found))
         if unknown:
