@@ -529,7 +529,7 @@ def _as_posted(form: DecisionForm) -> dict[str, Any]:
             if shown:
                 posted[name] = "on"
         elif isinstance(field, django_forms.ChoiceField):  # no matching choice: the first
-            posted[name] = shown if shown in dict(field.choices) else ""
+            posted[name] = shown if field.valid_value(shown) else ""
         elif shown is not None:
             posted[name] = str(shown).replace("\n", "\r\n")  # a textarea posts CRLF
     return posted
@@ -584,6 +584,7 @@ def test_admin_continue_option_modifies_only_the_fields_changed(reviewer: User) 
         client.post(url, {**posted, "decision": "option:pay", "value_0": "80"}).status_code == 302
     )
     approval.refresh_from_db()
+    assert isinstance(approval.proposed_value, dict)
     assert (approval.status, approval.decided_value) == (
         "modified",
         {**approval.proposed_value, "amount": 80},
