@@ -35,6 +35,11 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def _lines(text: str) -> str:
+    """Text with every line break as one LF: a browser's textarea posts CRLF whatever it showed."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _attrs(schema: Mapping[str, Any], **keywords: str) -> dict[str, Any]:
     """HTML attributes from the schema's bounds (``min`` from ``minimum`` ...), for the browser."""
     return {attr: schema[key] for attr, key in keywords.items() if key in schema}
@@ -137,6 +142,13 @@ class DecisionForm(forms.Form):
                 # a value outside the enum shows as no choice, so it is no change either
                 shown = json.dumps(initial) if prop in current else None
                 initial = shown if shown in {json.dumps(v) for v in schema["enum"]} else None
+            elif (
+                isinstance(typed, forms.CharField)
+                and isinstance(initial, str)
+                and ("\n" in initial or "\r" in initial)
+            ):
+                # a one-line input drops line breaks: the proposed text would change unseen
+                typed.widget = forms.Textarea(attrs={**typed.widget.attrs, "rows": 3, "cols": 60})
             typed.initial = initial
             if prop in required:  # the schema says so, for a decision that stores a value
                 typed.label_suffix = " (required):"
@@ -177,7 +189,8 @@ class DecisionForm(forms.Form):
         """The property fields the reviewer changed from the proposed value.
 
         Django's ``changed_data`` compares each field with its initial value; a JSON textarea is
-        compared as JSON, so the browser's line endings or spacing change nothing.
+        compared as JSON and text with its line breaks normalized, so the browser's line
+        endings or spacing change nothing.
         """
         current = self.proposed if isinstance(self.proposed, Mapping) else {}
         changed = []
@@ -185,13 +198,18 @@ class DecisionForm(forms.Form):
             prop = self.properties.get(name)
             if prop is None:
                 continue
+            submitted = data.get(name)
             if name in self.json_fields:
                 try:
-                    submitted = parse_json(data.get(name) or "", what=prop)
+                    submitted = parse_json(submitted or "", what=prop)
                 except ValidationFailedError:
                     submitted = _UNPARSED
-                if prop in current and submitted == current[prop]:
-                    continue
+            elif isinstance(submitted, str) and isinstance(current.get(prop), str):
+                submitted = (
+                    current[prop] if _lines(submitted) == _lines(current[prop]) else submitted
+                )
+            if prop in current and submitted == current[prop]:
+                continue
             changed.append(name)
         return changed
 

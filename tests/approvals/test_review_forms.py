@@ -530,8 +530,11 @@ def _as_posted(form: DecisionForm) -> dict[str, Any]:
                 posted[name] = "on"
         elif isinstance(field, django_forms.ChoiceField):  # no matching choice: the first
             posted[name] = shown if field.valid_value(shown) else ""
+        elif isinstance(field.widget, django_forms.Textarea) and shown is not None:
+            lines = str(shown).replace("\r\n", "\n").replace("\r", "\n")
+            posted[name] = lines.replace("\n", "\r\n")  # a textarea posts CRLF
         elif shown is not None:
-            posted[name] = str(shown).replace("\n", "\r\n")  # a textarea posts CRLF
+            posted[name] = str(shown).replace("\r", "").replace("\n", "")  # an input drops them
     return posted
 
 
@@ -539,7 +542,7 @@ PROPOSED_FIELDS = st.fixed_dictionaries(
     {},
     optional={
         "amount": st.none() | st.integers(0, 10**6) | st.floats(0, 1e6, allow_nan=False),
-        "note": st.none() | st.just("") | st.text(max_size=20),
+        "note": st.none() | st.sampled_from(["", "a\nb", "\r\n", "x\r"]) | st.text(max_size=20),
         "currency": st.none() | st.sampled_from(["EUR", "USD", "GBP"]),
         "urgent": st.none() | st.booleans(),
         "lines": st.none() | st.lists(st.integers(-5, 5), max_size=3) | st.just("x"),
