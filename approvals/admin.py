@@ -259,7 +259,7 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             f"Approval {approval_id}: its step computes again; a fresh approval follows.",
             messages.SUCCESS,
         )
-        return HttpResponseRedirect(reverse("admin:approvals_approval_changelist"))
+        return HttpResponseRedirect(self._after_decision(request))
 
     def _after_decision(self, request: HttpRequest) -> str:
         """Back to the approvals list, or to the inbox for a reviewer who may not view the list."""
@@ -341,9 +341,12 @@ class ApprovalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 def _recorded(approval_id: int, decision: str) -> str:
-    """The message after a decision: a vote that left the quorum incomplete says how far it is."""
+    """The message after a decision: a vote that left the quorum incomplete says how far it is.
+
+    Only a vote leaves the approval pending (an approve, or a ``continue`` option).
+    """
     approval = Approval.objects.prefetch_related("votes").get(pk=approval_id)
-    if decision == "approve" and approval.is_pending:
+    if approval.is_pending:
         votes = len(approval.current_votes())
         return f"Approval {approval_id}: your vote is recorded ({votes} of {approval.quorum})."
     return f"Approval {approval_id}: {decision} recorded."

@@ -169,7 +169,7 @@ class BulkDecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     decision = serializers.ChoiceField(choices=services.BULK_DECISIONS)
     reason = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=services.MAX_ID),
+        child=serializers.IntegerField(min_value=1, max_value=services.MAX_APPROVAL_ID),
         required=False,
         allow_empty=False,
         max_length=services.MAX_BULK,
@@ -211,8 +211,11 @@ class BulkResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """The outcome of a bulk decision, one entry per approval in the order given."""
 
     decision = serializers.CharField()
-    decided = serializers.IntegerField()
-    refused = serializers.IntegerField()
+    decided = serializers.IntegerField(help_text="Approvals this request decided.")
+    voted = serializers.IntegerField(
+        help_text="Approvals this request voted on, their quorum not yet complete (still pending)."
+    )
+    refused = serializers.IntegerField(help_text="Approvals refused; see each result's refused.")
     results = BulkOutcomeSerializer(many=True)
 
 
@@ -338,7 +341,8 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         """Approve or reject many approvals with one reason; one result per approval.
 
         Each approval is decided and audited on its own; refusals (``already_decided``,
-        ``stale``, ``forbidden``, ``not_found``) are listed and the others are decided. Invalid
+        ``stale``, ``forbidden``, ``not_found``) are listed and the others are decided, or voted
+        on under a quorum (counted in ``voted``, not ``decided``). Invalid
         input (a too-long reason, more than 1000 approvals) is a 400 and decides nothing.
         """
         bulk = BulkDecisionSerializer(data=request.data)
@@ -356,9 +360,11 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             if outcome.continuation is not None:
                 continue_after_decision(outcome.continuation)
         refused = sum(1 for outcome in outcomes if outcome.refused)
+        voted = sum(1 for outcome in outcomes if outcome.is_vote)
         result = {
             "decision": data["decision"],
-            "decided": len(outcomes) - refused,
+            "decided": len(outcomes) - refused - voted,
+            "voted": voted,
             "refused": refused,
             "results": outcomes,
         }

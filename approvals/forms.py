@@ -27,10 +27,17 @@ if TYPE_CHECKING:
 DECISION_CHOICES = (("approve", "Approve"), ("modify", "Modify the value"), ("reject", "Reject"))
 OPTION_PREFIX: Final = "option:"
 """A decision choice that names a checkpoint option: ``option:<name>``."""
+_UNPARSED: Final = object()
+"""A JSON field's text that is not JSON: changed from any proposed value."""
 
 
 def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _lines(text: str) -> str:
+    """Text with every line break as one LF: a browser's textarea posts CRLF whatever it showed."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _attrs(schema: Mapping[str, Any], **keywords: str) -> dict[str, Any]:
@@ -131,8 +138,17 @@ class DecisionForm(forms.Form):
                     help_text="As JSON.",
                 )
                 initial = None if prop not in current else _json_text(initial)
-            elif isinstance(schema, Mapping) and "enum" in schema and prop in current:
-                initial = json.dumps(initial)
+            elif isinstance(schema, Mapping) and "enum" in schema:
+                # a value outside the enum shows as no choice, so it is no change either
+                shown = json.dumps(initial) if prop in current else None
+                initial = shown if shown in {json.dumps(v) for v in schema["enum"]} else None
+            elif (
+                isinstance(typed, forms.CharField)
+                and isinstance(initial, str)
+                and ("\n" in initial or "\r" in initial)
+            ):
+                # a one-line input drops line breaks: the proposed text would change unseen
+                typed.widget = forms.Textarea(attrs={**typed.widget.attrs, "rows": 3, "cols": 60})
             typed.initial = initial
             if prop in required:  # the schema says so, for a decision that stores a value
                 typed.label_suffix = " (required):"
@@ -152,21 +168,53 @@ class DecisionForm(forms.Form):
             self.add_error("reason", "A rejection needs a reason.")
         else:
             _check_reason(self, str(decision or ""), data)
+        if decision == "modify":
+            if not self.errors:
+                data["parsed_value"] = self._value(data, list(self.properties))
+            return data
         option = self.chosen_option()
-        takes_value = decision == "modify" or (
-            option is not None and option.outcome == "continue" and bool(self.properties)
-        )
-        if not takes_value:  # what the fields hold does not matter to this decision
-            for name in self.properties:
+        continues = option is not None and option.outcome == "continue"
+        # An option continues with the value as proposed unless the reviewer changed a field;
+        # what the untouched fields hold does not matter (nor, to other decisions, any field).
+        changed = self._changed_fields(data) if continues else []
+        for name in self.properties:
+            if name not in changed:
                 self.errors.pop(name, None)
-        elif not self.errors:
-            data["parsed_value"] = self._value(data)
-            if decision != "modify" and data["parsed_value"] == self.proposed:
-                data["parsed_value"] = None  # the option continues with the value as proposed
+        if changed and not self.errors:
+            value = self._value(data, changed)
+            data["parsed_value"] = None if value == self.proposed else value
         return data
 
-    def _value(self, data: Mapping[str, Any]) -> Any:
-        """The submitted value: the JSON textarea, or the proposed object with the fields set."""
+    def _changed_fields(self, data: Mapping[str, Any]) -> list[str]:
+        """The property fields the reviewer changed from the proposed value.
+
+        Django's ``changed_data`` compares each field with its initial value; a JSON textarea is
+        compared as JSON and text with its line breaks normalized, so the browser's line
+        endings or spacing change nothing.
+        """
+        current = self.proposed if isinstance(self.proposed, Mapping) else {}
+        changed = []
+        for name in self.changed_data:
+            prop = self.properties.get(name)
+            if prop is None:
+                continue
+            submitted = data.get(name)
+            if name in self.json_fields:
+                try:
+                    submitted = parse_json(submitted or "", what=prop)
+                except ValidationFailedError:
+                    submitted = _UNPARSED
+            elif isinstance(submitted, str) and isinstance(current.get(prop), str):
+                submitted = (
+                    current[prop] if _lines(submitted) == _lines(current[prop]) else submitted
+                )
+            if prop in current and submitted == current[prop]:
+                continue
+            changed.append(name)
+        return changed
+
+    def _value(self, data: Mapping[str, Any], fields: Sequence[str]) -> Any:
+        """The submitted value: the JSON textarea, or the proposed object with ``fields`` set."""
         if not self.properties:
             try:
                 return parse_json(data.get("value") or "", what="value")
@@ -174,7 +222,8 @@ class DecisionForm(forms.Form):
                 self.add_error("value", exc.message)
                 return None
         value = dict(self.proposed) if isinstance(self.proposed, Mapping) else {}
-        for name, prop in self.properties.items():
+        for name in fields:
+            prop = self.properties[name]
             submitted = data.get(name)
             if name in self.json_fields and submitted:
                 try:

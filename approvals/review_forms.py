@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+import jsonschema
+import referencing.exceptions
+
 from flowstone.checkpoints import FORM_VALIDATOR
 from flowstone.errors import ValidationFailedError
 
@@ -20,6 +23,16 @@ if TYPE_CHECKING:
 
 MAX_ERROR_CHARS: Final = 200
 """A message quotes the submitted value; a reviewer's huge or hostile value is cut short."""
+SCHEMA_FAILURES: Final = (
+    referencing.exceptions.Unresolvable,
+    jsonschema.exceptions.SchemaError,
+    jsonschema.exceptions.UnknownType,
+    jsonschema.exceptions.UndefinedTypeCheck,
+    jsonschema.exceptions.FormatError,
+    RecursionError,
+)
+"""What a form that passed the definition check may still raise on a value: the reviewer gets a
+``ValidationFailedError`` (a 400), never a 500. ``checked_form`` refuses unresolved references."""
 
 
 class FormValueError(ValidationFailedError):
@@ -61,11 +74,17 @@ def validate_form_value(form: Mapping[str, Any], value: Any) -> None:
     """Raise ``FormValueError`` unless ``value`` matches the JSON Schema ``form``.
 
     The errors are sorted by pointer, so the message names the first wrong field the same way
-    every time.
+    every time. A form that cannot check the value (``SCHEMA_FAILURES``) is a
+    ``ValidationFailedError`` too.
     """
     errors: dict[str, list[str]] = {}
-    for error in FORM_VALIDATOR(form).iter_errors(value):
-        where, message = _located(error)
-        errors.setdefault(where, []).append(message)
+    try:
+        for error in FORM_VALIDATOR(form).iter_errors(value):
+            where, message = _located(error)
+            errors.setdefault(where, []).append(message)
+    except SCHEMA_FAILURES as exc:
+        raise ValidationFailedError(
+            f"the review form cannot check this value: {_one_line(f'{type(exc).__name__}: {exc}')}"
+        ) from exc
     if errors:
         raise FormValueError(dict(sorted(errors.items())))

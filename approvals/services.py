@@ -86,11 +86,11 @@ MAX_REASON_LENGTH: Final = 2000
 STORING: Final = frozenset({Approval.Status.APPROVED, Approval.Status.MODIFIED})
 """The decisions that store the reviewed value: a stale approval never takes them."""
 MAX_BULK: Final = 1000
-MAX_ID: Final = 2**63 - 1
-"""The largest id a row can have (a 64-bit key): a larger one is refused before any query."""
 """The most approvals one bulk decision takes."""
 EXPIRY_BATCH: Final = 500
 DECIDE_PERMISSION: Final = "approvals.decide_approval"
+MAX_APPROVAL_ID: Final = 2**63 - 1
+"""The largest id a 64-bit primary key holds."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -159,19 +159,28 @@ def request_approval(
     return approval
 
 
+def approval_number(approval_id: object) -> int | None:
+    """The id as a number, or ``None`` if no approval could have it.
+
+    An id is ASCII digits within the database's 64-bit range: ``int()`` also reads ``"٣"`` or
+    ``" 3_0 "``, and a larger number overflows SQLite's driver instead of matching nothing.
+    """
+    text = str(approval_id)
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_APPROVAL_ID)):
+        return None
+    number = int(text)
+    return number if number <= MAX_APPROVAL_ID else None
+
+
 def get_approval(approval_id: object) -> Approval:
-    """Return the approval, or raise ``ApprovalNotFoundError``."""
-    unknown = ApprovalNotFoundError(f"unknown approval {str(approval_id)[:40]!r}")
-    try:
-        pk = int(str(approval_id))
-    except ValueError as exc:
-        raise unknown from exc
-    if not 1 <= pk <= MAX_ID:  # no row has it, and no database may be asked for it
-        raise unknown
-    try:
-        return Approval.objects.select_related("run").get(pk=pk)
-    except Approval.DoesNotExist as exc:
-        raise unknown from exc
+    """Return the approval, or raise ``ApprovalNotFoundError`` (see ``approval_number``)."""
+    number = approval_number(approval_id)
+    approval = None
+    if number is not None:
+        approval = Approval.objects.select_related("run").filter(pk=number).first()
+    if approval is None:
+        raise ApprovalNotFoundError(f"unknown approval {str(approval_id)[:40]!r}")
+    return approval
 
 
 def approval_for_step(step_id: int) -> Approval | None:
@@ -333,30 +342,45 @@ def _chosen_option(approval: Approval, name: str) -> Option:
 
 
 def _option_decision(
-    approval: Approval, name: str, *, reason: str, value: Any
-) -> tuple[Approval.Status, Any, str, Option]:
-    """What choosing option ``name`` records: a status, a decided value and a reason.
+    approval: Approval, chosen: Option, *, reason: str, value: Any
+) -> tuple[Any, str]:
+    """What choosing option ``chosen`` records besides its status: a decided value and a reason.
 
     ``continue`` approves (or, with a value, modifies: the value is checked as a modification
     is); ``fail`` rejects (the option's label is the reason unless one is given); ``skip``
     skips. Only ``continue`` takes a value.
     """
-    chosen = _chosen_option(approval, name)
     if chosen.outcome != "continue" and value is not None:
         raise ValidationFailedError(
             f"option {chosen.name!r} ends the step ({chosen.outcome}) and takes no value"
         )
     if chosen.outcome == "continue":
         if value is None:
-            return Approval.Status.APPROVED, None, reason, chosen
-        return Approval.Status.MODIFIED, _checked_value(approval, "modify", value), reason, chosen
-    status = Approval.Status.SKIPPED if chosen.outcome == "skip" else Approval.Status.REJECTED
-    return (
-        status,
-        None,
-        reason or f"option {chosen.name!r}: {chosen.label}"[:MAX_REASON_LENGTH],
-        chosen,
-    )
+            return None, reason
+        return _checked_value(approval, "modify", value), reason
+    return None, reason or f"option {chosen.name!r}: {chosen.label}"[:MAX_REASON_LENGTH]
+
+
+def _option_status(chosen: Option, value: Any) -> Approval.Status:
+    """The status choosing ``chosen`` records: a ``continue`` with a value is a modification."""
+    if chosen.outcome == "continue":
+        return Approval.Status.APPROVED if value is None else Approval.Status.MODIFIED
+    return Approval.Status.SKIPPED if chosen.outcome == "skip" else Approval.Status.REJECTED
+
+
+def _refuse_early(approval: Approval, status: Approval.Status) -> None:
+    """The refusals that need no value check: decided, stale, a modification under a quorum.
+
+    They come before the form and the checkpoint's validator (user code) run, so a stale
+    approval is a 409 and a quorum refusal is one whatever the value; ``_decide`` checks the
+    approval again under its lock.
+    """
+    _refuse_unless_open(approval, stores_value=status in STORING)
+    if status == Approval.Status.MODIFIED and approval.quorum > 1:
+        raise ValidationFailedError(
+            f"approval {approval.pk} needs {approval.quorum} approvals: approve or reject it "
+            "(a modified value cannot be voted on)"
+        )
 
 
 def checked_reason(decision: str, reason: str | None) -> str:
@@ -400,24 +424,19 @@ def decide_approval(
     without a value) is ``actor``'s vote: ``None`` while the quorum is incomplete, the
     continuation when this vote completes it. One eligible rejection (or skip, or failing
     option) decides at once; a modified value is refused (each reviewer would approve another).
+    These cheap refusals (forbidden, decided, stale, quorum) come before the value is checked.
     """
     _checked_decision(decision, [*DECISIONS, OPTION])
     reason = checked_reason(decision, reason)
     approval = get_approval(approval_id)
     _require_decider(approval, actor)
-    chosen: Option | None = None
-    if decision == OPTION:
-        status, decided_value, reason, chosen = _option_decision(
-            approval, option, reason=reason, value=value
-        )
-    else:
+    chosen = _chosen_option(approval, option) if decision == OPTION else None
+    status = DECISIONS[decision] if chosen is None else _option_status(chosen, value)
+    _refuse_early(approval, status)
+    if chosen is None:
         decided_value = _checked_value(approval, decision, value)
-        status = DECISIONS[decision]
-    if status == Approval.Status.MODIFIED and approval.quorum > 1:
-        raise ValidationFailedError(
-            f"approval {approval.pk} needs {approval.quorum} approvals: approve or reject it "
-            "(a modified value cannot be voted on)"
-        )
+    else:
+        decided_value, reason = _option_decision(approval, chosen, reason=reason, value=value)
     return _decide(
         approval,
         status,
@@ -448,7 +467,7 @@ def _decide(
     _require_decider(approval, actor)
     stores_value = status in STORING
     with transaction.atomic():
-        step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
+        step_services.lock_run(approval.run_id)  # lock order: run, then approval, then step
         current = (
             Approval.objects.select_for_update(of=("self",))
             .prefetch_related("deciders")
@@ -600,7 +619,7 @@ def rereview_approval(approval_id: object, *, actor: str, actor_type: str) -> Co
     approval = get_approval(approval_id)
     _require_decider(approval, actor)
     with transaction.atomic():
-        step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
+        step_services.lock_run(approval.run_id)  # lock order: run, then approval, then step
         current = Approval.objects.select_for_update().get(pk=approval.pk)
         if not current.is_stale or current.rereviewed_at is not None:
             raise ApprovalDecidedError(
@@ -635,6 +654,11 @@ class BulkOutcome:
     refused: str = ""
     message: str = ""
     continuation: Continuation | None = None
+
+    @property
+    def is_vote(self) -> bool:
+        """Whether this was a vote short of the approval's quorum: recorded, still pending."""
+        return not self.refused and self.continuation is None
 
 
 REFUSALS: Final[tuple[tuple[type[FlowStoneError], str], ...]] = (
@@ -686,7 +710,7 @@ def decide_many(
     ids = list(dict.fromkeys(approval_ids))
     if len(ids) > MAX_BULK:
         raise ValidationFailedError(f"at most {MAX_BULK} approvals at once, got {len(ids)}")
-    out_of_range = [pk for pk in ids if not 1 <= pk <= MAX_ID]
+    out_of_range = [pk for pk in ids if not 1 <= pk <= MAX_APPROVAL_ID]
     if out_of_range:
         raise ValidationFailedError(f"no approval has the id {str(out_of_range[0])[:40]}")
     found = Approval.objects.select_related("run").prefetch_related("deciders").in_bulk(ids)
@@ -773,7 +797,7 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         pk=approval.pk, status=Approval.Status.PENDING, expires_at=approval.expires_at
     )
     with transaction.atomic():
-        step_services.lock_run(approval.run_id)  # lock order: run, steps, approvals
+        step_services.lock_run(approval.run_id)  # lock order: run, then approval, then step
         if spec is not None and spec.timeout is not None:
             if policy == "escalate" and approval.escalations == 0:
                 if overdue.update(
@@ -856,6 +880,8 @@ def cancel_approvals_of_steps(
 
     Runs inside the cancelling transaction (``assets.services.waiting_steps_canceled``), so a
     decision that comes later finds the approval ``canceled`` (``ApprovalDecidedError``, 409).
+    The rows are locked in id order first, as ``_mark_stale`` locks them: a cancel and a
+    success marking the same approvals stale never wait on each other in a circle.
     Each canceled approval is audited with the actor who canceled the run.
     """
     undecided = Approval.objects.filter(
@@ -863,8 +889,10 @@ def cancel_approvals_of_steps(
         | Q(status=Approval.Status.STALE, rereviewed_at__isnull=True),
         materialization_id__in=list(step_ids),
     )
-    canceled = list(undecided.values_list("pk", "asset", "partition_key"))
-    undecided.update(
+    canceled = list(
+        undecided.select_for_update().order_by("pk").values_list("pk", "asset", "partition_key")
+    )
+    Approval.objects.filter(pk__in=[row[0] for row in canceled]).update(
         status=Approval.Status.CANCELED,
         decided_at=timezone.now(),
         decided_by=actor[:150],

@@ -39,6 +39,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import jsonschema
+import referencing
+import referencing.exceptions
+from referencing.jsonschema import DRAFT202012
 
 from flowstone.definitions import DEFINITION_ATTRIBUTE, AssetFunction, definition_of
 from flowstone.errors import DefinitionError, ValidationFailedError
@@ -179,7 +182,34 @@ def checked_form(form: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         raise DefinitionError(
             f"the checkpoint form is not a valid JSON Schema at /{where}: {exc.message}"
         ) from exc
+    _resolve_refs(form)
     return MappingProxyType(dict(form))
+
+
+def _resolve_refs(form: Mapping[str, Any]) -> None:
+    """Resolve every ``$ref`` and ``$dynamicRef`` of the form within the form itself.
+
+    A reference that leads nowhere (``#/$defs/money`` without ``$defs``) is valid JSON Schema
+    but fails every validation, so it is a definition error here. The registry holds the form
+    alone: nothing is fetched, a remote reference does not resolve.
+    """
+    root = DRAFT202012.create_resource(form)
+    resolver = referencing.Registry().with_resource(root.id() or "", root).resolver()
+    pending = [(resolver.in_subresource(root), root)]
+    while pending:
+        scope, resource = pending.pop()
+        contents = resource.contents
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = contents.get(keyword) if isinstance(contents, Mapping) else None
+            if not isinstance(ref, str):
+                continue
+            try:
+                scope.lookup(ref)
+            except referencing.exceptions.Unresolvable as exc:
+                raise DefinitionError(
+                    f"the checkpoint form's {keyword} {ref[:80]!r} does not resolve: {exc!s:.120}"
+                ) from exc
+        pending.extend((scope.in_subresource(sub), sub) for sub in resource.subresources())
 
 
 def checked_options(options: Sequence[Option]) -> tuple[Option, ...]:

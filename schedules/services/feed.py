@@ -110,8 +110,9 @@ class DatabaseRunStatusFeed:
         assets: Sequence[str],
         limit: int,
     ) -> list[RunStatusEvent]:
-        waiting = Approval.objects.filter(
-            status__in=(Approval.Status.PENDING, Approval.Status.ESCALATED),
+        waiting = Approval.objects.filter(  # a stale approval waits to be reviewed again
+            Q(status__in=(Approval.Status.PENDING, Approval.Status.ESCALATED))
+            | Q(status=Approval.Status.STALE, rereviewed_at__isnull=True),
             requested_at__lte=until,
         )
         if after is not None:

@@ -487,3 +487,32 @@ def test_the_bulk_action_votes_and_refuses_per_approval(people: dict[str, User])
     assert f"&#x27;fiona&#x27; may not decide approval {bobs.pk}: it is for bob" in page
     assert [_status(a) for a in (quorum, mine, bobs)] == ["pending", "approved", "pending"]
     assert [v.voter for v in ApprovalVote.objects.filter(approval=quorum)] == ["fiona"]
+
+
+def test_a_stale_escalated_approval_is_re_reviewed_by_its_deciders_and_asks_the_assignees_anew(
+    people: dict[str, User],
+) -> None:
+    approval = _pending("d_escalating")
+    _escalate(approval)
+    assert (approval.decider_names, approval.quorum, approval.escalations) == (
+        ["group:leads"],
+        1,
+        1,
+    )
+    flowstone.materialize("d_invoice", "large")  # a new invoice: the approval goes stale
+    assert _status(approval) == "stale"
+    for refused in ("bob", "alice", "oscar"):  # the original assignee, the requester, a stranger
+        with pytest.raises(ApprovalForbiddenError):
+            services.rereview_approval(approval.pk, actor=refused, actor_type="user")
+    assert Approval.objects.get(pk=approval.pk).rereviewed_at is None
+    before = timezone.now()
+    continue_after_decision(services.rereview_approval(approval.pk, actor="lea", actor_type="user"))
+    fresh = Approval.objects.get(run_id=approval.run_id, status="pending")
+    # a new review of new numbers: the checkpoint's assignees, quorum and deadline again
+    assert (fresh.decider_names, fresh.quorum, fresh.escalations) == (["bob"], 2, 0)
+    assert fresh.expires_at is not None
+    assert fresh.expires_at >= before + dt.timedelta(minutes=59)
+    with pytest.raises(ApprovalForbiddenError):
+        _decide(fresh, "lea")
+    _decide(fresh, "bob")
+    assert _status(fresh) == "pending"  # one vote of two

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
+from django.test import Client
 from pytest_django import Settings
+from rest_framework.test import APIClient
 
 import flowstone
 from approvals import services
@@ -160,3 +162,33 @@ def test_a_bulk_approve_under_a_quorum_is_one_vote_each_and_a_second_bulk_decide
         continue_after_decision(outcome.continuation)
     assert _run_status(first_run) == _run_status(second_run) == RunStatus.SUCCESS
     assert Notification.objects.filter(key__endswith=":decided").count() == 2
+
+
+def test_the_api_bulk_answer_counts_votes_apart_from_decisions() -> None:
+    _, first = _waiting("eu")
+    _, second = _waiting("us")
+    api = APIClient()
+    api.force_authenticate(User.objects.get(username="fiona"))
+    ids = {"decision": "approve", "ids": [first.pk, second.pk]}
+    voted = api.post("/api/approvals/decide/", ids, format="json").json()
+    assert (voted["decided"], voted["voted"], voted["refused"]) == (0, 2, 0)
+    assert [r["status"] for r in voted["results"]] == ["pending", "pending"]
+    api.force_authenticate(User.objects.get(username="frank"))
+    decided = api.post("/api/approvals/decide/", ids, format="json").json()
+    assert (decided["decided"], decided["voted"], decided["refused"]) == (2, 0, 0)
+    again = api.post("/api/approvals/decide/", ids, format="json").json()
+    assert (again["decided"], again["voted"], again["refused"]) == (0, 0, 2)
+
+
+def test_the_admin_says_a_continue_option_under_a_quorum_is_a_recorded_vote() -> None:
+    _, approval = _waiting()
+    fiona = User.objects.get(username="fiona")
+    fiona.is_staff = True
+    fiona.save()
+    client = Client()
+    client.force_login(fiona)
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    page = client.post(url, {"decision": "option:pay"}, follow=True).content.decode()
+    assert f"Approval {approval.pk}: your vote is recorded (1 of 2)." in page
+    approval.refresh_from_db()
+    assert (approval.status, len(approval.current_votes())) == ("pending", 1)

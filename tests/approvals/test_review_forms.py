@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django import forms as django_forms
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -19,12 +21,19 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 import flowstone
+from approvals import services
+from approvals.forms import DecisionForm
 from approvals.models import Approval
 from approvals.review_forms import MAX_ERROR_CHARS, FormValueError, validate_form_value
 from assets.cli import EXIT_INVALID
 from assets.models import Materialization, Run
 from flowstone.checkpoints import Option, checkpoint
-from flowstone.errors import DefinitionError
+from flowstone.errors import (
+    ApprovalForbiddenError,
+    ApprovalStaleError,
+    DefinitionError,
+    ValidationFailedError,
+)
 from flowstone.status import RunStatus, StepStatus
 from lineage.models import AuditEvent
 from tests.conftest import UseDefinitions
@@ -410,9 +419,201 @@ def test_admin_option_continue_stores_the_submitted_form_value(reviewer: User) -
     assert response.status_code == 302
     approval.refresh_from_db()
     assert (approval.status, approval.option) == (Approval.Status.MODIFIED, "pay")
-    assert flowstone.load_value("rf_payment") == {
+    assert flowstone.load_value("rf_payment") == {  # the untouched fields stay as proposed
         "amount": 80.0,
         "currency": "USD",
         "lines": [1, 2],
-        "urgent": False,
     }
+
+
+# -- references, refusal order, untouched options --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"type": "object", "properties": {"amount": {"$ref": "#/$defs/money"}}},
+        {"properties": {"amount": {"$ref": "#/$defs/money"}}, "$defs": {"cash": {}}},
+        {"items": {"$ref": "#/definitions/line"}},
+        {"properties": {"a": {"$ref": "https://example.com/money.json"}}},
+        {"properties": {"a": {"$ref": "money.json"}}},
+        {"$defs": {"n": {"$id": "https://x.test/n", "$ref": "#/$defs/gone"}}, "$ref": "#/$defs/n"},
+        {"anyOf": [{"$ref": "#/anyOf/5"}]},
+        {"properties": {"a": {"$dynamicRef": "#/$defs/nowhere"}}},
+    ],
+)
+def test_a_reference_that_does_not_resolve_is_a_definition_error(form: Any) -> None:
+    with pytest.raises(DefinitionError, match="does not resolve"):
+        checkpoint(form=form)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"properties": {"amount": {"$ref": "#/$defs/money"}}, "$defs": {"money": {"minimum": 0}}},
+        {
+            "$id": "https://x.test/pay",
+            "properties": {"a": {"$ref": "#/$defs/m"}},
+            "$defs": {"m": {}},
+        },
+        {"$defs": {"n": {"$id": "https://x.test/n", "$ref": "#/$defs/q", "$defs": {"q": {}}}}},
+        {"items": {"$ref": "#"}},
+    ],
+)
+def test_references_that_resolve_within_the_form_are_accepted(form: Any) -> None:
+    checkpoint(form=form)
+
+
+@pytest.mark.parametrize("value", [1, {"amount": 5}, [1, [2]], None])
+def test_a_form_that_cannot_check_a_value_is_invalid_input_never_an_error(value: Any) -> None:
+    for form in ({"$ref": "#"}, {"properties": {"a": {"$ref": "#/$defs/gone"}}, "$ref": "#"}):
+        with pytest.raises(ValidationFailedError, match="the review form cannot check"):
+            validate_form_value(form, value)
+    with pytest.raises(ValidationFailedError, match="cannot check"):
+        validate_form_value({"properties": {"amount": {"$ref": "#/$defs/money"}}}, {"amount": 5})
+
+
+def _validated(tmp_path: Path) -> list[str]:
+    log = tmp_path / "review_forms.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line for line in lines if '"rf_validated"' in line]
+
+
+def _quorum_pending() -> Approval:
+    result = flowstone.materialize_all("rf_quorum_payment", requested_by="alice")
+    assert result.status == RunStatus.WAITING_APPROVAL
+    return Approval.objects.get(run_id=result.run_id)
+
+
+def test_cheap_refusals_come_before_the_form_and_the_validator(
+    reviewer: User, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FLOWSTONE_DATA_DIR", str(tmp_path))
+    quorum = _quorum_pending()
+    for value in ({"amount": -1}, {"amount": 3}):
+        with pytest.raises(ValidationFailedError, match="needs 2 approvals"):
+            services.decide_approval(quorum.pk, "modify", actor="bob", value=value)
+        with pytest.raises(ValidationFailedError, match="needs 2 approvals"):
+            services.decide_approval(quorum.pk, "option", actor="bob", option="pay", value=value)
+    refused = _decide(reviewer, quorum, decision="modify", value={"amount": -1})
+    assert "needs 2 approvals" in json.dumps(refused.json())
+    with pytest.raises(ApprovalForbiddenError):  # the requester, whatever the value
+        services.decide_approval(quorum.pk, "modify", actor="alice", value={"amount": -1})
+    assert _validated(tmp_path) == []
+    assert not quorum.votes.exists()
+
+    approval = _pending()
+    flowstone.materialize("rf_invoice")  # a new invoice: the pending approval goes stale
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.STALE
+    for value in ({"amount": -1}, {"amount": 3}):
+        response = _decide(reviewer, approval, decision="modify", value=value)
+        assert response.status_code == 409, response.content
+        assert "is stale" in response.json()["detail"]
+        with pytest.raises(ApprovalStaleError):
+            services.decide_approval(approval.pk, "option", actor="bob", option="pay", value=value)
+    decided = services.decide_approval(approval.pk, "reject", actor="bob", reason="new invoice")
+    assert decided is not None
+    response = _decide(reviewer, approval, decision="modify", value={"amount": -1})
+    assert response.status_code == 409  # decided: no value is checked any more
+    assert _validated(tmp_path) == []
+
+
+def _as_posted(form: DecisionForm) -> dict[str, Any]:
+    """What a browser posts for the rendered form when the reviewer changes no field."""
+    posted: dict[str, Any] = {}
+    for name in form.properties:
+        shown = form[name].value()
+        field = form.fields[name]
+        if isinstance(field, django_forms.BooleanField):
+            if shown:
+                posted[name] = "on"
+        elif isinstance(field, django_forms.ChoiceField):  # no matching choice: the first
+            posted[name] = shown if field.valid_value(shown) else ""
+        elif isinstance(field.widget, django_forms.Textarea) and shown is not None:
+            lines = str(shown).replace("\r\n", "\n").replace("\r", "\n")
+            posted[name] = lines.replace("\n", "\r\n")  # a textarea posts CRLF
+        elif shown is not None:
+            posted[name] = str(shown).replace("\r", "").replace("\n", "")  # an input drops them
+    return posted
+
+
+PROPOSED_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "amount": st.none() | st.integers(0, 10**6) | st.floats(0, 1e6, allow_nan=False),
+        "note": st.none() | st.sampled_from(["", "a\nb", "\r\n", "x\r"]) | st.text(max_size=20),
+        "currency": st.none() | st.sampled_from(["EUR", "USD", "GBP"]),
+        "urgent": st.none() | st.booleans(),
+        "lines": st.none() | st.lists(st.integers(-5, 5), max_size=3) | st.just("x"),
+        "extra": st.none() | st.text(max_size=5),
+    },
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(proposed=PROPOSED_FIELDS)
+def test_a_continue_option_with_untouched_fields_continues_with_the_proposed_value(
+    proposed: dict[str, Any],
+) -> None:
+    options = (Option("pay", "Pay now", outcome="continue"),)
+    shown = DecisionForm(proposed=proposed, form_schema=PAYMENT_FORM, options=options)
+    posted = {"decision": "option:pay", **_as_posted(shown)}
+    form = DecisionForm(posted, proposed=proposed, form_schema=PAYMENT_FORM, options=options)
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data.get("parsed_value") is None
+
+
+def test_admin_continue_option_with_untouched_fields_approves_the_proposed_value(
+    reviewer: User,
+) -> None:
+    approval = _pending()
+    client = _admin(reviewer)
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    shown = client.get(url).context["form"]
+    response = client.post(url, {"decision": "option:pay", **_as_posted(shown)})
+    assert response.status_code == 302
+    approval.refresh_from_db()
+    assert (approval.status, approval.option, approval.decided_value) == ("approved", "pay", None)
+    assert flowstone.load_value("rf_payment") == approval.proposed_value
+
+
+def test_admin_continue_option_modifies_only_the_fields_changed(reviewer: User) -> None:
+    approval = _pending()
+    client = _admin(reviewer)
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    posted = _as_posted(client.get(url).context["form"])
+    assert (
+        client.post(url, {**posted, "decision": "option:pay", "value_0": "80"}).status_code == 302
+    )
+    approval.refresh_from_db()
+    assert isinstance(approval.proposed_value, dict)
+    assert (approval.status, approval.decided_value) == (
+        "modified",
+        {**approval.proposed_value, "amount": 80},
+    )
+
+
+def test_admin_continue_option_untouched_under_a_quorum_is_a_vote(reviewer: User) -> None:
+    approval = _quorum_pending()
+    client = _admin(reviewer)
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    posted = _as_posted(client.get(url).context["form"])
+    page = client.post(url, {**posted, "decision": "option:pay"}, follow=True).content.decode()
+    assert f"Approval {approval.pk}: your vote is recorded (1 of 2)." in page
+    approval.refresh_from_db()
+    assert (approval.status, [v.voter for v in approval.current_votes()]) == ("pending", ["bob"])
+    changed = client.post(url, {**posted, "decision": "option:pay", "value_0": "1"})
+    assert "a modified value cannot be voted on" in changed.content.decode()
+
+
+def test_admin_modify_still_stores_every_field(reviewer: User) -> None:
+    approval = _pending()
+    url = f"/admin/approvals/approval/{approval.pk}/decide/"
+    response = _admin(reviewer).post(url, _fields(decision="modify"))
+    assert response.status_code == 302
+    approval.refresh_from_db()
+    assert (approval.status, approval.decided_value) == (
+        "modified",
+        {"amount": 120.5, "note": "March", "currency": "EUR", "lines": [1, 2], "urgent": False},
+    )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import flowstone
@@ -23,6 +26,7 @@ from flowstone.execution.resume import continue_after_decision
 from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus
 from lineage.models import AuditEvent
+from schedules.services.feed import DatabaseRunStatusFeed
 from tests.conftest import UseDefinitions
 from tests.pipelines import stale_gates
 
@@ -280,3 +284,42 @@ def test_an_id_beyond_any_key_is_refused_before_any_query(too_large: int) -> Non
         services.decide_many([too_large], "approve", actor="bob")
     with pytest.raises(ApprovalNotFoundError):
         services.get_approval(too_large)
+
+
+def _waiting_feed() -> list[int | None]:
+    events = DatabaseRunStatusFeed().events_after(
+        "approval_waiting",
+        after=None,
+        until=timezone.now() + dt.timedelta(days=1),
+        assets=[],
+        limit=10,
+    )
+    return [event.approval_id for event in events]
+
+
+def test_a_stale_approval_still_waits_for_a_person_in_the_run_status_feed() -> None:
+    _, approval = _waiting_price()
+    assert _waiting_feed() == [approval.pk]
+    _new_rate("eu", 12)
+    assert Approval.objects.get(pk=approval.pk).status == "stale"
+    assert _waiting_feed() == [approval.pk]
+    continue_after_decision(services.rereview_approval(approval.pk, actor="bob", actor_type="user"))
+    fresh = Approval.objects.get(status="pending")
+    assert _waiting_feed() == [fresh.pk]  # the re-reviewed one waits no more
+    services.decide_approval(fresh.pk, "reject", actor="bob", reason="no")
+    assert _waiting_feed() == []
+
+
+@pytest.mark.postgres
+def test_a_cancel_locks_the_approvals_in_id_order_before_updating_them() -> None:
+    run_id, approval = _waiting_price()
+    with CaptureQueriesContext(connection) as queries:
+        flowstone.RunHandle(run_id).cancel(actor="carol")
+    on_approvals = [q["sql"] for q in queries if '"approvals_approval"' in q["sql"]]
+    locked = next(i for i, sql in enumerate(on_approvals) if "FOR UPDATE" in sql)
+    updated = next(i for i, sql in enumerate(on_approvals) if sql.startswith("UPDATE"))
+    assert locked < updated
+    assert re.search(
+        r'ORDER BY (1|"approvals_approval"\."id") ASC FOR UPDATE', on_approvals[locked]
+    )
+    assert Approval.objects.get(pk=approval.pk).status == "canceled"

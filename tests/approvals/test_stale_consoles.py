@@ -117,7 +117,12 @@ def test_api_bulk_decision_by_ids_and_by_asset(reviewer: User) -> None:
     )
     assert by_ids.status_code == 200, by_ids.content
     body = by_ids.json()
-    assert (body["decision"], body["decided"], body["refused"]) == ("approve", 1, 2)
+    assert (body["decision"], body["decided"], body["voted"], body["refused"]) == (
+        "approve",
+        1,
+        0,
+        2,
+    )
     assert [(r["id"], r["status"], r["refused"]) for r in body["results"]] == [
         (first.pk, "", "already_decided"),
         (second.pk, "approved", ""),
@@ -175,6 +180,9 @@ def test_the_openapi_schema_documents_bulk_decisions_and_rereview() -> None:
     schema = SchemaGenerator().get_schema(request=None, public=True)  # type: ignore[no-untyped-call]
     bulk = schema["paths"]["/api/approvals/decide/"]["post"]
     assert "BulkResult" in json.dumps(bulk["responses"]["200"])
+    result = schema["components"]["schemas"]["BulkResult"]
+    assert {"decided", "voted", "refused"} <= set(result["required"])
+    assert "quorum" in result["properties"]["voted"]["description"]
     assert "post" in schema["paths"]["/api/approvals/{id}/rereview/"]
 
 
@@ -322,3 +330,55 @@ def test_command_rereviews_a_stale_approval(reviewer: User) -> None:
     with pytest.raises(CommandError, match="already reviewed again") as twice:
         call_command("approvals", "rereview", str(stale.pk), "--user", "bob")
     assert twice.value.returncode == EXIT_REFUSED
+
+
+BAD_IDS = [
+    "999999",
+    "\u00b2",  # "²".isdigit() is true; int() refuses it
+    "\u0663",  # an Arabic-Indic three: int() reads it, no approval has that id
+    "1_0",
+    " 7",
+    "-1",
+    "99999999999999999999999",
+    "x" * 200,
+]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_command_an_unknown_or_non_ascii_id_is_invalid_input_alone_or_in_a_list(
+    reviewer: User, bad: str
+) -> None:
+    first, second = _days(2)
+    for argv in ([bad], [str(first.pk), bad, str(second.pk)], [str(first.pk), str(second.pk), bad]):
+        out = io.StringIO()
+        with pytest.raises(CommandError) as raised:
+            call_command("approvals", "approve", *argv, "--user", "bob", stdout=out)
+        assert raised.value.returncode == EXIT_INVALID
+        assert len(str(raised.value).splitlines()) == 1
+        assert "unknown approval" in str(raised.value)
+        assert out.getvalue() == ""
+    _nothing_decided()
+
+
+def test_command_names_every_unknown_id_of_a_list(reviewer: User) -> None:
+    (day,) = _days(1)
+    with pytest.raises(CommandError) as raised:
+        call_command("approvals", "reject", "999998", str(day.pk), "999999", "999998",
+                     "--user", "bob", "--reason", "no")  # fmt: skip
+    assert raised.value.returncode == EXIT_INVALID
+    assert "unknown approval(s): 999998, 999999; nothing was decided" in str(raised.value)
+    _nothing_decided()
+
+
+def test_admin_rereview_sends_an_inbox_only_reviewer_back_to_the_inbox() -> None:
+    stale = _stale()
+    inbox_only = User.objects.create_user("ivo", is_staff=True)
+    inbox_only.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+    client = _admin(inbox_only)
+    response = client.post(f"/admin/approvals/approval/{stale.pk}/rereview/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/approvals/approval/mine/"
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert "a fresh approval follows" in page.content.decode()
+    assert Approval.objects.get(pk=stale.pk).rereviewed_by == "ivo"

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from django.core.management.base import CommandParser
 
 EXIT_REFUSED: Final = cli.EXIT_FAILED
+SHOWN_IDS: Final = 20
+"""The most unknown ids one error line names."""
 """A well-formed decision the approval's state or the user's rights refuse."""
 
 ACTION_HELP: Final = {
@@ -172,13 +174,30 @@ class Command(cli.FlowStoneCommand):
         except FlowStoneError as exc:
             raise cli.invalid_input(exc) from exc
 
-    def _decide_many(self, ids: list[str], user: str, options: dict[str, Any]) -> None:
-        """One decision for many approvals: a line (or JSON entry) per approval."""
+    @staticmethod
+    def _existing(ids: list[str]) -> list[int]:
+        """The ids as numbers, once each is ASCII digits and names an approval (else exit 2).
+
+        Every id is checked before anything is decided: an unknown one is invalid input, as it
+        is alone, and the line names all of them.
+        """
         numbers = []
         for text in ids:
-            if not text.isdigit():
-                raise cli.invalid(f"unknown approval {text[:40]!r}")
-            numbers.append(int(text))
+            number = services.approval_number(text)
+            if number is None:
+                raise cli.invalid(f"unknown approval {text[:40]!r}: not an approval ID")
+            numbers.append(number)
+        found = set(Approval.objects.filter(pk__in=numbers).values_list("pk", flat=True))
+        unknown = list(dict.fromkeys(n for n in numbers if n not in found))
+        if unknown:
+            shown = ", ".join(str(n) for n in unknown[:SHOWN_IDS])
+            shown += " ..." if len(unknown) > SHOWN_IDS else ""
+            raise cli.invalid(f"unknown approval(s): {shown}; nothing was decided")
+        return numbers
+
+    def _decide_many(self, ids: list[str], user: str, options: dict[str, Any]) -> None:
+        """One decision for many approvals: a line (or JSON entry) per approval."""
+        numbers = self._existing(ids)
         try:
             outcomes = services.decide_many(
                 numbers,
