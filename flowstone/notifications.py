@@ -209,7 +209,7 @@ def send_within(channel: Channel, notice: Notice) -> None:
     thread.start()
     thread.join(deadline)
     if not outcome:
-        raise DeliveryError(f"the send did not finish within {deadline:g} s")
+        raise DeliveryError(f"timed out: the send did not finish within {deadline:g} s")
     if outcome[0] is not None:
         raise outcome[0]
 
