@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import Settings
 
@@ -17,6 +21,7 @@ from flowstone.scheduling import Notify, RunStatusEvent, run_status_sensor
 from flowstone.status import RunStatus
 from schedules import services
 from schedules.models import SensorCursor, Tick
+from schedules.services.feed import DatabaseRunStatusFeed
 from schedules.services.ticks import NOTICE_KEY_PREFIX
 from tests.conftest import UseDefinitions
 
@@ -223,3 +228,31 @@ def test_the_settling_window_is_on_the_database_clock(monkeypatch: pytest.Monkey
     run_id = _failed("bad")  # finished_at: the database's clock, 10 s behind the poller's
     assert _new_reactions("flaky_failed", None) == []  # not settled on the database's clock
     assert _new_reactions("flaky_failed", timezone.now() + SETTLED) == [f"run-failed:{run_id}"]
+
+
+def test_the_run_feed_reads_the_run_finished_index_in_one_query_per_kind(
+    django_assert_num_queries: Callable[..., Any],
+) -> None:
+    """A poll reads the newest runs by ``(status, finished_at, id)``, not the whole table.
+
+    A failed run's assets come with its failed steps in one more query, not one per run.
+    """
+    failed = [_failed(partition) for partition in ("bad", "worse", "bad")]
+    feed = DatabaseRunStatusFeed()
+    after = (Run.objects.get(pk=failed[0]).finished_at, failed[0])
+    until = timezone.now() + SETTLED
+    with django_assert_num_queries(2):
+        events = feed.events_after("failed", after=None, until=until, assets=(), limit=100)
+    assert [e.assets for e in events] == [("rs_flaky",)] * 3
+    with django_assert_num_queries(2):
+        feed.events_after("failed", after=after, until=until, assets=["rs_flaky"], limit=100)
+
+    with CaptureQueriesContext(connection) as queries:
+        feed.events_after("success", after=after, until=until, assets=(), limit=100)
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {queries[0]['sql']}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert "run_finished" in plan, plan
+    assert "finished_at >=" in plan.partition("Index Cond")[2].partition("\n")[0], plan
