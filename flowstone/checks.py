@@ -101,7 +101,7 @@ def check_notification_channels(
     **kwargs: Any,  # noqa: ARG001  # the check protocol
 ) -> list[CheckMessage]:
     """E014: every notification channel must build, and the notification settings be valid."""
-    settings = [
+    settings: list[CheckMessage] = [
         Error(
             problem.message,
             hint="Fix it in settings.FLOWSTONE (docs/approvals.md, Notifications); until then "

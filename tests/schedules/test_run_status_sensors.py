@@ -196,7 +196,7 @@ def test_a_sensor_with_the_longest_name_records_its_notice_on_postgresql() -> No
         f"sensor:{LONG_NAME}",
         f"sensor:{LONG_NAME}:run-failed:{run_id}",
     )
-    assert SensorCursor.objects.current(LONG_NAME).endswith(run_id)
+    assert str(SensorCursor.objects.current(LONG_NAME)).endswith(run_id)
 
 
 @pytest.mark.usefixtures("edges")
@@ -239,7 +239,9 @@ def test_the_run_feed_reads_the_run_finished_index_in_one_query_per_kind(
     """
     failed = [_failed(partition) for partition in ("bad", "worse", "bad")]
     feed = DatabaseRunStatusFeed()
-    after = (Run.objects.get(pk=failed[0]).finished_at, failed[0])
+    first_finished = Run.objects.get(pk=failed[0]).finished_at
+    assert first_finished is not None
+    after = (first_finished, failed[0])
     until = timezone.now() + SETTLED
     with django_assert_num_queries(2):
         events = feed.events_after("failed", after=None, until=until, assets=(), limit=100)
