@@ -9,6 +9,11 @@ from django.utils import timezone
 
 from assets.models import ASSET_NAME_LENGTH, Materialization, Run
 from flowstone.checkpoints import GROUP_PREFIX, NAME_LENGTH
+from flowstone.notifications import (
+    MAX_CHANNEL_NAME_LENGTH,
+    MAX_NOTIFICATION_EVENT_LENGTH,
+    MAX_NOTIFICATION_KEY_LENGTH,
+)
 
 AUTOMATED: Final = "automated"  # decided_by of a decision a decide function made
 
@@ -216,10 +221,11 @@ class Notification(models.Model):
         FAILED = "failed"
 
     key = models.CharField(
-        max_length=255, help_text="What the notice is about, e.g. approval:12:decided."
+        max_length=MAX_NOTIFICATION_KEY_LENGTH,
+        help_text="What the notice is about, e.g. approval:12:decided.",
     )
-    channel = models.CharField(max_length=128)
-    event = models.CharField(max_length=32)
+    channel = models.CharField(max_length=MAX_CHANNEL_NAME_LENGTH)
+    event = models.CharField(max_length=MAX_NOTIFICATION_EVENT_LENGTH)
     notice = models.JSONField(help_text="The rendered notice (title, text, asset, link, ...).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

@@ -8,14 +8,18 @@ raises into the caller: a broker or channel that is down leaves the rows pending
 doubles, until ``NOTIFICATION_MAX_ATTEMPTS`` is used up and the row is ``failed``.
 
 A try first claims its row (a conditional ``UPDATE`` that counts the attempt and holds the row
-for ``CLAIM_SECONDS``), so the fast path and beat never send one notice at the same time, and
-marks it delivered with another conditional ``UPDATE``: one success, one ``delivered``.
+for ``CLAIM_SECONDS``, longer than any send may take), so the fast path and beat never send one
+notice at the same time, and marks it delivered with another conditional ``UPDATE``: one
+success, one ``delivered``. Each claim and each failure reads the clock when it happens, so a
+row claimed late in a slow batch is held, and retried, from then.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from django.db import transaction
@@ -27,16 +31,26 @@ from kombu.exceptions import OperationalError
 from approvals.models import Approval, Notification
 from flowstone.conf import flowstone_settings
 from flowstone.errors import FlowStoneError
-from flowstone.notifications import Notice, channel_names, get_channel
+from flowstone.notifications import (
+    MAX_TIMEOUT_SECONDS,
+    Notice,
+    channel_names,
+    get_channel,
+    is_http_url,
+    positive_int_setting,
+    send_within,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+Clock = Callable[[], dt.datetime]
+
 logger = logging.getLogger(__name__)
 
 DELIVER_TASK: Final = "flowstone.deliver_notifications"
-CLAIM_SECONDS: Final = 60
-"""A try holds its row this long: longer than any channel's bounded timeout."""
+CLAIM_SECONDS: Final = 2 * MAX_TIMEOUT_SECONDS
+"""A try holds its row this long: twice the longest send (``send_within``'s deadline)."""
 MAX_RETRY_DELAY_SECONDS: Final = 3600
 DUE_BATCH: Final = 100
 MAX_ERROR_CHARS: Final = 2000
@@ -81,9 +95,11 @@ def approval_notice(event: str, approval: Approval) -> Notice:
 
 
 def admin_link(view: str, *args: object) -> str:
-    """An absolute admin URL when ``NOTIFICATION_BASE_URL`` is set, else no link."""
-    base = str(flowstone_settings.NOTIFICATION_BASE_URL).rstrip("/")
-    return f"{base}{reverse(view, args=args)}" if base else ""
+    """An absolute admin URL when ``NOTIFICATION_BASE_URL`` is an http(s) URL, else no link."""
+    base = flowstone_settings.NOTIFICATION_BASE_URL
+    if not is_http_url(base):
+        return ""
+    return f"{base.rstrip('/')}{reverse(view, args=args)}"
 
 
 def notify_approval(event: str, approval: Approval) -> list[int]:
@@ -105,16 +121,14 @@ def record(key: str, notice: Notice, *, in_process: bool = False) -> list[int]:
         return []
     Notification.objects.bulk_create(
         [
-            Notification(
-                key=key[:255], channel=channel, event=notice.event, notice=notice.as_json()
-            )
+            Notification(key=key, channel=channel, event=notice.event, notice=notice.as_json())
             for channel in channels
         ],
         ignore_conflicts=True,
     )
     ids = list(
         Notification.objects.filter(
-            key=key[:255], status=Notification.Status.PENDING, attempts=0
+            key=key, status=Notification.Status.PENDING, attempts=0
         ).values_list("pk", flat=True)
     )
     if ids:
@@ -140,36 +154,49 @@ def dispatch(ids: Sequence[int], *, in_process: bool) -> None:
 
 
 def deliver(ids: Sequence[int], *, now: dt.datetime | None = None) -> int:
-    """Try each of these notifications that is pending and due; return how many got through."""
-    return sum(1 for pk in ids if _try(pk, now or timezone.now()))
+    """Try each of these notifications that is pending and due; return how many got through.
+
+    ``now`` (tests) sets the clock at the start; it advances with the real time from there.
+    """
+    clock = _clock(now)
+    return sum(1 for pk in ids if _try(pk, clock))
 
 
 def deliver_due(*, now: dt.datetime | None = None) -> int:
     """Beat's retry: try pending notifications whose next attempt is due (a bounded batch)."""
-    now = now or timezone.now()
+    clock = _clock(now)
     due = Notification.objects.filter(
-        status=Notification.Status.PENDING, next_attempt_at__lte=now
+        status=Notification.Status.PENDING, next_attempt_at__lte=clock()
     ).order_by("next_attempt_at")
-    return deliver(list(due.values_list("pk", flat=True)[:DUE_BATCH]), now=now)
+    return sum(1 for pk in list(due.values_list("pk", flat=True)[:DUE_BATCH]) if _try(pk, clock))
 
 
-def _try(pk: int, now: dt.datetime) -> bool:
+def _clock(now: dt.datetime | None) -> Clock:
+    """The time now at each call: the real clock, or ``now`` moved on by the time since."""
+    if now is None:
+        return timezone.now
+    start = time.monotonic()
+    return lambda: now + dt.timedelta(seconds=time.monotonic() - start)
+
+
+def _try(pk: int, clock: Clock) -> bool:
     """Claim one notification, send it, record the outcome; whether it was delivered now."""
-    claimed = _claim(pk, now)
+    max_attempts = positive_int_setting("NOTIFICATION_MAX_ATTEMPTS")
+    claimed = _claim(pk, clock())
     if claimed is None:
         return False
     row, attempt = claimed
     mine = Notification.objects.filter(pk=pk, status=Notification.Status.PENDING, attempts=attempt)
     try:
-        get_channel(row.channel).send(Notice.from_json(row.notice))
+        send_within(get_channel(row.channel), Notice.from_json(row.notice))
     except Exception as exc:  # noqa: BLE001  # a channel is user-configured code; never fatal
         detail = exc.message if isinstance(exc, FlowStoneError) else str(exc)
         error = f"{type(exc).__name__}: {detail}"[:MAX_ERROR_CHARS]
-        if attempt >= int(flowstone_settings.NOTIFICATION_MAX_ATTEMPTS):
+        if attempt >= max_attempts:
             mine.update(status=Notification.Status.FAILED, last_error=error)
             logger.warning("notification %s via %s given up: %s", row.key, row.channel, error)
         else:
-            mine.update(next_attempt_at=now + retry_delay(attempt), last_error=error)
+            mine.update(next_attempt_at=clock() + retry_delay(attempt), last_error=error)
             logger.warning("notification %s via %s failed: %s", row.key, row.channel, error)
         return False
     return mine.update(status=Notification.Status.DELIVERED, delivered_at=timezone.now()) == 1
@@ -192,5 +219,5 @@ def _claim(pk: int, now: dt.datetime) -> tuple[Notification, int] | None:
 
 def retry_delay(attempt: int) -> dt.timedelta:
     """The wait after failed attempt ``attempt`` (1, 2, ...): doubling, at most an hour."""
-    base = int(flowstone_settings.NOTIFICATION_RETRY_SECONDS)
+    base = positive_int_setting("NOTIFICATION_RETRY_SECONDS")
     return dt.timedelta(seconds=min(base * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS))

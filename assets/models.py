@@ -86,6 +86,7 @@ class Run(models.Model):
                 condition=models.Q(metrics_tallied=False),
                 name="run_untallied",
             ),
+            models.Index(fields=("status", "finished_at", "id"), name="run_finished"),
         )
 
     def __str__(self) -> str:

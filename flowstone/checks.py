@@ -9,7 +9,7 @@ from django.core.checks import CheckMessage, Error, Warning  # noqa: A004  # Dja
 from flowstone.conf import flowstone_settings
 from flowstone.errors import DefinitionError
 from flowstone.io.base import is_fenced
-from flowstone.notifications import channel_problems
+from flowstone.notifications import channel_problems, settings_problems
 from flowstone.registry import find_problems, load_io_managers
 from flowstone.step_log import parse_level, parse_max_chars
 
@@ -100,8 +100,18 @@ def check_notification_channels(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001  # the check protocol
     **kwargs: Any,  # noqa: ARG001  # the check protocol
 ) -> list[CheckMessage]:
-    """E014: every notification channel must build (class importable, options accepted)."""
-    return [
+    """E014: every notification channel must build, and the notification settings be valid."""
+    settings: list[CheckMessage] = [
+        Error(
+            problem.message,
+            hint="Fix it in settings.FLOWSTONE (docs/approvals.md, Notifications); until then "
+            "the default is used, or no link is sent.",
+            obj=f"FLOWSTONE[{problem.name!r}]",
+            id="flowstone.E014",
+        )
+        for problem in settings_problems()
+    ]
+    return settings + [
         Error(
             problem.message,
             hint="Fix FLOWSTONE['NOTIFICATION_CHANNELS'] (docs/approvals.md, Notifications); "

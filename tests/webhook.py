@@ -24,6 +24,12 @@ class Endpoint:
     """Answer HTTP 500 to this many requests first."""
     hang_seconds: float = 0.0
     """Wait this long before answering (longer than a client's timeout: a timeout)."""
+    trickle_seconds: float = 0.0
+    """Answer one header line every 0.2 s for this long (each read is quick, the answer not)."""
+    redirect_to: str = ""
+    """Answer 302 with this ``Location``."""
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """The method and headers of every request, redirected ones included."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def bodies(self, **match: Any) -> list[dict[str, Any]]:
@@ -35,9 +41,26 @@ class Endpoint:
 class _Handler(BaseHTTPRequestHandler):
     endpoint: Endpoint
 
+    def do_GET(self) -> None:  # http.server's naming
+        with self.endpoint.lock:
+            self.endpoint.requests.append((self.command, dict(self.headers)))
+        self.send_response(200)
+        self.end_headers()
+
     def do_POST(self) -> None:  # http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         endpoint = self.endpoint
+        with endpoint.lock:
+            endpoint.requests.append((self.command, dict(self.headers)))
+        if endpoint.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", endpoint.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if endpoint.trickle_seconds:
+            self._trickle(endpoint.trickle_seconds)
+            return
         if endpoint.hang_seconds:
             time.sleep(endpoint.hang_seconds)
         with endpoint.lock:
@@ -49,14 +72,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"no" if failing else b"ok")
 
+    def _trickle(self, seconds: float) -> None:
+        with contextlib.suppress(ConnectionError):  # a client that gave up has gone
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                self.wfile.write(b"X-Pad: a\r\n")
+                self.wfile.flush()
+                time.sleep(0.2)
+            self.wfile.write(b"Content-Length: 0\r\n\r\n")
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # the base's name
         """Keep the test output quiet."""
 
 
 @contextmanager
-def webhook_endpoint(*, failures: int = 0, hang_seconds: float = 0.0) -> Iterator[Endpoint]:
+def webhook_endpoint(
+    *,
+    failures: int = 0,
+    hang_seconds: float = 0.0,
+    trickle_seconds: float = 0.0,
+    redirect_to: str = "",
+) -> Iterator[Endpoint]:
     """Serve an ``Endpoint`` on a free loopback port in a thread, for the ``with`` block."""
-    endpoint = Endpoint(url="", failures_left=failures, hang_seconds=hang_seconds)
+    endpoint = Endpoint(
+        url="",
+        failures_left=failures,
+        hang_seconds=hang_seconds,
+        trickle_seconds=trickle_seconds,
+        redirect_to=redirect_to,
+    )
     handler = type("Handler", (_Handler,), {"endpoint": endpoint})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/hook"

@@ -99,6 +99,21 @@ def db_now() -> Any:
     return Now() if connection.vendor == "postgresql" else timezone.now()
 
 
+def db_clock_offset() -> dt.timedelta:
+    """How far the database's clock (``db_now``) is ahead of this process's; zero on SQLite.
+
+    For a process that compares its own notion of now with times the database wrote, such as a
+    sensor poll's cutoff against runs' ``finished_at``.
+    """
+    if connection.vendor != "postgresql":
+        return dt.timedelta(0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        row = cursor.fetchone()
+    database: dt.datetime = row[0]
+    return database - timezone.now()
+
+
 def seconds_until_due(step_id: int) -> float | None:
     """Seconds until a queued step's ``not_before`` on the shared clock (0 when due).
 

@@ -18,7 +18,6 @@ rest follow on the next polls.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from flowstone.errors import DefinitionError, ExecutionError
 from flowstone.scheduling.requests import (
-    MAX_RUN_KEY_LENGTH,
     SensorResult,
     SkipReason,
     as_sensor_result,
     asset_name_of,
+    bounded_run_key,
 )
 from flowstone.scheduling.sensors import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
@@ -50,14 +49,6 @@ if TYPE_CHECKING:
 MAX_ARRIVALS_PER_POLL: Final = 100
 
 T = TypeVar("T")
-
-
-def bounded_run_key(prefix: str, text: str) -> str:
-    """``prefix + text``, or ``prefix`` + its SHA-256 when that would exceed the run key limit."""
-    key = f"{prefix}{text}"
-    if len(key) <= MAX_RUN_KEY_LENGTH:
-        return key
-    return f"{prefix}sha256:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -143,13 +143,19 @@ def latest_tick(fields: CronFields, zone: ZoneInfo, now: datetime) -> datetime:
 def ticks_between(
     fields: CronFields, zone: ZoneInfo, start: datetime, end: datetime
 ) -> Iterator[datetime]:
-    """Yield each tick in ``(start, end]`` once, in order, in ``zone`` (aware datetimes)."""
+    """Yield each tick in ``(start, end]`` once, in order, in ``zone`` (aware datetimes).
+
+    A repeated wall time maps back to its first occurrence, which can be at or before ``start``
+    (croniter, starting inside the repeated hour, finds the second one): such a tick is not
+    yielded, nor one already yielded.
+    """
     iterator = croniter(fields.expression, start.astimezone(zone))
-    last: datetime | None = None
+    last = start.astimezone(UTC)
+    end_utc = end.astimezone(UTC)
     while True:
         tick = _canonical(fields, iterator.get_next(datetime), zone)
-        if tick.astimezone(UTC) > end.astimezone(UTC):
+        if tick.astimezone(UTC) > end_utc:
             return
-        if last is None or tick.astimezone(UTC) > last.astimezone(UTC):
-            last = tick
+        if tick.astimezone(UTC) > last:
+            last = tick.astimezone(UTC)
             yield tick

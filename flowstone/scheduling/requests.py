@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -32,6 +33,14 @@ def _run_key(value: object) -> str:
             f"got {str(value)[:80]!r}"
         )
     return value
+
+
+def bounded_run_key(prefix: str, text: str) -> str:
+    """``prefix + text``, or ``prefix`` + its SHA-256 when that would exceed the run key limit."""
+    key = f"{prefix}{text}"
+    if len(key) <= MAX_RUN_KEY_LENGTH:
+        return key
+    return f"{prefix}sha256:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,10 +13,11 @@
 The function gets one ``RunStatusEvent`` at a time and returns a ``RunRequest`` (a run, once per
 run key: use ``event.run_key``), a ``Notify`` (a notice through the notification channels, once
 per event), a list of them, a ``SkipReason`` or ``None``. The cursor is the ``(time, id)`` of the
-last event handed over; runs are only seen ``SETTLE_SECONDS`` after they finished, so a run whose
-transaction committed late is not passed over. A new failed/success sensor starts at its first
-poll (earlier runs are history, not news); an approval sensor reports every approval still
-waiting longer than its threshold.
+last event handed over; runs are only seen ``SETTLE_SECONDS`` after they finished, on the
+database's clock (which writes ``finished_at``), so a run whose transaction commits up to that
+long after its finish time is not passed over; one that commits later than that is. A new
+failed/success sensor starts at its first poll (earlier runs are history, not news); an approval
+sensor reports every approval still waiting longer than its threshold.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def _poller(trigger: RunStatusTrigger) -> Callable[[SensorFunction], Poller]:
             feed = context.run_statuses
             if feed is None:
                 raise ExecutionError("run-status sensors need a run-status feed")
-            until = trigger.until(context.tick_time)
+            until = trigger.until(context.feed_now)
             after = parse_cursor(context.cursor)
             if after is None and trigger.status != APPROVAL_WAITING:
                 return SensorResult(

@@ -119,13 +119,23 @@ class RunStatusFeed(Protocol):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SensorContext:
-    """What a sensor function sees: its name, the poll time, its cursor and the feeds it reads."""
+    """What a sensor function sees: its name, the poll time, its cursor and the feeds it reads.
+
+    ``feed_time`` is the poll time on the clock the feeds' times were written with (the
+    database's, ADR 0022); ``tick_time`` is this process's, which may be off.
+    """
 
     sensor_name: str
     tick_time: dt.datetime
     cursor: str | None
     materializations: MaterializationFeed | None = None
     run_statuses: RunStatusFeed | None = None
+    feed_time: dt.datetime | None = None
+
+    @property
+    def feed_now(self) -> dt.datetime:
+        """``feed_time`` when the app that polls gave one, else ``tick_time``."""
+        return self.tick_time if self.feed_time is None else self.feed_time
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

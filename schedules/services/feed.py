@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.db.models import Min, Q
+from django.db.models import Min, Prefetch, Q
 
 from approvals.models import Approval
 from assets.models import Materialization, Run
@@ -72,7 +72,7 @@ class DatabaseRunStatusFeed:
         if after is not None:
             at, position_id = after
             later = Q(finished_at__gt=at)
-            runs = runs.filter(
+            runs = runs.filter(finished_at__gte=at).filter(  # the bound the run_finished index uses
                 later | Q(finished_at=at, pk__gt=position_id)
                 if position_id
                 else later | Q(finished_at=at)
@@ -81,17 +81,24 @@ class DatabaseRunStatusFeed:
             runs = runs.filter(
                 pk__in=Materialization.objects.filter(asset__in=list(assets)).values("run_id")
             )
+        if status == RunStatus.FAILED:
+            runs = runs.prefetch_related(
+                Prefetch(
+                    "materializations",
+                    queryset=Materialization.objects.filter(status=StepStatus.FAILED)
+                    .order_by("pk")
+                    .only("pk", "run_id", "asset"),
+                    to_attr="failed_steps",
+                )
+            )
         return [self._run_event(run, status) for run in runs.order_by("finished_at", "pk")[:limit]]
 
     @staticmethod
     def _run_event(run: Run, status: str) -> RunStatusEvent:
+        """One run's event; a failed run names its failed steps' assets (prefetched)."""
         assert run.finished_at is not None  # noqa: S101  # filtered on finished_at
         if status == RunStatus.FAILED:
-            assets = tuple(
-                run.materializations.filter(status=StepStatus.FAILED)
-                .order_by("pk")
-                .values_list("asset", flat=True)
-            )
+            assets = tuple(step.asset for step in getattr(run, "failed_steps", ()))
         else:
             assets = tuple(run.selection)
         return RunStatusEvent(

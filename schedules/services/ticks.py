@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from django.db import transaction
 from django.utils import timezone
 
+from assets.services.engine import db_clock_offset
 from flowstone.errors import FlowStoneError
 from flowstone.notifications import Notice
 from flowstone.notifications import channel_names as notification_channels
@@ -34,7 +36,7 @@ from flowstone.scheduling import (
     SensorDefinition,
     SkipReason,
 )
-from flowstone.scheduling.requests import MAX_REASON_LENGTH
+from flowstone.scheduling.requests import MAX_REASON_LENGTH, bounded_run_key
 from schedules.models import SensorCursor, Tick
 from schedules.services.feed import DatabaseMaterializationFeed, DatabaseRunStatusFeed
 from schedules.services.launch import StartedRun, start_run
@@ -47,6 +49,7 @@ SENSOR_TAG: Final = "flowstone/sensor"
 RUN_KEY_TAG: Final = "flowstone/run_key"
 NO_RUN_REQUESTS: Final = "the sensor requested no runs"
 MISSED_KEY_PREFIX: Final = "missed:"
+NOTICE_KEY_PREFIX: Final = "notify:"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -282,8 +285,29 @@ def _request_run(
     )
 
 
-def _notify(definition: SensorDefinition, notify: Notify, now: dt.datetime) -> TickOutcome:
-    """Record a sensor's notice in the notification outbox, once per its key."""
+def numbered_notice_keys(notices: Sequence[Notify]) -> list[str]:
+    """Each notice's key, with ``#<n>`` on the n-th repeat of a key in one poll.
+
+    Numbering keeps every notice of one event (two ``Notify`` for one run); a repeated poll
+    numbers them alike, so each is still recorded once.
+    """
+    seen: Counter[str] = Counter()
+    keys = []
+    for notify in notices:
+        repeat = seen[notify.key]
+        seen[notify.key] += 1
+        keys.append(f"{notify.key}#{repeat}" if repeat else notify.key)
+    return keys
+
+
+def _notify(
+    definition: SensorDefinition, notify: Notify, key: str, now: dt.datetime
+) -> TickOutcome:
+    """Record a sensor's notice in the notification outbox, once per its (numbered) key.
+
+    Its tick's run key is ``notify:<key>``: a run request for the same event (its run key is the
+    event's too) must not make the notice look like a repeat and drop it.
+    """
     from approvals import notifications  # noqa: PLC0415  # the outbox's app
 
     def launch() -> Notified | SkipReason:
@@ -297,7 +321,7 @@ def _notify(definition: SensorDefinition, notify: Notify, now: dt.datetime) -> T
             run_id=notify.run_id,
             link=_link(notify),
         )
-        recorded = notifications.record(f"sensor:{definition.name}:{notify.key}", notice)
+        recorded = notifications.record(f"sensor:{definition.name}:{key}", notice)
         if not recorded:
             return SkipReason("no notification channel is configured")
         return Notified(channels=notification_channels())
@@ -305,7 +329,7 @@ def _notify(definition: SensorDefinition, notify: Notify, now: dt.datetime) -> T
     return record_once(
         kind=Tick.Kind.SENSOR,
         name=definition.name,
-        run_key=notify.key,
+        run_key=bounded_run_key(NOTICE_KEY_PREFIX, key),
         tick_time=now,
         launch=launch,
     )
@@ -361,6 +385,7 @@ def poll_sensor(name: object, *, now: dt.datetime | None = None) -> PollOutcome:
         cursor=cursor,
         materializations=DatabaseMaterializationFeed(),
         run_statuses=DatabaseRunStatusFeed(),
+        feed_time=moment + db_clock_offset(),
     )
     try:
         result = definition.evaluate(context)
@@ -368,7 +393,10 @@ def poll_sensor(name: object, *, now: dt.datetime | None = None) -> PollOutcome:
         failed = _record_poll(definition, moment, Tick.Status.FAILED, str(exc))
         return PollOutcome(sensor=definition.name, ticks=[failed])
     ticks = [_request_run(definition, request, moment) for request in result.run_requests]
-    ticks += [_notify(definition, notify, moment) for notify in result.notices]
+    ticks += [
+        _notify(definition, notify, key, moment)
+        for notify, key in zip(result.notices, numbered_notice_keys(result.notices), strict=True)
+    ]
     if not result.run_requests and not result.notices:
         skipped = result.skip_reason.reason if result.skip_reason else NO_RUN_REQUESTS
         ticks.append(_record_poll(definition, moment, Tick.Status.SKIPPED, skipped))

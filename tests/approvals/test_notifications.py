@@ -6,9 +6,10 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from django.core.mail.backends import locmem
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.utils import timezone
@@ -22,7 +23,15 @@ from approvals.models import Approval, Notification
 from approvals.tasks import deliver_notifications
 from assets.models import RejectedMessage
 from flowstone.checks import check_notification_channels
-from flowstone.notifications import Notice, slack_payload
+from flowstone.notifications import (
+    MAX_TIMEOUT_SECONDS,
+    DeliveryError,
+    EmailChannel,
+    Notice,
+    WebhookChannel,
+    send_within,
+    slack_payload,
+)
 from flowstone.status import RunStatus
 from tests.conftest import UseDefinitions
 from tests.webhook import Endpoint, closed_port_url, webhook_endpoint
@@ -30,6 +39,7 @@ from tests.webhook import Endpoint, closed_port_url, webhook_endpoint
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 WEBHOOK = "flowstone.notifications.WebhookChannel"
+EMAIL = "flowstone.notifications.EmailChannel"
 BASE_URL = "https://flowstone.example.com"
 Callbacks = Callable[..., Any]
 
@@ -264,14 +274,187 @@ def test_the_delivery_task_records_malformed_payloads_and_delivers_nothing(
     )
 
 
-@given(text=st.text(max_size=3000), value=st.text(max_size=100))
+@given(
+    title=st.text(max_size=200),
+    text=st.text(max_size=3000),
+    extra=st.dictionaries(st.text(max_size=150), st.text(max_size=3000), max_size=12),
+)
 def test_the_slack_payload_is_bounded_json_that_no_value_can_turn_into_a_link(
-    text: str, value: str
+    title: str, text: str, extra: dict[str, str]
 ) -> None:
-    notice = Notice(event="e", title=value, text=text, asset=value, extra={"Message": value})
+    """Slack refuses empty text objects and fields over 2,000 characters; nothing forges a link."""
+    notice = Notice(event="e", title=title, text=text, asset=text, extra=extra)
     payload = json.loads(json.dumps(slack_payload(notice)))
-    assert len(payload["text"]) <= 2000
-    assert len(payload["blocks"][0]["text"]["text"]) <= 150
-    for field in payload["blocks"][2]["fields"] if len(payload["blocks"]) > 2 else []:
-        assert "<" not in field["text"]
-        assert ">" not in field["text"]
+    assert 0 < len(payload["text"]) <= 2000
+    objects = [b["text"] for b in payload["blocks"] if "text" in b]
+    objects += [f for b in payload["blocks"] for f in b.get("fields", [])]
+    for item in objects:
+        assert item["text"].strip()
+        assert len(item["text"]) <= 2000
+    headers = [b["text"]["text"] for b in payload["blocks"] if b["type"] == "header"]
+    assert all(len(header) <= 150 for header in headers)
+    for item in [payload, *objects]:
+        if item.get("type") != "plain_text":
+            assert "<" not in item["text"]
+            assert ">" not in item["text"]
+    assert len(objects) <= 2 + 10
+
+
+class _Timed:
+    """A channel that records when each send began; ``slow`` sleeps, ``broken`` raises."""
+
+    started: ClassVar[dict[str, dt.datetime]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def send(self, notice: Notice) -> None:
+        """Record the start; sleep for ``slow``, fail for ``broken``."""
+        _Timed.started[notice.title] = timezone.now()
+        if notice.title == "slow":
+            time.sleep(1.2)
+        if notice.title == "broken":
+            raise RuntimeError("broken")
+
+
+def test_each_claim_and_failure_is_timed_when_it_happens(settings: Settings) -> None:
+    """After a slow send in one batch, the next row is held (and retried) from its own claim."""
+    _channels(settings, timed={"CLASS": f"{__name__}._Timed"})
+    for title in ("slow", "next", "broken"):
+        notifications.record(title, Notice(event="e", title=title, text="x"))
+    Notification.objects.update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+    assert notifications.deliver_due() == 2
+    rows = {r.key: r for r in Notification.objects.all()}
+    hold = dt.timedelta(seconds=notifications.CLAIM_SECONDS)
+    assert rows["next"].next_attempt_at >= _Timed.started["next"] - dt.timedelta(seconds=0.1) + hold
+    assert rows["broken"].next_attempt_at >= _Timed.started["broken"] + dt.timedelta(seconds=10)
+    assert (rows["broken"].status, rows["broken"].attempts) == ("pending", 1)
+
+
+def test_the_hold_outlasts_the_longest_send() -> None:
+    assert notifications.CLAIM_SECONDS > MAX_TIMEOUT_SECONDS
+
+
+def test_a_trickling_endpoint_is_cut_off_at_the_timeout(
+    settings: Settings, django_capture_on_commit_callbacks: Callbacks
+) -> None:
+    """Each read is quick but the answer takes 3 s: the whole send is bounded, not each read."""
+    with webhook_endpoint(trickle_seconds=3) as trickling:
+        channel = WebhookChannel(url=trickling.url, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(DeliveryError, match="timed out"):
+            send_within(channel, Notice(event="e", title="t", text="x"))
+        assert time.monotonic() - started < 1.2
+
+        _channels(settings, trickling=_webhook(trickling.url, timeout=0.5))
+        approval = _waiting_approval(django_capture_on_commit_callbacks)
+        assert time.monotonic() - started < 2.5
+    row = Notification.objects.get(key=f"approval:{approval.pk}:requested")
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "timed out" in row.last_error
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(
+    settings: Settings, django_capture_on_commit_callbacks: Callbacks
+) -> None:
+    """Following it would send the secret header elsewhere, as a GET, and call a 2xx delivered."""
+    with webhook_endpoint() as elsewhere, webhook_endpoint(redirect_to=elsewhere.url) as moved:
+        _channels(settings, ops=_webhook(moved.url, headers={"Authorization": "Bearer secret"}))
+        approval = _waiting_approval(django_capture_on_commit_callbacks)
+        assert [method for method, _headers in moved.requests] == ["POST"]
+        assert moved.requests[0][1]["Authorization"] == "Bearer secret"
+        assert elsewhere.requests == []
+    row = Notification.objects.get(key=f"approval:{approval.pk}:requested")
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.last_error == "DeliveryError: webhook answered HTTP 302 (a redirect, not followed)"
+
+
+class _RecordingBackend(locmem.EmailBackend):
+    """The locmem backend, keeping the timeout each connection was opened with."""
+
+    timeouts: ClassVar[list[float | None]] = []
+
+    def __init__(self, *, timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _RecordingBackend.timeouts.append(timeout)
+
+
+@pytest.mark.parametrize(("options", "timeout"), [({}, 10.0), ({"timeout": 2}, 2.0)])
+def test_the_email_channel_opens_its_connection_with_a_timeout(
+    settings: Settings, options: dict[str, Any], timeout: float
+) -> None:
+    """Django's EMAIL_TIMEOUT is unbounded by default; the channel's is not."""
+    settings.EMAIL_BACKEND = f"{__name__}._RecordingBackend"
+    _RecordingBackend.timeouts.clear()
+    channel = EmailChannel(recipients=["ops@example.com"], **options)
+    send_within(channel, Notice(event="e", title="t", text="x"))
+    assert _RecordingBackend.timeouts == [timeout]
+
+
+BAD_SETTINGS: list[tuple[str, object]] = [
+    ("NOTIFICATION_BASE_URL", "flowstone.example.com"),
+    ("NOTIFICATION_BASE_URL", "javascript:alert(1)"),
+    ("NOTIFICATION_BASE_URL", "https://example.com/\r\nX-Evil: 1"),
+    ("NOTIFICATION_BASE_URL", 8000),
+    ("NOTIFICATION_RETRY_SECONDS", "30"),
+    ("NOTIFICATION_RETRY_SECONDS", 0),
+    ("NOTIFICATION_RETRY_SECONDS", 1.5),
+    ("NOTIFICATION_RETRY_SECONDS", True),
+    ("NOTIFICATION_MAX_ATTEMPTS", "5"),
+    ("NOTIFICATION_MAX_ATTEMPTS", -1),
+    ("NOTIFICATION_MAX_ATTEMPTS", None),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_SETTINGS)
+def test_bad_notification_settings_are_check_errors(
+    settings: Settings, name: str, value: object
+) -> None:
+    settings.FLOWSTONE = {**settings.FLOWSTONE, name: value}
+    errors = check_notification_channels()
+    assert [(e.id, e.obj) for e in errors] == [("flowstone.E014", f"FLOWSTONE[{name!r}]")]
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("x" * 129, _webhook("https://hooks.example.com/x")),
+        ("", _webhook("https://hooks.example.com/x")),
+        ("ops", _webhook("https://hooks.example.com/x", headers={"X-A": "1\r\nX-B: 2"})),
+        ("ops", _webhook("https://hooks.example.com/x", headers={"X-A\n": "1"})),
+        ("ops", {"CLASS": EMAIL, "OPTIONS": {"recipients": ["a@example.com"], "timeout": 0}}),
+    ],
+)
+def test_bad_channel_names_and_headers_are_check_errors(
+    settings: Settings, name: str, config: dict[str, Any]
+) -> None:
+    settings.FLOWSTONE = {**settings.FLOWSTONE, "NOTIFICATION_CHANNELS": {name: config}}
+    assert [e.id for e in check_notification_channels()] == ["flowstone.E014"]
+
+
+def test_a_channel_name_too_long_for_its_column_records_nothing(
+    settings: Settings, django_capture_on_commit_callbacks: Callbacks
+) -> None:
+    """E014 reports it; a decision must not fail on it (PostgreSQL would refuse the row)."""
+    _channels(settings, **{"x" * 129: _webhook(closed_port_url())})
+    _waiting_approval(django_capture_on_commit_callbacks)
+    assert not Notification.objects.exists()
+
+
+def test_bad_retry_settings_still_give_a_failing_notice_up(
+    settings: Settings, django_capture_on_commit_callbacks: Callbacks
+) -> None:
+    """Read after the claim, a setting that is not a positive integer falls back to its default."""
+    _channels(settings, down=_webhook(closed_port_url()))
+    settings.FLOWSTONE = {
+        **settings.FLOWSTONE,
+        "NOTIFICATION_RETRY_SECONDS": "soon",
+        "NOTIFICATION_MAX_ATTEMPTS": "3",
+    }
+    approval = _waiting_approval(django_capture_on_commit_callbacks)
+    row = Notification.objects.get(key=f"approval:{approval.pk}:requested")
+    assert row.next_attempt_at - row.created_at >= dt.timedelta(seconds=29)  # the default 30 s
+    for days in range(1, 8):
+        notifications.deliver_due(now=timezone.now() + dt.timedelta(days=days))
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("failed", 5)  # the default 5 attempts

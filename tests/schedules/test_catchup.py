@@ -90,6 +90,8 @@ def test_a_plan_runs_the_newest_missed_ticks_in_the_window_oldest_first(
     fields, zone, policy, last, current = situation
     plan = plan_catch_up(fields, zone, policy, last=last, current=current)
 
+    after_last = [t for t in (plan.not_run_first, *plan.ticks) if t is not None]
+    assert all(t.astimezone(UTC) > last.astimezone(UTC) for t in after_last)  # never ``last``
     missed = _missed(fields, zone, last, current)
     in_window = [t for t in missed if t.astimezone(UTC) >= current.astimezone(UTC) - policy.window]
     expected = in_window[-policy.max_ticks :]
@@ -123,6 +125,57 @@ def test_replanning_after_part_of_a_plan_ran_plans_only_the_rest(
     assert _instants(again.ticks) == _instants(recorded[done + 1 :])
     assert again.not_run_last is None
     assert plan_catch_up(fields, zone, policy, last=current, current=current) == NO_CATCH_UP
+
+
+def _check_ticks_after(
+    fields: CronFields, zone: ZoneInfo, start: dt.datetime, end: dt.datetime
+) -> list[dt.datetime]:
+    """``ticks_between`` from ``start``: each after it, at most ``end``, in order, once."""
+    ticks = _instants(list(ticks_between(fields, zone, start, end)))
+    assert all(start.astimezone(UTC) < t <= end.astimezone(UTC) for t in ticks), start
+    assert ticks == sorted(set(ticks))
+    return ticks
+
+
+@pytest.mark.parametrize("zone_name", ZONES)
+def test_ticks_between_excludes_its_start_at_every_clock_change(zone_name: str) -> None:
+    """Started at any tick near any change (2024-2026), the next ticks are the later ones only.
+
+    A fixed-time cron maps the repeated hour's second wall time back to the first, which is
+    the start itself when the start is that first occurrence (Berlin's 02:30+02:00 on
+    2026-10-25): it must not come out again, or catch-up records a false ``missed`` row.
+    """
+    zone = ZoneInfo(zone_name)
+    window = dt.timedelta(hours=6)
+    for change in CHANGES[zone_name]:
+        for expression in CRONS:
+            fields = parse_cron(expression)
+            ticks = _check_ticks_after(fields, zone, change - window, change + window)
+            for index, tick in enumerate(ticks):
+                after = _check_ticks_after(fields, zone, tick, change + window)
+                assert after == ticks[index + 1 :], (expression, tick)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ZONES).flatmap(lambda z: st.tuples(st.just(z), moments(z))), st.data())
+def test_ticks_between_yields_only_later_ticks_from_any_start(
+    zone_and_start: tuple[str, dt.datetime], data: st.DataObject
+) -> None:
+    zone_name, start = zone_and_start
+    fields = parse_cron(data.draw(st.sampled_from(CRONS)))
+    zone = ZoneInfo(zone_name)
+    _check_ticks_after(fields, zone, start, start + dt.timedelta(days=2))
+    tick = latest_tick(fields, zone, start)
+    _check_ticks_after(fields, zone, tick, tick + dt.timedelta(days=2))
+
+
+def test_the_last_tick_in_the_repeated_hour_is_not_missed_the_next_day() -> None:
+    nightly = parse_cron("30 2 * * *")
+    last = dt.datetime(2026, 10, 25, 2, 30, tzinfo=BERLIN)
+    assert last.utcoffset() == dt.timedelta(hours=2)  # the first of the two 02:30s
+    current = latest_tick(nightly, BERLIN, dt.datetime(2026, 10, 26, 12, tzinfo=UTC))
+    assert current.isoformat() == "2026-10-26T02:30:00+01:00"
+    assert plan_catch_up(nightly, BERLIN, WEEK, last=last, current=current) == NO_CATCH_UP
 
 
 BERLIN = ZoneInfo("Europe/Berlin")

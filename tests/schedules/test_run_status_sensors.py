@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import Settings
 
@@ -17,6 +21,8 @@ from flowstone.scheduling import Notify, RunStatusEvent, run_status_sensor
 from flowstone.status import RunStatus
 from schedules import services
 from schedules.models import SensorCursor, Tick
+from schedules.services.feed import DatabaseRunStatusFeed
+from schedules.services.ticks import NOTICE_KEY_PREFIX
 from tests.conftest import UseDefinitions
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -40,10 +46,17 @@ def _definitions(use_definitions: UseDefinitions, settings: Settings) -> None:
     }
 
 
-def _new_reactions(name: str, at: dt.datetime) -> list[str]:
-    """Poll once; the run keys this poll reacted to for the first time."""
+def _new_reactions(name: str, at: dt.datetime | None) -> list[str]:
+    """Poll once; the event keys this poll reacted to for the first time.
+
+    A notice's tick is keyed ``notify:<key>``, apart from a run request for the same event.
+    """
     outcome = services.poll_sensor(name, now=at)
-    return [t.run_key for t in outcome.ticks if t.is_new and t.status in ("requested", "notified")]
+    return [
+        t.run_key.removeprefix(NOTICE_KEY_PREFIX)
+        for t in outcome.ticks
+        if t.is_new and t.status in ("requested", "notified")
+    ]
 
 
 def _failed(partition: str) -> str:
@@ -128,7 +141,7 @@ def test_without_channels_a_notice_is_a_skipped_tick(settings: Settings) -> None
     run_id = _failed("bad")
     outcome = services.poll_sensor("flaky_failed", now=timezone.now() + SETTLED)
     assert [(t.run_key, t.status, t.reason) for t in outcome.ticks] == [
-        (f"run-failed:{run_id}", "skipped", "no notification channel is configured")
+        (f"notify:run-failed:{run_id}", "skipped", "no notification channel is configured")
     ]
 
 
@@ -156,3 +169,92 @@ def _react(event: RunStatusEvent) -> Notify:
 def test_run_status_sensor_options_are_checked(options: dict[str, object], message: str) -> None:
     with pytest.raises(DefinitionError, match=message):
         run_status_sensor(**options)(_react)  # type: ignore[arg-type]
+
+
+EDGES = "tests.pipelines.run_status_edges"
+
+
+@pytest.fixture
+def edges(settings: Settings) -> None:
+    """The edge-case sensors next to the usual ones."""
+    settings.FLOWSTONE = {
+        **settings.FLOWSTONE,
+        "DEFINITIONS": [*settings.FLOWSTONE["DEFINITIONS"], EDGES],
+    }
+
+
+@pytest.mark.usefixtures("edges")
+def test_a_sensor_with_the_longest_name_records_its_notice_on_postgresql() -> None:
+    """``sensor:<name>`` is the notice's event: every column must hold it (PostgreSQL checks)."""
+    from tests.pipelines.run_status_edges import LONG_NAME  # noqa: PLC0415  # loaded by EDGES
+
+    assert _new_reactions(LONG_NAME, timezone.now()) == []
+    run_id = _failed("bad")
+    assert _new_reactions(LONG_NAME, timezone.now() + SETTLED) == [f"run-failed:{run_id}"]
+    notification = Notification.objects.get()
+    assert (notification.event, notification.key) == (
+        f"sensor:{LONG_NAME}",
+        f"sensor:{LONG_NAME}:run-failed:{run_id}",
+    )
+    assert str(SensorCursor.objects.current(LONG_NAME)).endswith(run_id)
+
+
+@pytest.mark.usefixtures("edges")
+def test_a_run_and_two_notices_for_one_event_are_each_recorded_once() -> None:
+    _new_reactions("flaky_failed_both", timezone.now())
+    started = SensorCursor.objects.current("flaky_failed_both")
+    run_id = _failed("bad")
+    later = timezone.now() + SETTLED
+    key = f"run-failed:{run_id}"
+    assert _new_reactions("flaky_failed_both", later) == [key, key, f"{key}#1"]
+    # Polled again from the old cursor (a crash before it moved): nothing twice.
+    SensorCursor.objects.filter(name="flaky_failed_both").update(cursor=started)
+    assert _new_reactions("flaky_failed_both", later) == []
+
+    assert Run.objects.filter(requested_by="sensor:flaky_failed_both").count() == 1
+    notices = dict(Notification.objects.values_list("key", "notice__title"))
+    assert notices == {
+        f"sensor:flaky_failed_both:{key}": "to the team",
+        f"sensor:flaky_failed_both:{key}#1": "to the on-call",
+    }
+
+
+def test_the_settling_window_is_on_the_database_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poller whose clock runs 10 s ahead of the database's still sees every run, once."""
+    real_now = timezone.now
+    ahead = dt.timedelta(seconds=10)
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + ahead)
+    assert _new_reactions("flaky_failed", None) == []  # starts watching
+    run_id = _failed("bad")  # finished_at: the database's clock, 10 s behind the poller's
+    assert _new_reactions("flaky_failed", None) == []  # not settled on the database's clock
+    assert _new_reactions("flaky_failed", timezone.now() + SETTLED) == [f"run-failed:{run_id}"]
+
+
+def test_the_run_feed_reads_the_run_finished_index_in_one_query_per_kind(
+    django_assert_num_queries: Callable[..., Any],
+) -> None:
+    """A poll reads the newest runs by ``(status, finished_at, id)``, not the whole table.
+
+    A failed run's assets come with its failed steps in one more query, not one per run.
+    """
+    failed = [_failed(partition) for partition in ("bad", "worse", "bad")]
+    feed = DatabaseRunStatusFeed()
+    first_finished = Run.objects.get(pk=failed[0]).finished_at
+    assert first_finished is not None
+    after = (first_finished, failed[0])
+    until = timezone.now() + SETTLED
+    with django_assert_num_queries(2):
+        events = feed.events_after("failed", after=None, until=until, assets=(), limit=100)
+    assert [e.assets for e in events] == [("rs_flaky",)] * 3
+    with django_assert_num_queries(2):
+        feed.events_after("failed", after=after, until=until, assets=["rs_flaky"], limit=100)
+
+    with CaptureQueriesContext(connection) as queries:
+        feed.events_after("success", after=after, until=until, assets=(), limit=100)
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {queries[0]['sql']}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert "run_finished" in plan, plan
+    assert "finished_at >=" in plan.partition("Index Cond")[2].partition("\n")[0], plan
