@@ -13,6 +13,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
+from django.db import InterfaceError, OperationalError
+
 from assets import services
 from flowstone.definitions import ASSET_NAME_PATTERN
 from flowstone.errors import FlowStoneError, PartitionKeyError, ValidationFailedError
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 PAYLOAD_FIELDS: Final = frozenset({"run_id", "asset", "partition"})
 BATCH_FIELDS: Final = frozenset({"run_id", "asset", "partitions"})
+DATABASE_ERRORS: Final = (OperationalError, InterfaceError)
 STEP_TASK: Final = "flowstone.run_step"
 BATCH_TASK: Final = "flowstone.run_steps"
 MAX_RECORDED_PAYLOAD: Final = 2000
@@ -181,7 +184,15 @@ def handle_batch_message(
             sent = services.hand_back([left.pk for left in steps[index:]])
             logger.info("batch %s: %d step(s) not started are sent again", task_id, sent)
             break
-        outcome = _run_step(step, config, owner)
+        try:
+            outcome = _run_step(step, config, owner)
+        except DATABASE_ERRORS:
+            raise  # the message goes back to the queue (assets.tasks); the rest run from there
+        except Exception:
+            # Celery acknowledges a failed task: the steps after this one are sent again now,
+            # not when the sweeper's backstop finds them.
+            services.hand_back([left.pk for left in steps[index + 1 :]])
+            raise
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes

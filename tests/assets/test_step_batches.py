@@ -151,7 +151,7 @@ def test_kill_9_mid_batch_loses_nothing_and_doubles_nothing(stack: Services) -> 
     stack.start_beat()  # the sweeper takes back the step the killed process held
     handle = flowstone.backfill_async("b_slow")
     stack.start_worker("w1", concurrency=1)
-    wait_for(lambda: len(stack.executions()) >= 3)  # mid-batch: 15 steps of 0.15 s each
+    wait_for(lambda: len(stack.executions()) >= 3)  # mid-batch: 15 steps of 0.06 s each
     victim = stack.executions()[-1]
     os.kill(victim["pid"], signal.SIGKILL)
     result = handle.wait(WAIT)
@@ -243,3 +243,29 @@ def test_a_malformed_batch_on_the_wire_is_dropped_and_the_worker_goes_on(
 
     assert result.status == RunStatus.SUCCESS
     wait_for(lambda: RejectedMessage.objects.filter(task_name="flowstone.run_steps").exists())
+
+
+@pytest.mark.usefixtures("stack")
+def test_the_canceled_steps_of_a_batch_are_skipped() -> None:
+    handle = flowstone.backfill_async("b_noop")
+    (task, payload), *_ = queued_messages()
+    assert task == "flowstone.run_steps"
+    handle.cancel()
+
+    assert handle_batch_message([], payload, owner="t", start_within=10) == []
+    steps = Materialization.objects.filter(run_id=handle.run_id)
+    assert {step.status for step in steps} == {StepStatus.CANCELED}
+    assert {step.attempt for step in steps} == {0}  # none was claimed
+
+
+@pytest.mark.usefixtures("stack")
+def test_steps_a_batch_did_not_start_in_time_are_sent_again() -> None:
+    handle = flowstone.backfill_async("b_noop")
+    (_, payload), *_ = before = queued_messages()
+
+    assert handle_batch_message([], payload, owner="t", start_within=0) == []  # none started
+    after = queued_messages()
+    assert steps_carried(after) == steps_carried(before) + len(payload["partitions"])
+    assert Materialization.objects.filter(run_id=handle.run_id, attempt__gt=0).count() == 0
+    again = {kwargs["partition"] for task, kwargs in after if task == "flowstone.run_step"}
+    assert again == set(payload["partitions"])  # 15 ready: one message each

@@ -34,7 +34,7 @@ def b_picky(context: AssetContext) -> str:
 @asset(partitions=KEYS)
 def b_slow(context: AssetContext) -> str:
     log_execution(context)
-    time.sleep(0.15)
+    time.sleep(0.06)
     return str(context.partition)
 
 
