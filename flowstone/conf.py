@@ -42,6 +42,13 @@ DEFAULTS: Final[dict[str, Any]] = {
     "RELAY_AFTER_SECONDS": 2,
     # Retry delays up to this long become a broker countdown; longer ones wait for the sweeper.
     "MAX_COUNTDOWN_SECONDS": 300,
+    # Ready steps of one run and asset share a message when many are released at once: about
+    # ready / (8 x STEP_BATCH_CONSUMERS) steps per message, at most STEP_BATCH_MAX (1: no batches).
+    "STEP_BATCH_MAX": 500,
+    "STEP_BATCH_CONSUMERS": 8,
+    # A worker starts no further step of a batch this long after the batch began; the rest go
+    # back to the outbox. A batch's time limits are the task's plus this: each step keeps its own.
+    "STEP_BATCH_SECONDS": 10,
     # Whether the user who requested a run may decide its approvals.
     "ALLOW_SELF_APPROVAL": False,
     # What an attempt keeps of its asset's ``context.log`` records: from this level, up to this

@@ -339,6 +339,9 @@ FLOWSTONE = {
     "STEP_LEASE_SECONDS": int(os.environ.get("FLOWSTONE_STEP_LEASE_SECONDS", "15")),
     "MAX_RECOVERIES": int(os.environ.get("FLOWSTONE_MAX_RECOVERIES", "3")),
     "REQUEUE_AFTER_SECONDS": int(os.environ.get("FLOWSTONE_REQUEUE_AFTER_SECONDS", "600")),
+    "STEP_BATCH_MAX": int(os.environ.get("FLOWSTONE_STEP_BATCH_MAX", "500")),
+    "STEP_BATCH_CONSUMERS": int(os.environ.get("FLOWSTONE_STEP_BATCH_CONSUMERS", "8")),
+    "STEP_BATCH_SECONDS": int(os.environ.get("FLOWSTONE_STEP_BATCH_SECONDS", "10")),
     "WORKER_HEARTBEAT_SECONDS": int(os.environ.get("FLOWSTONE_WORKER_HEARTBEAT_SECONDS", "10")),
     "WORKER_SEEN_WITHIN_SECONDS": int(os.environ.get("FLOWSTONE_WORKER_SEEN_WITHIN_SECONDS", "60")),
     # JSON, e.g. {"ops": {"CLASS": "flowstone.notifications.WebhookChannel", "OPTIONS": {...}}}

@@ -7,6 +7,10 @@
   ``end_timed_out_step`` (connected in ``flowstone.celery``) ends the step that task was running,
   through the engine and as the task's lease owner: retried while the asset's retry policy has
   attempts left (the error is retryable), else failed once.
+- **Batches** (``flowstone.run_steps``, ADR 0032): a batch's limits are the task's plus
+  ``STEP_BATCH_SECONDS``, the time in which its worker may start steps, so each step keeps the
+  whole limit. The killed task's step (the one running under its lease) ends as above, and the
+  batch's steps it never started go back to the outbox (the killed message is acknowledged).
 - **Soft limit** (``task_soft_time_limit``, or a message's ``soft_time_limit``): Celery raises
   ``SoftTimeLimitExceeded`` inside the task; the step boundary records
   ``soft_time_limit_error(exc)`` instead of an ``ExecutionError``.
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STEP_TASK: Final = "flowstone.run_step"
+BATCH_TASK: Final = "flowstone.run_steps"
 MAX_CAUSES: Final = 10
 
 
@@ -82,39 +87,62 @@ def end_timed_out_step(
     Celery may send the signal twice for one timeout; the engine's conditional update (the step
     must still be running under this task's lease) makes the second one change nothing.
     """
-    if not isinstance(exception, TimeLimitExceeded) or getattr(sender, "name", None) != STEP_TASK:
+    name = getattr(sender, "name", None)
+    if not isinstance(exception, TimeLimitExceeded) or name not in {STEP_TASK, BATCH_TASK}:
         return
     close_old_connections()  # the main process's connection may be old
-    step = _running_step(kwargs or {}, str(task_id or ""))
-    if step is None:
-        return
-    limit = exception.args[0] if exception.args else None
-    error = StepTimeoutError(
-        _exceeded("time limit", limit),
-        asset=step.asset,
-        partition=step.partition_key,
-        run_id=str(step.run_id),
-    )
-    error.__cause__ = exception
-    _end(step, error)
+    steps = _steps_of(kwargs or {})
+    step = _running_step(steps, str(task_id or ""))
+    if step is not None:
+        limit = exception.args[0] if exception.args else None
+        error = StepTimeoutError(
+            _exceeded("time limit", limit),
+            asset=step.asset,
+            partition=step.partition_key,
+            run_id=str(step.run_id),
+        )
+        error.__cause__ = exception
+        _end(step, error)
+    if name == BATCH_TASK:
+        _hand_back_unstarted(steps)
 
 
-def _running_step(kwargs: Mapping[str, Any], task_id: str) -> Materialization | None:
-    """The step task ``task_id`` was running, if it still runs under that task's lease."""
+def _steps_of(kwargs: Mapping[str, Any]) -> list[Materialization]:
+    """The steps a step or batch message names; none for a message that is not valid."""
     from assets import services  # noqa: PLC0415  # Django is set up in a running worker
+
+    keys = kwargs.get("partitions", [kwargs.get("partition")])
+    try:
+        run_id = uuid.UUID(str(kwargs["run_id"]))
+        if not isinstance(keys, list) or len(keys) > services.MAX_BATCH_STEPS:
+            return []
+        found = services.find_steps(run_id, str(kwargs["asset"]), [str(key) for key in keys])
+    except (KeyError, ValueError, FlowStoneError):  # not a valid step message: it never ran
+        return []
+    return list(found.values())
+
+
+def _running_step(steps: list[Materialization], task_id: str) -> Materialization | None:
+    """The step task ``task_id`` was running, if it still runs under that task's lease."""
     from flowstone.status import StepStatus  # noqa: PLC0415
 
     if not task_id:
         return None
-    try:
-        step = services.find_step(
-            uuid.UUID(str(kwargs["run_id"])), str(kwargs["asset"]), str(kwargs["partition"])
-        )
-    except (KeyError, ValueError, FlowStoneError):  # not a valid step message: it never ran
-        return None
-    if step is None or step.status != StepStatus.RUNNING:
-        return None
-    return step if step.lease_owner.endswith(f":{task_id}") else None
+    for step in steps:
+        if step.status == StepStatus.RUNNING and step.lease_owner.endswith(f":{task_id}"):
+            return step
+    return None
+
+
+def _hand_back_unstarted(steps: list[Materialization]) -> None:
+    """Send again the steps of a killed batch that are still queued (never started)."""
+    from assets import services  # noqa: PLC0415  # Django is set up in a running worker
+    from flowstone.status import StepStatus  # noqa: PLC0415
+
+    queued = [step.pk for step in steps if step.status == StepStatus.QUEUED]
+    if queued:
+        logger.warning("%d step(s) of a batch killed by its time limit are sent again", len(queued))
+        services.hand_back(queued)
 
 
 def _end(step: Materialization, error: StepTimeoutError) -> None:

@@ -33,6 +33,9 @@ from assets.services.engine import (
     waiting_steps_canceled,
 )
 from assets.services.outbox import (
+    MAX_BATCH_STEPS,
+    batch_payload,
+    hand_back,
     publish_steps,
     relay_outbox,
     republish_quiet,
@@ -48,6 +51,7 @@ from assets.services.runs import (
     cancel_run,
     create_run,
     find_step,
+    find_steps,
     get_run,
     get_step,
     is_terminal,
@@ -67,6 +71,7 @@ from assets.services.workers import (
 )
 
 __all__ = [
+    "MAX_BATCH_STEPS",
     "AttemptFence",
     "Canceled",
     "CreatedRun",
@@ -77,6 +82,7 @@ __all__ = [
     "StepEnd",
     "StepRequest",
     "attempt_version",
+    "batch_payload",
     "cancel_run",
     "cancel_steps",
     "claim_step",
@@ -84,9 +90,11 @@ __all__ = [
     "create_run",
     "fail_step",
     "find_step",
+    "find_steps",
     "forget_worker",
     "get_run",
     "get_step",
+    "hand_back",
     "is_terminal",
     "keys_with_success",
     "latest_successful",

@@ -11,7 +11,10 @@ restart without persistence, a flush, a failover), the sent steps still queued b
 and go out in that tick, instead of waiting for the backstop (``republish_quiet``).
 
 Messages are published by task name (``flowstone.run_step``) on the project's Celery app, so
-nothing here imports the task modules (which import the engine).
+nothing here imports the task modules (which import the engine). When many steps of one run and
+asset are ready at once (a backfill), they share messages (``flowstone.run_steps``, a batch): a
+few steps per message would cost latency, one message per step costs the backfill minutes
+(ADR 0032).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -39,8 +43,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RUN_STEP_TASK: Final = "flowstone.run_step"
+RUN_STEPS_TASK: Final = "flowstone.run_steps"
 DEFAULT_QUEUE: Final = "flowstone"
 PUBLISH_CHUNK: Final = 1000
+MAX_BATCH_STEPS: Final = PUBLISH_CHUNK
+"""The most steps one batch message names: a batch never spans two publish chunks."""
+BATCHES_PER_CONSUMER: Final = 8
+"""Ready steps are cut into about this many batches per expected consumer process."""
 RELAY_BATCH: Final = 5000
 BROKER_ERRORS: Final = (OperationalError, OSError)
 
@@ -50,6 +59,85 @@ def step_payload(run_id: str, asset: str, partition_key: str) -> dict[str, str]:
     return {"run_id": run_id, "asset": asset, "partition": partition_key}
 
 
+def batch_payload(run_id: str, asset: str, partition_keys: Sequence[str]) -> dict[str, Any]:
+    """A batch's whole payload: one run, one asset, the partitions of its steps, in order."""
+    return {"run_id": run_id, "asset": asset, "partitions": list(partition_keys)}
+
+
+def batch_size(ready: int) -> int:
+    """How many steps share a message when ``ready`` steps are published together.
+
+    One while few are ready (each step starts as soon as a process is free); for a backfill,
+    enough that every expected consumer still gets several batches, at most ``STEP_BATCH_MAX``.
+    """
+    consumers = max(1, int(flowstone_settings.STEP_BATCH_CONSUMERS))
+    most = max(1, min(int(flowstone_settings.STEP_BATCH_MAX), MAX_BATCH_STEPS))
+    return max(1, min(most, ready // (BATCHES_PER_CONSUMER * consumers)))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message to send: a single step or a batch, and the step ids it carries."""
+
+    task: str
+    kwargs: dict[str, Any]
+    step_ids: list[int]
+    asset: str
+    options: dict[str, Any]
+
+
+ClaimedRow: TypeAlias = tuple[int, Any, str, str, "dt.datetime | None"]
+"""A claimed unsent step: id, run id, asset, partition key, ``not_before``."""
+
+
+def messages_for(claimed: Sequence[ClaimedRow], size: int) -> list[Message]:
+    """The messages for claimed rows: steps with an ETA alone, the rest in batches of ``size``.
+
+    A batch holds steps of one run and one asset (so one queue), in the order they were claimed.
+    """
+    messages: list[Message] = []
+    groups: dict[tuple[str, str], list[ClaimedRow]] = defaultdict(list)
+    for row in claimed:
+        pk, run_id, asset, partition_key, not_before = row
+        if not_before is None and size > 1:
+            groups[str(run_id), asset].append(row)
+            continue
+        timing = {} if not_before is None else {"eta": not_before}
+        payload = step_payload(str(run_id), asset, partition_key)
+        messages.append(Message(RUN_STEP_TASK, payload, [pk], asset, timing))
+    for (run_id, asset), rows in groups.items():
+        messages.extend(
+            _batch_message(run_id, asset, rows[start : start + size])
+            for start in range(0, len(rows), size)
+        )
+    return messages
+
+
+def _batch_message(run_id: str, asset: str, rows: Sequence[ClaimedRow]) -> Message:
+    """A batch of ``rows`` (a single-step message when it holds one)."""
+    ids = [row[0] for row in rows]
+    if len(rows) == 1:
+        return Message(RUN_STEP_TASK, step_payload(run_id, asset, rows[0][3]), ids, asset, {})
+    payload = batch_payload(run_id, asset, [row[3] for row in rows])
+    return Message(RUN_STEPS_TASK, payload, ids, asset, batch_time_limits())
+
+
+def batch_time_limits() -> dict[str, float]:
+    """A batch's time limits: the task's, plus the time during which it may start steps.
+
+    A worker starts no step of a batch after ``STEP_BATCH_SECONDS``, so every step still gets at
+    least the whole limit a step has in its own message (and at most that plus those seconds).
+    """
+    from flowstone.celery import app  # noqa: PLC0415
+
+    extra = float(flowstone_settings.STEP_BATCH_SECONDS)
+    limits = {
+        "time_limit": app.conf.task_time_limit,
+        "soft_time_limit": app.conf.task_soft_time_limit,
+    }
+    return {name: float(limit) + extra for name, limit in limits.items() if limit is not None}
+
+
 def queue_for(asset: str) -> str:
     """The broker queue an asset's steps go to (its ``queue`` option, else the default)."""
     definition = get_registry().assets.get(asset)
@@ -57,7 +145,10 @@ def queue_for(asset: str) -> str:
 
 
 def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) -> int:
-    """Publish a message for each of these steps that is queued and unsent; return how many.
+    """Publish the steps of ``step_ids`` that are queued and unsent; return how many.
+
+    Steps of one run and asset share messages when many are published at once (``batch_size``
+    of the whole call); a step due later always has a message of its own, with its ETA.
 
     Works a chunk at a time on one producer: it first claims the chunk's unsent rows (stamps
     ``dispatched_at`` in a short transaction, skipping rows another publisher holds), then sends
@@ -72,24 +163,24 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
         return 0
     now = now or timezone.now()
     latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
+    size = batch_size(len(step_ids))
     count = 0
-    claimed: list[tuple[int, Any, str, str, dt.datetime | None]] = []
+    claimed: list[ClaimedRow] = []
     sent: list[int] = []
     try:
         with app.producer_or_acquire() as producer:
             for start in range(0, len(step_ids), PUBLISH_CHUNK):
                 claimed = _claim_unsent(step_ids[start : start + PUBLISH_CHUNK], latest_eta)
                 sent = []
-                for pk, run_id, asset, partition_key, not_before in claimed:
-                    timing: dict[str, Any] = {} if not_before is None else {"eta": not_before}
+                for message in messages_for(claimed, size):
                     app.send_task(
-                        RUN_STEP_TASK,
-                        kwargs=step_payload(str(run_id), asset, partition_key),
-                        queue=queue_for(asset),
+                        message.task,
+                        kwargs=message.kwargs,
+                        queue=queue_for(message.asset),
                         producer=producer,
-                        **timing,
+                        **message.options,
                     )
-                    sent.append(pk)
+                    sent.extend(message.step_ids)
                 count += len(sent)
     except BROKER_ERRORS as exc:
         unsent = [row[0] for row in claimed if row[0] not in set(sent)]
@@ -105,9 +196,7 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
     return count
 
 
-def _claim_unsent(
-    step_ids: Sequence[int], latest_eta: dt.datetime
-) -> list[tuple[int, Any, str, str, dt.datetime | None]]:
+def _claim_unsent(step_ids: Sequence[int], latest_eta: dt.datetime) -> list[ClaimedRow]:
     """Stamp ``dispatched_at`` on the queued, unsent, sendable ones of ``step_ids``; return them.
 
     One ``UPDATE … RETURNING`` on PostgreSQL (a publish is on the path from one step's end to the
@@ -201,6 +290,18 @@ def reschedule_early(step_id: int, *, now: dt.datetime | None = None) -> bool:
     if early:
         publish_steps([step_id])
     return early == 1
+
+
+def hand_back(step_ids: Sequence[int]) -> int:
+    """Send again the queued steps of a batch that its worker did not start; return how many.
+
+    A worker stops starting a batch's steps when the batch's time to start them is over (or its
+    time limit killed a step); the ones still queued go back to the outbox and out at once.
+    """
+    Materialization.objects.filter(
+        pk__in=list(step_ids), status=StepStatus.QUEUED, dispatched_at__isnull=False
+    ).update(dispatched_at=None)
+    return publish_steps(step_ids)
 
 
 def republish_quiet(*, now: dt.datetime | None = None) -> int:

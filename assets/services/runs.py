@@ -322,6 +322,23 @@ def find_step(run_id: uuid.UUID, asset: str, partition_key: str) -> Materializat
         return None
 
 
+def find_steps(
+    run_id: uuid.UUID, asset: str, partition_keys: Sequence[str]
+) -> dict[str, Materialization]:
+    """The steps of a run for ``asset`` by partition key, loaded with their run and config.
+
+    One query; keys without a step are missing from the answer. ``RunNotFoundError`` for an
+    unknown run.
+    """
+    rows = Materialization.objects.select_related("run__config").filter(
+        run_id=run_id, asset=asset, partition_key__in=list(partition_keys)
+    )
+    found = {row.partition_key: row for row in rows}
+    if not found:
+        get_run(run_id)  # raises RunNotFoundError when the run is the unknown part
+    return found
+
+
 def is_terminal(status: str) -> bool:
     """Whether a step status is final."""
     return StepStatus(status) in TERMINAL_STEP_STATUSES

@@ -1,11 +1,19 @@
-"""What a Celery worker does with one step message: validate, claim, execute, dispatch."""
+"""What a Celery worker does with a step message: validate, claim, execute, dispatch.
+
+A message names one step (``{"run_id", "asset", "partition"}``) or a batch of steps of one run
+and asset (``{"run_id", "asset", "partitions": [...]}``, ADR 0032). A batch's steps run one after
+another, each through the path of a single step: its own claim, lease, attempt and outcome.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
+
+from django.db import InterfaceError, OperationalError
 
 from assets import services
 from flowstone.definitions import ASSET_NAME_PATTERN
@@ -22,6 +30,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PAYLOAD_FIELDS: Final = frozenset({"run_id", "asset", "partition"})
+BATCH_FIELDS: Final = frozenset({"run_id", "asset", "partitions"})
+DATABASE_ERRORS: Final = (OperationalError, InterfaceError)
+STEP_TASK: Final = "flowstone.run_step"
+BATCH_TASK: Final = "flowstone.run_steps"
 MAX_RECORDED_PAYLOAD: Final = 2000
 
 
@@ -44,17 +56,61 @@ def validate_payload(
     Nothing in the payload is imported or resolved as code: the asset name is only looked up in
     the registry, and the run and step only in the database.
     """
+    run_id, asset = _run_and_asset(args, payload, PAYLOAD_FIELDS)
+    partition_key = _partition(payload.get("partition"), "partition", asset, run_id)
+    step = services.find_step(run_id, asset, partition_key)
+    if step is None:
+        raise ValidationFailedError(
+            f"run {run_id} has no step {asset}[{partition_key}]", asset=asset, run_id=str(run_id)
+        )
+    return step, step.run.config
+
+
+def validate_batch(
+    args: Sequence[Any], payload: Mapping[str, Any]
+) -> tuple[list[Materialization], RunConfig]:
+    """Check every field of a batch message; return its steps, in its order, and their config.
+
+    The same checks as for one step, for each partition; a batch names 1 to ``MAX_BATCH_STEPS``
+    distinct partitions, each a step of the run. One query loads them all.
+    """
+    run_id, asset = _run_and_asset(args, payload, BATCH_FIELDS)
+    raw = payload.get("partitions")
+    if not isinstance(raw, list) or not 0 < len(raw) <= services.MAX_BATCH_STEPS:
+        raise ValidationFailedError(
+            f"payload field 'partitions' must be a list of 1 to {services.MAX_BATCH_STEPS} "
+            "partition keys"
+        )
+    keys = [_partition(key, "partitions", asset, run_id) for key in raw]
+    if len(set(keys)) != len(keys):
+        raise ValidationFailedError("payload field 'partitions' names a partition twice")
+    found = services.find_steps(run_id, asset, keys)
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise ValidationFailedError(
+            f"run {run_id} has no step {asset}[{missing[0][:100]}] "
+            f"({len(missing)} of {len(keys)} missing)",
+            asset=asset,
+            run_id=str(run_id),
+        )
+    steps = [found[key] for key in keys]
+    return steps, steps[0].run.config
+
+
+def _run_and_asset(
+    args: Sequence[Any], payload: Mapping[str, Any], expected: frozenset[str]
+) -> tuple[uuid.UUID, str]:
+    """The run id and the (registered) asset of a message with exactly ``expected`` fields."""
     if args:
         raise ValidationFailedError("step messages take keyword arguments only")
     fields = set(payload)
-    if fields != PAYLOAD_FIELDS:
+    if fields != expected:
         raise ValidationFailedError(
-            f"payload fields must be exactly {sorted(PAYLOAD_FIELDS)}, "
+            f"payload fields must be exactly {sorted(expected)}, "
             f"got {sorted(map(str, fields))[:10]}"
         )
     raw_run_id = _text(payload, "run_id", 64)
     asset = _text(payload, "asset", 128)
-    partition_key = _text(payload, "partition", MAX_PARTITION_KEY_LENGTH)
     try:
         run_id = uuid.UUID(raw_run_id)
     except ValueError as exc:
@@ -62,16 +118,17 @@ def validate_payload(
     if not ASSET_NAME_PATTERN.match(asset):
         raise ValidationFailedError(f"asset name {asset!r} is not a valid asset name")
     get_registry().get(asset)
+    return run_id, asset
+
+
+def _partition(value: object, name: str, asset: str, run_id: uuid.UUID) -> str:
+    """``value`` if it is an encoded partition key (``name`` is the field it came from)."""
+    partition_key = _text({name: value}, name, MAX_PARTITION_KEY_LENGTH)
     try:
         decode_partition_key(partition_key)
     except PartitionKeyError as exc:
         raise exc.with_context(asset=asset, run_id=str(run_id)) from None
-    step = services.find_step(run_id, asset, partition_key)
-    if step is None:
-        raise ValidationFailedError(
-            f"run {run_id} has no step {asset}[{partition_key}]", asset=asset, run_id=str(run_id)
-        )
-    return step, step.run.config
+    return partition_key
 
 
 def printable_payload(args: Sequence[Any], payload: Mapping[str, Any]) -> str:
@@ -95,14 +152,67 @@ def handle_step_message(
     try:
         step, config = validate_payload(args, payload)
     except FlowStoneError as exc:
-        services.record_rejection(
-            reason=str(exc),
-            task_name="flowstone.run_step",
-            task_id=task_id,
-            payload=printable_payload(args, payload),
-        )
-        logger.warning("rejected step message %s: %s", task_id, exc)
+        _reject(STEP_TASK, args, payload, task_id, exc)
         return None
+    return _run_step(step, config, owner)
+
+
+def handle_batch_message(
+    args: Sequence[Any],
+    payload: Mapping[str, Any],
+    *,
+    owner: str,
+    task_id: str = "",
+    start_within: float,
+) -> list[StepOutcome]:
+    """Run the steps a batch names one after another, each as if it had a message of its own.
+
+    A step another worker holds or ended is skipped. No step is started ``start_within`` seconds
+    after the batch began: the ones left go back to the outbox (``hand_back``), so the batch's
+    time limit (the task's plus those seconds) leaves each step the whole limit of one step.
+    An invalid batch is recorded as rejected, whole, like an invalid single message.
+    """
+    started = time.monotonic()
+    try:
+        steps, config = validate_batch(args, payload)
+    except FlowStoneError as exc:
+        _reject(BATCH_TASK, args, payload, task_id, exc)
+        return []
+    outcomes: list[StepOutcome] = []
+    for index, step in enumerate(steps):
+        if time.monotonic() - started > start_within:
+            sent = services.hand_back([left.pk for left in steps[index:]])
+            logger.info("batch %s: %d step(s) not started are sent again", task_id, sent)
+            break
+        try:
+            outcome = _run_step(step, config, owner)
+        except DATABASE_ERRORS:
+            raise  # the message goes back to the queue (assets.tasks); the rest run from there
+        except Exception:
+            # Celery acknowledges a failed task: the steps after this one are sent again now,
+            # not when the sweeper's backstop finds them.
+            services.hand_back([left.pk for left in steps[index + 1 :]])
+            raise
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+def _reject(
+    task_name: str, args: Sequence[Any], payload: Mapping[str, Any], task_id: str, exc: Exception
+) -> None:
+    """Record an invalid message (it is then acknowledged: nothing runs)."""
+    services.record_rejection(
+        reason=str(exc),
+        task_name=task_name,
+        task_id=task_id,
+        payload=printable_payload(args, payload),
+    )
+    logger.warning("rejected step message %s: %s", task_id, exc)
+
+
+def _run_step(step: Materialization, config: RunConfig, owner: str) -> StepOutcome | None:
+    """Claim ``step`` and execute it; ``None`` when it was not due or not there to take."""
     claimed = services.claim_step(step.pk, owner)
     if claimed is None:
         if services.reschedule_early(step.pk):

@@ -513,6 +513,15 @@ class Scenario:
             for r in rows or []
         ]
 
+    def sent_steps(self) -> int:
+        """How many steps of the backfill are queued with their message sent (in the broker)."""
+        rows = self.query(
+            "SELECT count(*) FROM assets_materialization WHERE run_id::text = %s "
+            "AND status = 'queued' AND dispatched_at IS NOT NULL",
+            self.run_ids["backfill"],
+        )
+        return int(rows[0][0]) if rows else 0
+
     def executions_of(self, asset: str, partition_key: str) -> list[dict[str, Any]]:
         """Lines the asset bodies logged for one partition."""
         path = self.stack.data_dir / "executions.log"
