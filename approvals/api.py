@@ -124,14 +124,14 @@ class ApprovalSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     @extend_schema_field(FORM_SCHEMA)
     def get_form(self, approval: Approval) -> dict[str, Any] | None:
         """The checkpoint's form as declared (its asset's current definition)."""
-        spec = services.checkpoint_of(approval)
-        return dict(spec.form) if spec is not None and spec.form is not None else None
+        form: dict[str, Any] | None = services.approval_choices(approval)["form"]
+        return form
 
     @extend_schema_field(OptionSerializer(many=True))
     def get_options(self, approval: Approval) -> list[dict[str, str]]:
         """The checkpoint's options, in declaration order."""
-        spec = services.checkpoint_of(approval)
-        return [services.option_json(o) for o in spec.options] if spec is not None else []
+        options: list[dict[str, str]] = services.approval_choices(approval)["options"]
+        return options
 
 
 class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -188,11 +188,6 @@ def approval_for_step(step_id: int) -> Approval | None:
     return Approval.objects.filter(materialization_id=step_id).order_by("-id").first()
 
 
-def can_decide(approval: Approval, actor: str) -> bool:
-    """Whether ``actor`` may decide this approval now (see ``decision_refusal``)."""
-    return decision_refusal(approval, actor) is None
-
-
 def decision_refusal(approval: Approval, actor: str) -> str | None:
     """Why ``actor`` may not decide this approval, or ``None`` if they may.
 
@@ -262,6 +257,16 @@ def checkpoint_of(approval: Approval) -> CheckpointSpec | None:
 def option_json(option: Option) -> dict[str, str]:
     """An option as every console lists it: ``name``, ``label`` and ``outcome``."""
     return {"name": option.name, "label": option.label, "outcome": option.outcome}
+
+
+def approval_choices(approval: Approval) -> dict[str, Any]:
+    """The checkpoint's ``form`` and ``options`` as every console shows them, and the chosen one."""
+    spec = checkpoint_of(approval)
+    return {
+        "form": dict(spec.form) if spec is not None and spec.form is not None else None,
+        "options": [option_json(o) for o in spec.options] if spec is not None else [],
+        "option": approval.option,
+    }
 
 
 def _continue(approval: Approval) -> Continuation:
@@ -462,9 +467,8 @@ def _decide(
 
     The approval's row is locked before its inputs are checked, and a new success of an input
     locks the same row to mark it stale: whichever comes second sees the other's outcome. Who
-    may decide is checked again under the lock (an escalation may have handed it over).
+    may decide is checked under the lock (an escalation may have handed it over meanwhile).
     """
-    _require_decider(approval, actor)
     stores_value = status in STORING
     with transaction.atomic():
         step_services.lock_run(approval.run_id)  # lock order: run, then approval, then step
@@ -479,8 +483,11 @@ def _decide(
         if went_stale:
             _mark_stale(Approval.objects.filter(pk=current.pk))  # kept: the refusal commits it
         else:
-            audit: dict[str, Any] = {"approval_id": approval.pk, "reason": reason}
-            audit |= {"was": current.status}
+            audit: dict[str, Any] = {
+                "approval_id": approval.pk,
+                "reason": reason,
+                "was": current.status,
+            }
             if chosen is not None:
                 audit |= {"option": chosen.name, "outcome": chosen.outcome}
             if status == Approval.Status.APPROVED and current.quorum > 1:
@@ -631,16 +638,14 @@ def rereview_approval(approval_id: object, *, actor: str, actor_type: str) -> Co
                 run_id=str(current.run_id),
             )
         Approval.objects.filter(pk=current.pk).update(
-            rereviewed_at=timezone.now(), rereviewed_by=actor[:150]
+            rereviewed_at=timezone.now(), rereviewed_by=actor[:NAME_LENGTH]
         )
-        record_audit(
+        _audit(
+            approval,
             AuditEvent.Action.CHECKPOINT_REREVIEWED,
-            actor_type=actor_type,
-            actor=actor,
-            run_id=approval.run_id,
-            asset=approval.asset,
-            partition_key=approval.partition_key,
-            details={"approval_id": approval.pk},
+            actor,
+            actor_type,
+            {"approval_id": approval.pk},
         )
         return _continue(approval)
 
@@ -788,10 +793,7 @@ def _audit(
 
 def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
     """Apply the checkpoint's on-timeout policy to one overdue approval, exactly once."""
-    from flowstone.registry import get_registry  # noqa: PLC0415
-
-    definition = get_registry().assets.get(approval.asset)
-    spec = definition.checkpoint if definition is not None else None
+    spec = checkpoint_of(approval)
     policy = spec.on_timeout if spec is not None else "auto_reject"
     overdue = Approval.objects.filter(
         pk=approval.pk, status=Approval.Status.PENDING, expires_at=approval.expires_at

@@ -163,14 +163,9 @@ def approval_json(approval: Approval) -> dict[str, Any]:
 
 def approval_choices(approval: Approval) -> dict[str, Any]:
     """The checkpoint's ``form`` and ``options`` (as the API shows them), and the chosen one."""
-    from approvals.services import checkpoint_of, option_json  # noqa: PLC0415  # imports assets
+    from approvals.services import approval_choices as choices  # noqa: PLC0415  # imports assets
 
-    spec = checkpoint_of(approval)
-    return {
-        "form": dict(spec.form) if spec is not None and spec.form is not None else None,
-        "options": [option_json(o) for o in spec.options] if spec is not None else [],
-        "option": approval.option,
-    }
+    return choices(approval)
 
 
 def result_data(result: RunResult) -> dict[str, Any]:
