@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -121,11 +121,7 @@ def _handing_over(
     if not arrivals:
         return SensorResult(skip_reason=SkipReason(nothing))
     result = as_sensor_result(fn(list(arrivals)))
-    if result.cursor is not None:
-        return result
-    return SensorResult(
-        run_requests=result.run_requests, skip_reason=result.skip_reason, cursor=cursor
-    )
+    return result if result.cursor is not None else replace(result, cursor=cursor)
 
 
 def _file_poller(directory: Path, pattern: str) -> Callable[[SensorFunction], Poller]:
@@ -170,7 +166,7 @@ def file_sensor(
         raise DefinitionError(f"file_sensor: pattern {pattern!r} may not leave the directory")
     root = Path(directory)
 
-    return _builtin_sensor(
+    return builtin_sensor(
         _file_poller(root, pattern),
         name=name,
         interval=interval,
@@ -234,7 +230,7 @@ def s3_sensor(
     if any(not isinstance(key, str) for key in options):
         raise DefinitionError("s3_sensor: client_options keys must be strings")
 
-    return _builtin_sensor(
+    return builtin_sensor(
         _s3_poller(bucket, prefix, options),
         name=name,
         interval=interval,
@@ -281,7 +277,7 @@ def asset_sensor(
     """Report each new successful materialization of ``asset`` (cursor: the last id reported)."""
     watched = asset_name_of(asset, what="asset watched by asset_sensor")
 
-    return _builtin_sensor(
+    return builtin_sensor(
         _asset_poller(watched),
         name=name,
         interval=interval,
@@ -291,7 +287,7 @@ def asset_sensor(
     )
 
 
-def _builtin_sensor(
+def builtin_sensor(
     poller: Callable[[SensorFunction], Poller],
     *,
     name: str | None,

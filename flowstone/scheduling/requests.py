@@ -10,9 +10,12 @@ from typing import Any, Final
 
 from flowstone.definitions import AssetFunction, definition_of, validate_asset_name
 from flowstone.errors import DefinitionError, ValidationFailedError
+from flowstone.inputs import validate_text
 
 MAX_RUN_KEY_LENGTH: Final = 255
 MAX_REASON_LENGTH: Final = 2000
+MAX_NOTICE_TEXT: Final = 10_000
+MAX_TITLE: Final = 200
 MAX_CURSOR_LENGTH: Final = 100_000
 
 
@@ -85,8 +88,13 @@ class Notify:
     run_id: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.text, str) or not isinstance(self.title, str):
-            raise ValidationFailedError("Notify.text and Notify.title must be strings")
+        # Stored as JSON in the outbox: a NUL would fail the poll's transaction on every poll.
+        object.__setattr__(
+            self, "text", validate_text(self.text, what="Notify.text", max_length=MAX_NOTICE_TEXT)
+        )
+        object.__setattr__(
+            self, "title", validate_text(self.title, what="Notify.title", max_length=MAX_TITLE)
+        )
         if self.key:
             _run_key(self.key)
 

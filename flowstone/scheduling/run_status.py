@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from flowstone.errors import DefinitionError, ExecutionError, ValidationFailedError
+from flowstone.scheduling.builtin import builtin_sensor
 from flowstone.scheduling.requests import (
     Notify,
     RunRequest,
@@ -41,8 +42,6 @@ from flowstone.scheduling.sensors import (
     RunStatusEvent,
     SensorContext,
     SensorFunction,
-    attach_sensor,
-    build_sensor_definition,
 )
 
 if TYPE_CHECKING:
@@ -200,16 +199,11 @@ def run_status_sensor(
         status=status, assets=watched, waiting_longer_than=waiting_longer_than
     )
 
-    def decorate(function: SensorFunction) -> SensorFunction:
-        definition = build_sensor_definition(
-            function,
-            name=name,
-            interval=interval,
-            description=description,
-            poller=_poller(trigger),
-            watched_assets=watched,
-            parameter="the RunStatusEvent",
-        )
-        return attach_sensor(function, definition)
-
-    return decorate
+    return builtin_sensor(
+        _poller(trigger),
+        name=name,
+        interval=interval,
+        description=description,
+        parameter="the RunStatusEvent",
+        watched_assets=watched,
+    )
