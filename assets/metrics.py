@@ -30,9 +30,9 @@ from assets.services.totals import DURATION_BUCKETS, Figures
 from flowstone.conf import flowstone_settings
 from flowstone.status import (
     TERMINAL_RUN_STATUSES,
+    TERMINAL_STEP_STATUSES,
     UNFINISHED_COUNTS,
     RunStatus,
-    StepStatus,
 )
 
 if TYPE_CHECKING:
@@ -40,13 +40,6 @@ if TYPE_CHECKING:
 
 RUN_DURATION_BUCKETS: Final = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0)
 CACHE_KEY: Final = "flowstone:metrics"
-ENDED: Final = (
-    StepStatus.SUCCESS,
-    StepStatus.FAILED,
-    StepStatus.UPSTREAM_FAILED,
-    StepStatus.CANCELED,
-    StepStatus.SKIPPED,
-)
 
 
 def _histogram(
@@ -157,7 +150,7 @@ class FlowStoneCollector(Collector):
         attempts: dict[str, float] = {}
         for (asset, status), figures in sorted(totals.current_step_figures().items()):
             attempts[asset] = attempts.get(asset, 0.0) + figures.get("attempts", 0.0)
-            family = ended if status in ENDED else active
+            family = ended if status in TERMINAL_STEP_STATUSES else active
             family.add_metric([asset, status], figures.get("n", 0.0))
             durations.add(asset, figures)
             waits.add(asset, figures)

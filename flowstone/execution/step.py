@@ -38,7 +38,7 @@ from flowstone.execution.plan import UpstreamInput, plan_inputs, validate_partit
 from flowstone.io.base import DiscardsVersions, IOTarget, StoredOutput
 from flowstone.partitions import PartitionValue, decode_partition_key
 from flowstone.resources import open_resources
-from flowstone.status import StepStatus
+from flowstone.status import TERMINAL_STEP_STATUSES, StepStatus
 from flowstone.step_log import StepLog
 from flowstone.time_limits import soft_time_limit_error
 
@@ -125,12 +125,7 @@ def _consumed_materialization(
     if in_run is not None:
         if in_run.status == StepStatus.SUCCESS:
             return in_run
-        if in_run.status in (
-            StepStatus.FAILED,
-            StepStatus.UPSTREAM_FAILED,
-            StepStatus.CANCELED,
-            StepStatus.SKIPPED,
-        ):
+        if in_run.status in TERMINAL_STEP_STATUSES:  # ended without a value
             raise DependencyFailedError(
                 f"upstream {upstream}[{partition_key}] ended {in_run.status}"
             )

@@ -21,6 +21,7 @@ from flowstone.errors import FlowStoneError, PartitionKeyError, ValidationFailed
 from flowstone.execution.step import StepOutcome, execute_step
 from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, decode_partition_key
 from flowstone.registry import get_registry
+from flowstone.status import TERMINAL_STEP_STATUSES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -180,6 +181,8 @@ def handle_batch_message(
         return []
     outcomes: list[StepOutcome] = []
     for index, step in enumerate(steps):
+        if step.status in TERMINAL_STEP_STATUSES:
+            continue  # ended before this delivery (a redelivered batch): no claim to try
         if time.monotonic() - started > start_within:
             sent = services.hand_back([left.pk for left in steps[index:]])
             logger.info("batch %s: %d step(s) not started are sent again", task_id, sent)
