@@ -19,9 +19,12 @@ from flowstone.registry import Registry
 from flowstone.scheduling import (
     FileArrival,
     MaterializationEvent,
+    Notify,
     RunRequest,
     S3Arrival,
+    SensorResult,
     asset_sensor,
+    builtin,
     file_sensor,
     s3_sensor,
     sensor_of,
@@ -168,3 +171,12 @@ def test_asset_sensor_reports_each_new_success_in_order(install_sensor: InstallS
     # ...until it ends; then the later success is reported, and nothing is missed.
     run_services.cancel_run(pending.run_id)
     assert _poll(name, 3) == [("requested", f"materialization:{third_id}")]
+
+
+def test_a_builtin_sensors_notices_survive_the_cursor_hand_over() -> None:
+    """The arrivals' cursor is added to what the function returned, notices included."""
+    notice = Notify(text="a file arrived", key="file:a")
+    result = builtin._handing_over(  # the hand-over every built-in sensor uses
+        lambda _arrivals: SensorResult(notices=(notice,)), ["a"], "cursor-after-a", "nothing new"
+    )
+    assert (result.notices, result.cursor) == ((notice,), "cursor-after-a")

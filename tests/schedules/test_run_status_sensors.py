@@ -16,7 +16,7 @@ import flowstone
 from approvals import services as approval_services
 from approvals.models import Approval, Notification
 from assets.models import Run
-from flowstone.errors import DefinitionError
+from flowstone.errors import DefinitionError, ValidationFailedError
 from flowstone.scheduling import Notify, RunStatusEvent, run_status_sensor
 from flowstone.status import RunStatus
 from schedules import services
@@ -263,3 +263,18 @@ def test_the_run_feed_reads_the_run_finished_index_in_one_query_per_kind(
         cursor.execute("RESET enable_sort")
     assert "run_finished" in plan, plan
     assert "finished_at >=" in plan.partition("Index Cond")[2].partition("\n")[0], plan
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"text": "late\x00run"}, "NUL"),
+        ({"text": "x", "title": "a\x00"}, "NUL"),
+        ({"text": "x" * 10_001}, "longer than"),
+        ({"text": 3}, "must be a string"),
+    ],
+)
+def test_a_notice_is_checked_like_every_input(fields: dict[str, Any], message: str) -> None:
+    """A NUL stored in the outbox's JSON would fail the poll's transaction, poll after poll."""
+    with pytest.raises(ValidationFailedError, match=message):
+        Notify(**fields)
