@@ -129,7 +129,7 @@ def request_approval(
         now = timezone.now()
         approval = Approval.objects.create(
             materialization=step,
-            run_id=step.run_id,
+            run=step.run,  # loaded with the step: the notice reads it without a query
             asset=step.asset,
             partition_key=step.partition_key,
             message=message,
@@ -506,8 +506,7 @@ def _decide(
                 "option": chosen.name if chosen is not None else "",
             }
             Approval.objects.filter(pk=current.pk).update(**decision_fields)
-            for name, decided in decision_fields.items():
-                setattr(approval, name, decided)
+            _set(approval, decision_fields)
             _audit(approval, AUDIT_ACTIONS[status], actor, actor_type, audit)
             notifications.notify_approval("decided", approval)
             transaction.on_commit(
@@ -802,17 +801,18 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         step_services.lock_run(approval.run_id)  # lock order: run, then approval, then step
         if spec is not None and spec.timeout is not None:
             if policy == "escalate" and approval.escalations == 0:
-                if overdue.update(
-                    assignee=str(spec.escalate_to or "")[:150],
-                    escalations=F("escalations") + 1,
-                    expires_at=now + spec.timeout,
-                    quorum=1,
-                ):
+                escalated = {
+                    "assignee": str(spec.escalate_to or "")[:NAME_LENGTH],
+                    "escalations": approval.escalations + 1,  # the row is as loaded: it matched
+                    "expires_at": now + spec.timeout,
+                    "quorum": 1,
+                }
+                if overdue.update(**escalated):
+                    _set(approval, escalated)
                     _hand_over(approval, str(spec.escalate_to))
                     _audit_system(
                         approval, AuditEvent.Action.CHECKPOINT_ESCALATED, spec.escalate_to
                     )
-                    approval.refresh_from_db()
                     notifications.notify_approval("escalated", approval)
                     transaction.on_commit(
                         lambda: approval_escalated.send(sender=Approval, approval=approval)
@@ -828,15 +828,16 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
         if status == Approval.Status.APPROVED and _inputs_changed(approval):
             _mark_stale(overdue)  # a timeout approves no numbers nobody saw either
             return None
-        if not overdue.update(
-            status=status,
-            decided_at=now,
-            decided_by="timeout",
-            decided_by_type=Approval.ActorType.SYSTEM,
-            reason=f"no decision before {approval.expires_at:%Y-%m-%d %H:%M:%S %Z} ({policy})",
-        ):
+        ended = {
+            "status": status,
+            "decided_at": now,
+            "decided_by": "timeout",
+            "decided_by_type": Approval.ActorType.SYSTEM,
+            "reason": f"no decision before {approval.expires_at:%Y-%m-%d %H:%M:%S %Z} ({policy})",
+        }
+        if not overdue.update(**ended):
             return None
-        approval.refresh_from_db()
+        _set(approval, ended)  # the run loaded with it stays: the notice and the resume use it
         _audit_system(approval, AUDIT_ACTIONS[status], policy)
         signal = approval_decided if status == Approval.Status.APPROVED else approval_expired
         notifications.notify_approval(
@@ -846,6 +847,12 @@ def _expire_one(approval: Approval, now: dt.datetime) -> Continuation | None:
             lambda: signal.send(sender=Approval, approval=approval, decision=status)
         )
         return _continue(approval)
+
+
+def _set(approval: Approval, fields: dict[str, Any]) -> None:
+    """Give the loaded approval the values an ``UPDATE`` just wrote (no reload, no lost joins)."""
+    for name, value in fields.items():
+        setattr(approval, name, value)
 
 
 def _hand_over(approval: Approval, escalate_to: str) -> None:
