@@ -101,7 +101,7 @@ def profile(shape: str, steps: int, top: int, *, close_connection: bool, sort: s
     from assets import services  # noqa: PLC0415
     from flowstone.api import RunOptions, _backfill_request, _planned_request  # noqa: PLC0415
     from flowstone.execution.worker import handle_step_message  # noqa: PLC0415
-    from flowstone.status import RunKind  # noqa: PLC0415
+    from flowstone.status import RunKind, StepStatus  # noqa: PLC0415
 
     pending: list[int] = []
     if shape == "single":
@@ -113,7 +113,10 @@ def profile(shape: str, steps: int, top: int, *, close_connection: bool, sort: s
             force=False,
             is_in_process=False,
         )
-        pending += services.create_run(request).ready
+        run = services.create_run(request).run
+        # A backfill's steps are created released (ADR 0033): ``ready`` does not list them.
+        queued = services.steps_of_run(run.pk)
+        pending += [step.pk for step in queued if step.status == StepStatus.QUEUED]
     else:
         target = assets_of("diamond", "noop")[-1]
         for key in partition_keys(max(steps // 10, 1)):

@@ -99,6 +99,17 @@ def db_now() -> Any:
     return Now() if connection.vendor == "postgresql" else timezone.now()
 
 
+def db_time() -> dt.datetime:
+    """The value of ``db_now`` now, read once (one statement on PostgreSQL)."""
+    if connection.vendor != "postgresql":
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        row = cursor.fetchone()
+    database: dt.datetime = row[0]
+    return database
+
+
 def db_clock_offset() -> dt.timedelta:
     """How far the database's clock (``db_now``) is ahead of this process's; zero on SQLite.
 
@@ -107,11 +118,7 @@ def db_clock_offset() -> dt.timedelta:
     """
     if connection.vendor != "postgresql":
         return dt.timedelta(0)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement_timestamp()")
-        row = cursor.fetchone()
-    database: dt.datetime = row[0]
-    return database - timezone.now()
+    return db_time() - timezone.now()
 
 
 def seconds_until_due(step_id: int) -> float | None:
@@ -253,6 +260,12 @@ def _publish(step_ids: list[int]) -> None:
     publish_steps(step_ids)
 
 
+def _publish_born(run_id: uuid.UUID, at: dt.datetime, count: int) -> None:
+    from assets.services.outbox import publish_born  # noqa: PLC0415  # outbox imports the engine
+
+    publish_born(run_id, at, count)
+
+
 def _limited(assets: Iterable[str]) -> set[str]:
     limits = get_registry().concurrency_limits
     return {asset for asset in assets if asset in limits}
@@ -296,17 +309,56 @@ def _release(run: Run, delta: Counter[StepCount]) -> list[int]:
     return ids
 
 
-def open_run(run_id: uuid.UUID | str, *, steps: int, has_step_edges: bool) -> list[int]:
-    """Count a new run's ``steps`` (all pending), release the ready ones and settle the run.
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Birth:
+    """How a new run's streamed steps are inserted already released (ADR 0033).
 
-    Called by ``runs.create_run`` in the transaction that inserted the steps.
+    Each step not of a ``held`` asset is inserted ``queued``, with ``queued_at`` and
+    ``dispatched_at`` both ``at``: released, and claimed for publishing by the creating process,
+    exactly as ``_release`` and the outbox's claim would leave it, without rewriting the row
+    twice. Steps of ``held`` (concurrency-limited) assets are inserted ``pending``; ``open_run``
+    releases them within their limits.
+    """
+
+    at: dt.datetime
+    held: frozenset[str]
+
+
+def birth_for(run: Run) -> Birth | None:
+    """Whether a new run's edge-less steps may be inserted released: a worker run, no cap.
+
+    ``None`` (insert them pending) for an in-process run, which executes the ids ``open_run``
+    returns, and for a run with ``max_parallel``, which releases only that many at once.
+    """
+    if run.is_in_process or run.max_parallel is not None:
+        return None
+    return Birth(at=db_time(), held=frozenset(get_registry().concurrency_limits))
+
+
+def open_run(
+    run_id: uuid.UUID | str,
+    *,
+    steps: int,
+    has_step_edges: bool,
+    born_queued: int = 0,
+    birth: Birth | None = None,
+) -> list[int]:
+    """Count a new run's ``steps``, release the ready pending ones and settle the run.
+
+    Called by ``runs.create_run`` in the transaction that inserted the steps. ``born_queued`` of
+    them were inserted released under ``birth`` (ADR 0033): they are counted active and
+    published after commit by ``outbox.publish_born``; they are not in the returned ids.
     """
     with transaction.atomic():
         run = lock_run(run_id)
         run.has_step_edges = has_step_edges
-        delta: Counter[StepCount] = Counter({StepCount.PENDING: steps})
+        delta: Counter[StepCount] = Counter(
+            {StepCount.PENDING: steps - born_queued, StepCount.ACTIVE: born_queued}
+        )
         ready = _release(run, delta)
         _settle(run, delta, steps_total=steps, has_step_edges=has_step_edges)
+        if born_queued and birth is not None:
+            transaction.on_commit(functools.partial(_publish_born, run.pk, birth.at, born_queued))
         return _after_commit(run, ready, ()).ready
 
 

@@ -20,6 +20,7 @@ few steps per message would cost latency, one message per step costs the backfil
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ from flowstone.registry import get_registry
 from flowstone.status import StepStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import uuid
+    from collections.abc import Callable, Iterable, Sequence
+
+    from django.db.models import QuerySet
 
 logger = logging.getLogger(__name__)
 
@@ -157,20 +161,51 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
     later. When the broker cannot be reached, the claimed steps that were not sent go back to
     unsent and the relay sends them once it is back: this never raises a broker error.
     """
-    from flowstone.celery import app  # noqa: PLC0415  # the Celery app loads on first publish
-
     if not step_ids:
         return 0
     now = now or timezone.now()
     latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
-    size = batch_size(len(step_ids))
+    chunks = (
+        _claim_unsent(step_ids[start : start + PUBLISH_CHUNK], latest_eta)
+        for start in range(0, len(step_ids), PUBLISH_CHUNK)
+    )
+    return _send(chunks, len(step_ids))
+
+
+def publish_born(run_id: uuid.UUID, at: dt.datetime, count: int) -> int:
+    """Publish the ``count`` steps a new run inserted released and claimed at ``at`` (ADR 0033).
+
+    Reads them back in id order through one server-side cursor, a chunk at a time, and sends
+    them as ``publish_steps`` would have (batches sized by ``count``), without the claim: the
+    creating transaction claimed them. A step canceled meanwhile is no longer queued and is not
+    sent. When the broker cannot be reached, the steps not sent go back to unsent for the relay.
+    """
+    born = Materialization.objects.filter(run_id=run_id, status=StepStatus.QUEUED, dispatched_at=at)
+    rows = born.order_by("pk").values_list("pk", "run_id", "asset", "partition_key", "not_before")
+    stream = rows.iterator(chunk_size=PUBLISH_CHUNK)
+    chunks = iter(lambda: list(itertools.islice(stream, PUBLISH_CHUNK)), [])
+    return _send(chunks, count, unsent_after=lambda last: born.filter(pk__gt=last))
+
+
+def _send(
+    chunks: Iterable[list[ClaimedRow]],
+    expected: int,
+    unsent_after: Callable[[int], QuerySet[Materialization]] | None = None,
+) -> int:
+    """Send the messages of each chunk of claimed rows on one producer; return how many steps.
+
+    ``expected`` steps in all size the batches. On a broker error the claimed rows not sent go
+    back to unsent, with ``unsent_after(last id of the chunk)``: claimed rows not yet read.
+    """
+    from flowstone.celery import app  # noqa: PLC0415  # the Celery app loads on first publish
+
+    size = batch_size(expected)
     count = 0
     claimed: list[ClaimedRow] = []
     sent: list[int] = []
     try:
         with app.producer_or_acquire() as producer:
-            for start in range(0, len(step_ids), PUBLISH_CHUNK):
-                claimed = _claim_unsent(step_ids[start : start + PUBLISH_CHUNK], latest_eta)
+            for claimed in chunks:
                 sent = []
                 for message in messages_for(claimed, size):
                     app.send_task(
@@ -183,12 +218,15 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
                     sent.extend(message.step_ids)
                 count += len(sent)
     except BROKER_ERRORS as exc:
-        unsent = [row[0] for row in claimed if row[0] not in set(sent)]
+        done = set(sent)
+        unsent = [row[0] for row in claimed if row[0] not in done]
         Materialization.objects.filter(pk__in=unsent).update(dispatched_at=None)
+        if unsent_after is not None:
+            unsent_after(max((row[0] for row in claimed), default=0)).update(dispatched_at=None)
         logger.warning(
             "could not publish %d step(s) (%s: %s); they stay in the outbox and the relay "
             "sends them when the broker is back",
-            len(step_ids) - count - len(sent),
+            expected - count - len(sent),
             type(exc).__name__,
             exc,
         )

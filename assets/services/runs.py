@@ -64,24 +64,39 @@ class RunRequest:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CreatedRun:
-    """A new run and the ids of the steps released for dispatch when it was created."""
+    """A new run and the ids of the steps released for dispatch when it was created.
+
+    A streamed worker run without ``max_parallel`` (a backfill) lists none of the steps it
+    inserted already released (ADR 0033): there may be 100,000, and the engine publishes them.
+    """
 
     run: Run
     ready: list[int]
 
 
-def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> tuple[int, bool]:
-    """Insert step rows in batches and the in-run edges between them.
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Inserted:
+    """What ``_insert_steps`` wrote: how many steps, whether any edge, how many born queued."""
 
-    Returns how many steps were inserted and whether any edge was.
+    total: int
+    has_edges: bool = False
+    born_queued: int = 0
+    birth: engine.Birth | None = None
+
+
+def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> Inserted:
+    """Insert step rows in batches and the in-run edges between them.
 
     Steps with in-run upstreams must come as a sequence (a planned DAG, small); a streamed iterable
     (a backfill) has no edges, so no ids are kept and memory stays flat, and on PostgreSQL its
-    rows go in through ``COPY`` rather than as model instances.
+    rows go in through ``COPY`` rather than as model instances: released already when the engine
+    allows it (``engine.birth_for``), so no row is rewritten to release or to claim it.
     """
     keep_ids = isinstance(steps, Sequence) and any(step.upstream_keys for step in steps)
     if not keep_ids and connection.vendor == "postgresql":
-        return _copy_steps(run, steps), False
+        birth = None if isinstance(steps, Sequence) else engine.birth_for(run)
+        total, born_queued = _copy_steps(run, steps, birth)
+        return Inserted(total=total, born_queued=born_queued, birth=birth)
     ids: dict[tuple[str, str], int] = {}
     edges: list[StepEdge] = []
     total = 0
@@ -109,7 +124,7 @@ def _insert_steps(run: Run, steps: Iterable[StepRequest]) -> tuple[int, bool]:
                 for upstream in set(step.upstream_keys)
             )
     StepEdge.objects.bulk_create(edges, batch_size=STEP_BATCH_SIZE)
-    return total, bool(edges)
+    return Inserted(total=total, has_edges=bool(edges))
 
 
 COPIED_COLUMNS: Final = (
@@ -124,21 +139,27 @@ COPIED_COLUMNS: Final = (
     "lease_owner",
     "created_at",
     "metadata",
+    "queued_at",
+    "dispatched_at",
 )
 
 
-def _copy_steps(run: Run, steps: Iterable[StepRequest]) -> int:
-    """Stream edge-less pending steps into their table with ``COPY``; return how many.
+def _copy_steps(
+    run: Run, steps: Iterable[StepRequest], birth: engine.Birth | None
+) -> tuple[int, int]:
+    """Stream edge-less steps into their table with ``COPY``; return how many, and how many queued.
 
     Writes every column the model's defaults would (the table has no database defaults); a
     duplicate step fails the unique constraint as ``bulk_create`` would. One ``COPY`` per batch:
     producing a batch may query this same connection (a backfill skips partitions that already
-    succeeded), which it cannot do while a ``COPY`` is open.
+    succeeded), which it cannot do while a ``COPY`` is open. With a ``birth``, steps of assets
+    it does not hold are written queued and claimed (``queued_at`` = ``dispatched_at`` =
+    ``birth.at``); the rest pending.
     """
     table = connection.ops.quote_name(Materialization._meta.db_table)  # noqa: SLF001  # documented model API
     columns = ", ".join(connection.ops.quote_name(name) for name in COPIED_COLUMNS)
     now = timezone.now()
-    total = 0
+    total = queued = 0
     iterator = iter(steps)
     while batch := list(itertools.islice(iterator, STEP_BATCH_SIZE)):
         with (
@@ -147,12 +168,14 @@ def _copy_steps(run: Run, steps: Iterable[StepRequest]) -> int:
             cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
         ):
             for step in batch:
+                at = birth.at if birth is not None and step.asset not in birth.held else None
+                queued += at is not None
                 copy.write_row(
                     (
                         run.pk,
                         step.asset,
                         step.partition_key,
-                        StepStatus.PENDING.value,
+                        (StepStatus.PENDING if at is None else StepStatus.QUEUED).value,
                         0,
                         step.code_version,
                         len(set(step.upstream_keys)),
@@ -160,10 +183,12 @@ def _copy_steps(run: Run, steps: Iterable[StepRequest]) -> int:
                         "",
                         now,
                         "{}",
+                        at,
+                        at,
                     )
                 )
         total += len(batch)
-    return total
+    return total, queued
 
 
 def create_run(request: RunRequest) -> CreatedRun:
@@ -193,7 +218,7 @@ def create_run(request: RunRequest) -> CreatedRun:
             requested_by=request.requested_by,
             reused_runs=list(request.reused_runs),
         )
-        total, has_edges = _insert_steps(run, request.steps)
+        inserted = _insert_steps(run, request.steps)
         record_audit(
             AuditEvent.Action.RUN_REQUESTED,
             actor_type=request.actor_type,
@@ -202,7 +227,7 @@ def create_run(request: RunRequest) -> CreatedRun:
             details={
                 "kind": str(request.kind),
                 "selection": list(request.selection),
-                "steps": total,
+                "steps": inserted.total,
                 "max_parallel": request.max_parallel,
                 "options": dict(request.options),
                 "tags": dict(request.tags),
@@ -210,7 +235,13 @@ def create_run(request: RunRequest) -> CreatedRun:
             },
         )
         send_after_commit("run_started", run_id=str(run.pk))
-        ready = engine.open_run(run.pk, steps=total, has_step_edges=has_edges)
+        ready = engine.open_run(
+            run.pk,
+            steps=inserted.total,
+            has_step_edges=inserted.has_edges,
+            born_queued=inserted.born_queued,
+            birth=inserted.birth,
+        )
         run.refresh_from_db()
     return CreatedRun(run=run, ready=ready)
 
