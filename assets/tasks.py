@@ -77,8 +77,9 @@ def _back_when_the_database_is_down(task_id: str) -> Iterator[None]:
 
 @app.task(name="flowstone.recover_stale_steps")
 def recover_stale_steps() -> int:
-    """Take back steps of dead workers; send again messages the broker lost; run by beat."""
-    return len(services.recover_stale_steps()) + services.republish_quiet()
+    """Take back dead workers' steps, settle runs left uncounted, resend lost messages (beat)."""
+    recovered = len(services.recover_stale_steps()) + services.settle_stranded_runs()
+    return recovered + services.republish_quiet()
 
 
 @app.task(name="flowstone.relay_outbox")

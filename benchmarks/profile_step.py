@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/profile_step.py [--server postgres://postgres@127.0.0.1:5432]
         [--database flowstone_bench_profile] [--redis redis://127.0.0.1:6379/9] [--steps 200]
-        [--shape single|diamond] [--top 25] [--close-connection] [--sort cumulative|tottime]
+        [--shape single|batch|diamond] [--top 25] [--close-connection] [--sort cumulative|tottime]
 
 Creates ``--database`` (dropped at the end), migrates it, creates runs of the benchmark graphs
 (``benchmarks.flowstone_defs``) without publishing them, then executes their steps in this process
@@ -42,6 +42,7 @@ from benchmarks.run import (  # noqa: E402  # needs ROOT on sys.path when run as
 from benchmarks.workloads import assets_of, partition_keys  # noqa: E402
 
 SQL_PREVIEW: Final = 150
+SAMPLE_STATEMENTS: Final = 12
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="flowstone_bench_profile")
     parser.add_argument("--redis", default=DEFAULT_REDIS)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--shape", choices=("single", "diamond"), default="single")
+    parser.add_argument("--shape", choices=("single", "batch", "diamond"), default="single")
+    parser.add_argument("--batch-size", type=int, default=15, help="steps per batch (batch)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--close-connection", action="store_true")
     parser.add_argument("--sort", choices=("cumulative", "tottime"), default="cumulative")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         call_command("migrate", verbosity=0)
         profile(
-            args.shape,
+            args.shape if args.shape != "batch" else f"batch:{args.batch_size}",
             args.steps,
             args.top,
             close_connection=args.close_connection,
@@ -94,17 +96,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def deliver(batch: list[Any], *, owner: str) -> list[Any]:
+    """Handle the message a worker gets for ``batch``: a batch, or one step's; the outcomes."""
+    from flowstone.execution.worker import (  # noqa: PLC0415
+        handle_batch_message,
+        handle_step_message,
+    )
+
+    first = batch[0]
+    payload: dict[str, Any] = {"run_id": str(first.run_id), "asset": first.asset}
+    if len(batch) > 1:
+        payload["partitions"] = [step.partition_key for step in batch]
+        return handle_batch_message((), payload, owner=owner, start_within=60)
+    payload["partition"] = first.partition_key
+    outcome = handle_step_message((), payload, owner=owner)
+    return [] if outcome is None else [outcome]
+
+
 def profile(shape: str, steps: int, top: int, *, close_connection: bool, sort: str) -> None:
     """Create the runs, run their steps under cProfile and an SQL recorder, print the results."""
     from django.db import close_old_connections, connection  # noqa: PLC0415
 
     from assets import services  # noqa: PLC0415
     from flowstone.api import RunOptions, _backfill_request, _planned_request  # noqa: PLC0415
-    from flowstone.execution.worker import handle_step_message  # noqa: PLC0415
     from flowstone.status import RunKind, StepStatus  # noqa: PLC0415
 
     pending: list[int] = []
-    if shape == "single":
+    if shape.startswith(("single", "batch")):
         _, request = _backfill_request(
             "single_noop",
             None,
@@ -133,29 +151,30 @@ def profile(shape: str, steps: int, top: int, *, close_connection: bool, sort: s
     profiler = cProfile.Profile()
     done = 0
     started = time.perf_counter()
+    size = int(shape.partition(":")[2] or 1)
     while pending and done < steps:
-        step = services.get_step(pending.pop(0))
-        payload = {"run_id": str(step.run_id), "asset": step.asset, "partition": step.partition_key}
+        batch = [services.get_step(pk) for pk in pending[:size]]
+        del pending[:size]
         close_old_connections()
         recorded.append([])
         if top:
             profiler.enable()
         with connection.execute_wrapper(record):
-            outcome = handle_step_message((), payload, owner=f"profile:{done}")
+            outcomes = deliver(batch, owner=f"profile:{done}")
         if close_connection:
             connection.close()  # what Celery's Django fixup does without CELERY_DB_REUSE_MAX
         if top:
             profiler.disable()
-        if outcome is not None:
+        for outcome in outcomes:
             pending += outcome.end.ready
-        done += 1
+        done += len(batch)
     seconds = time.perf_counter() - started
-    counts = Counter(len(statements) for statements in recorded)
+    counts = Counter(round(len(statements) / size, 1) for statements in recorded)
     print(f"{done} steps ({shape}) in {seconds:.2f} s: {seconds / done * 1000:.1f} ms per step")
     print(f"statements per step (count: steps): {dict(sorted(counts.items()))}")
     sample = recorded[len(recorded) // 2]
     print(f"\nthe statements of a step in the middle ({len(sample)}):")
-    for number, sql in enumerate(sample, 1):
+    for number, sql in enumerate(sample[:SAMPLE_STATEMENTS], 1):
         text = " ".join(sql.split())
         print(f"{number:>3}. {text[:SQL_PREVIEW]}{'...' if len(text) > SQL_PREVIEW else ''}")
     if top:

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from django.db import connection, router, transaction
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Field, Q
+from django.db.models import Count, DurationField, Exists, ExpressionWrapper, F, Field, OuterRef, Q
 from django.db.models.functions import Now
 from django.dispatch import Signal
 from django.utils import timezone
@@ -39,7 +41,9 @@ from flowstone.errors import FlowStoneError, LeaseLostError
 from flowstone.registry import get_registry
 from flowstone.signals import send_after_commit
 from flowstone.status import (
+    COUNTER_OF,
     RUN_STATUS_RULES,
+    TERMINAL_RUN_STATUSES,
     UNFINISHED_COUNTS,
     RunStatus,
     StepCount,
@@ -57,8 +61,14 @@ if TYPE_CHECKING:
     from flowstone.io.base import StoredOutput
     from flowstone.step_log import StepLog
 
+logger = logging.getLogger(__name__)
+
 ACTIVE_STATUSES: Final = (StepStatus.QUEUED, StepStatus.RUNNING)
 RECOVERY_BATCH: Final = 1000
+TALLY_SECONDS: Final = 1.0
+"""How long a batch holds counted successes before it settles them on the run."""
+UNFINISHED_STEP_STATUSES: Final = tuple(s for s, c in COUNTER_OF.items() if c in UNFINISHED_COUNTS)
+UNFINISHED_RUN_STATUSES: Final = tuple(s for s in RunStatus if s not in TERMINAL_RUN_STATUSES)
 
 # Sent inside the cancelling transaction with ``run_id``, ``step_ids`` (the steps that were
 # waiting for approval), ``actor`` and ``actor_type``; ``approvals`` cancels their approvals in
@@ -575,6 +585,94 @@ def _record_attempt(
     )
 
 
+class RunTally:
+    """A run's counter changes from the successes of one batch's steps, settled together.
+
+    ``complete_step`` given a tally does not touch the run's row: the success commits with the
+    step's own row, lineage and audit only, and after that commit adds its change here. The
+    batch settles the sum (``flush``) at least every ``TALLY_SECONDS`` and when it ends, in one
+    statement, so a backfill's completions no longer queue on the run's row lock, one per step
+    (ADR 0034). Only for runs whose successes release nothing (``tally_for``). A tally lost
+    with its worker (kill -9) is made good by ``settle_stranded_runs``, which recounts.
+    """
+
+    def __init__(self, run_id: uuid.UUID) -> None:
+        self.run_id = run_id
+        self.delta: Counter[StepCount] = Counter()
+        self.since = time.monotonic()
+
+    def add(self, delta: Counter[StepCount]) -> None:
+        """Count a committed success (called after its commit)."""
+        self.delta.update(delta)
+
+    def flush(self, *, when_due: bool = False) -> None:
+        """Settle the counted changes (with ``when_due``, only once ``TALLY_SECONDS`` passed).
+
+        Nothing is written to a run that is finished already: ``settle_stranded_runs`` recounted
+        it from its steps (this worker was frozen past the grace), and the count is exact.
+        """
+        if when_due and time.monotonic() - self.since < TALLY_SECONDS:
+            return
+        delta, self.delta, self.since = self.delta, Counter(), time.monotonic()
+        if any(delta.values()):
+            with transaction.atomic():
+                run = lock_run(self.run_id)
+                if run.finished_at is None:
+                    _settle(run, delta)
+
+
+def tally_for(run: Run, asset: str) -> RunTally | None:
+    """A tally for a batch of ``asset``'s steps of ``run``, or ``None`` to count each at once.
+
+    Counted per batch: a worker run without step edges or ``max_parallel`` and an asset without
+    a concurrency limit, whose successes never release another step (so nothing waits for the
+    counters but the run's own end).
+    """
+    if run.is_in_process or run.has_step_edges or run.max_parallel is not None:
+        return None
+    if asset in get_registry().concurrency_limits:
+        return None
+    return RunTally(run.pk)
+
+
+def settle_stranded_runs(*, now: dt.datetime | None = None) -> int:
+    """Recount unfinished runs whose steps all ended a while ago; return how many were settled.
+
+    A batch's tally dies with a killed worker: its committed successes were never counted, so
+    the run would wait forever with nothing left to end. The sweeper runs this every tick. A run
+    qualifies once no step of it is unfinished and none ended in the last ``STEP_LEASE_SECONDS``
+    (a live batch settles within moments of its last step); it is recounted from its steps under
+    its lock, which finishes it. A tally that comes later changes nothing (``RunTally.flush``).
+    """
+    cutoff = (now or db_time()) - dt.timedelta(seconds=flowstone_settings.STEP_LEASE_SECONDS)
+    steps = Materialization.objects.filter(run_id=OuterRef("pk"))
+    stranded = (
+        Run.objects.filter(status__in=UNFINISHED_RUN_STATUSES, is_in_process=False)
+        .exclude(Exists(steps.filter(status__in=UNFINISHED_STEP_STATUSES)))
+        .exclude(Exists(steps.filter(finished_at__gt=cutoff)))
+    )
+    settled = 0
+    for run_id in list(stranded.values_list("pk", flat=True)[:RECOVERY_BATCH]):
+        with transaction.atomic():
+            run = lock_run(run_id)
+            if run.finished_at is not None:
+                continue
+            by_status = (
+                Materialization.objects.filter(run_id=run_id)
+                .values_list("status")
+                .annotate(n=Count("id"))
+                .values_list("status", "n")
+            )
+            actual: Counter[StepCount] = Counter()
+            for status, n in by_status:
+                actual[COUNTER_OF[StepStatus(status)]] += n
+            delta = Counter({c: actual[c] - getattr(run, f"steps_{c.value}") for c in StepCount})
+            logger.warning("run %s: all its steps ended uncounted; recounted %s", run_id, delta)
+            _settle_row(run_id, delta)
+            settled += 1
+    return settled
+
+
 def complete_step(
     step: Materialization,
     stored: StoredOutput,
@@ -582,6 +680,7 @@ def complete_step(
     *,
     owner: str,
     log: StepLog | None = None,
+    tally: RunTally | None = None,
 ) -> StepEnd:
     """Mark a running step successful, with lineage, audit and downstream release, atomically.
 
@@ -592,35 +691,26 @@ def complete_step(
     A run without step edges (a backfill, a single step) has no counters to decrement; and
     unless a counter reached a step, the run caps its parallelism or the asset has a concurrency
     limit, the ending cannot make another step of the run ready, so the release query is skipped.
+    With a ``tally`` (a batch's steps of such a run, ``tally_for``) the run's row is not touched:
+    the success is counted into the tally after commit, and the batch settles it (ADR 0034).
     """
     with transaction.atomic():
-        # Counting first takes the run's lock and settles it in one statement (the common
-        # case costs no separate lock); if the step update then loses, all of it rolls back.
         # Announced first so it comes before the run's own end; dropped with a rollback.
         duration = (timezone.now() - step.started_at).total_seconds() if step.started_at else None
         send_after_commit("step_succeeded", **_step_payload(step, duration=duration))
         counted = Counter({StepCount.ACTIVE: -1, StepCount.SUCCEEDED: 1})
+        if tally is not None:
+            if not _record_success(step, stored, consumed, owner=owner, log=log):
+                transaction.set_rollback(True)
+                return LOST
+            transaction.on_commit(functools.partial(tally.add, counted))
+            return StepEnd(won=True)
+        # Counting first takes the run's lock and settles it in one statement (the common
+        # case costs no separate lock); if the step update then loses, all of it rolls back.
         run = _settle_row(step.run_id, counted, is_guess=True)
-        won = _running(step, owner).update(
-            status=StepStatus.SUCCESS,
-            finished_at=db_now(),
-            metadata={**step.metadata, **stored.as_metadata(), "version": attempt_version(step)},
-            error=None,
-            lease_expires_at=None,
-        )
-        if not won:
+        if not _record_success(step, stored, consumed, owner=owner, log=log):
             transaction.set_rollback(True)
             return LOST
-        _record_attempt(step, StepAttempt.Outcome.SUCCEEDED, log=log)
-        record_lineage(step, consumed)
-        record_audit(
-            AuditEvent.Action.ASSET_MATERIALIZED,
-            run_id=step.run_id,
-            asset=step.asset,
-            partition_key=step.partition_key,
-            details={"materialization_id": step.pk, "uri": stored.uri},
-        )
-        success_recorded.send(sender=Materialization, step=step)
         decremented = 0
         if run.has_step_edges:
             downstream = StepEdge.objects.filter(upstream_id=step.pk).values_list("downstream_id")
@@ -632,6 +722,37 @@ def complete_step(
         ready = _release(run, delta) if decremented or run.max_parallel is not None or freed else []
         _settle(run, delta)
         return _after_commit(run, ready, freed)
+
+
+def _record_success(
+    step: Materialization,
+    stored: StoredOutput,
+    consumed: Iterable[Materialization],
+    *,
+    owner: str,
+    log: StepLog | None,
+) -> bool:
+    """The success's own rows: the step (if ``owner`` still runs it), attempt, lineage, audit."""
+    won = _running(step, owner).update(
+        status=StepStatus.SUCCESS,
+        finished_at=db_now(),
+        metadata={**step.metadata, **stored.as_metadata(), "version": attempt_version(step)},
+        error=None,
+        lease_expires_at=None,
+    )
+    if not won:
+        return False
+    _record_attempt(step, StepAttempt.Outcome.SUCCEEDED, log=log)
+    record_lineage(step, consumed)
+    record_audit(
+        AuditEvent.Action.ASSET_MATERIALIZED,
+        run_id=step.run_id,
+        asset=step.asset,
+        partition_key=step.partition_key,
+        details={"materialization_id": step.pk, "uri": stored.uri},
+    )
+    success_recorded.send(sender=Materialization, step=step)
+    return True
 
 
 DEPENDENCY_FAILED: Final = "dependency_failed"

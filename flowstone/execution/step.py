@@ -274,6 +274,8 @@ class _Attempt:
     owner: str
     lost: threading.Event
     log: StepLog
+    tally: services.RunTally | None = None
+    """Where a success is counted: a batch's tally (ADR 0034), or ``None`` for the run at once."""
 
 
 def _store(
@@ -485,7 +487,12 @@ def _resume(
 
 
 def execute_step(
-    registry: Registry, step: Materialization, config: RunConfig, *, owner: str
+    registry: Registry,
+    step: Materialization,
+    config: RunConfig,
+    *,
+    owner: str,
+    tally: services.RunTally | None = None,
 ) -> StepOutcome:
     """Run a step that ``owner`` has claimed (status ``running``) and record the outcome.
 
@@ -504,7 +511,7 @@ def execute_step(
     try:
         definition = registry.get(step.asset)
         with lease_heartbeat(step.pk, owner, step.attempt) as lost:
-            attempt = _Attempt(owner=owner, lost=lost, log=kept_log)
+            attempt = _Attempt(owner=owner, lost=lost, log=kept_log, tally=tally)
             outcome = _execute(registry, definition, step, config, attempt)
         if outcome is not None:
             return outcome
@@ -550,7 +557,9 @@ def _execute(
             return StepOutcome(status=StepStatus.WAITING_APPROVAL, value=value)
         consumed = computed.consumed
         stored = _store(registry, definition, step, config, value, attempt=attempt)
-    end = services.complete_step(step, stored, consumed, owner=attempt.owner, log=attempt.log)
+    end = services.complete_step(
+        step, stored, consumed, owner=attempt.owner, log=attempt.log, tally=attempt.tally
+    )
     if not end.won:
         _discard(registry, definition, step, config, owner=attempt.owner)
         return None

@@ -179,16 +179,36 @@ def handle_batch_message(
     except FlowStoneError as exc:
         _reject(BATCH_TASK, args, payload, task_id, exc)
         return []
+    tally = services.tally_for(steps[0].run, steps[0].asset)
+    try:
+        return _run_batch(
+            steps, config, owner, task_id, deadline=started + start_within, tally=tally
+        )
+    finally:
+        if tally is not None:
+            _settle_tally(tally)
+
+
+def _run_batch(
+    steps: Sequence[Materialization],
+    config: RunConfig,
+    owner: str,
+    task_id: str,
+    *,
+    deadline: float,
+    tally: services.RunTally | None,
+) -> list[StepOutcome]:
+    """The steps of a validated batch in turn, until ``deadline`` (monotonic) for starting one."""
     outcomes: list[StepOutcome] = []
     for index, step in enumerate(steps):
         if step.status in TERMINAL_STEP_STATUSES:
             continue  # ended before this delivery (a redelivered batch): no claim to try
-        if time.monotonic() - started > start_within:
+        if time.monotonic() > deadline:
             sent = services.hand_back([left.pk for left in steps[index:]])
             logger.info("batch %s: %d step(s) not started are sent again", task_id, sent)
             break
         try:
-            outcome = _run_step(step, config, owner)
+            outcome = _run_step(step, config, owner, tally)
         except DATABASE_ERRORS:
             raise  # the message goes back to the queue (assets.tasks); the rest run from there
         except Exception:
@@ -198,7 +218,19 @@ def handle_batch_message(
             raise
         if outcome is not None:
             outcomes.append(outcome)
+        if tally is not None:
+            tally.flush(when_due=True)
     return outcomes
+
+
+def _settle_tally(tally: services.RunTally) -> None:
+    """Settle what the batch counted; if the database fails that, the sweeper recounts the run."""
+    try:
+        tally.flush()
+    except DATABASE_ERRORS as exc:
+        logger.warning(
+            "could not settle run %s's batch counts (%s); recounted later", tally.run_id, exc
+        )
 
 
 def _reject(
@@ -214,7 +246,12 @@ def _reject(
     logger.warning("rejected step message %s: %s", task_id, exc)
 
 
-def _run_step(step: Materialization, config: RunConfig, owner: str) -> StepOutcome | None:
+def _run_step(
+    step: Materialization,
+    config: RunConfig,
+    owner: str,
+    tally: services.RunTally | None = None,
+) -> StepOutcome | None:
     """Claim ``step`` and execute it; ``None`` when it was not due or not there to take."""
     claimed = services.claim_step(step.pk, owner)
     if claimed is None:
@@ -232,4 +269,4 @@ def _run_step(step: Materialization, config: RunConfig, owner: str) -> StepOutco
             },
         )
         return None
-    return execute_step(get_registry(), claimed, config, owner=owner)
+    return execute_step(get_registry(), claimed, config, owner=owner, tally=tally)

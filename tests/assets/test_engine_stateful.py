@@ -4,10 +4,14 @@ Hypothesis interleaves claim, succeed, fail, retry, crash + recover, a late comp
 worker that lost its lease, park for approval, decide, skip (a reviewer's option skips the
 branch), cancel and the relay's slot backstop over
 three runs that share a concurrency-limited asset: a small DAG (fan-in, a chain, a branch), a
-backfill of the limited asset, and a run capped by ``max_parallel``. After every step:
+backfill of the limited asset, and a run capped by ``max_parallel``; and over a fourth, a
+backfill whose successes a batch counts in a tally (ADR 0034): succeed into the tally, settle
+it, lose it with its worker, and the sweeper's recount. After every step:
 
-- each run's stored status is the status derived from its step rows;
-- its counters equal the counts of its steps, and it is finished exactly when none is left;
+- each run's stored status is the status derived from its counters, and its counters plus what
+  live and lost tallies hold equal the counts of its steps; without such, the status is the one
+  derived from its step rows;
+- no run is finished while a step of it is unfinished, and a finished run's counters are exact;
 - no step has two recorded successes, and the limited asset never has more than its limit of
   steps queued or running;
 - no step downstream of a skipped step is released or succeeds;
@@ -18,11 +22,13 @@ and once the events are drained, no step is left non-terminal.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Any
 
 import pytest
 from django.db import transaction
 from django.db.models import Count
+from django.test import TestCase
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -38,9 +44,11 @@ from flowstone.registry import get_registry
 from flowstone.status import (
     TERMINAL_STEP_STATUSES,
     RunKind,
+    StepCount,
     StepStatus,
     count_steps,
     derive_run_status,
+    run_status,
 )
 from lineage.models import AuditEvent
 from tests.conftest import UseDefinitions
@@ -90,7 +98,11 @@ class EngineMachine(RuleBasedStateMachine):
             ),
             _create([_step("limited", f"k{n}") for n in range(2, 6)]),
             _create([_step("unlimited", f"k{n}") for n in range(3, 7)], max_parallel=1),
+            _create([_step("unlimited", f"b{n}") for n in range(2)]),
         ]
+        self.tallied = self.run_ids[3]
+        self.tally: services.RunTally | None = None
+        self.lost: Counter[StepCount] = Counter()
 
     # Picking rows -----------------------------------------------------------------------
 
@@ -128,6 +140,56 @@ class EngineMachine(RuleBasedStateMachine):
         step = self._running(index)
         if step is not None:
             assert services.complete_step(step, STORED, [], owner=step.lease_owner).won
+
+    @rule(index=PICK)
+    def succeed_in_a_batch(self, index: int) -> None:
+        """A batch's step of the tallied backfill succeeds; its count waits in the tally."""
+        rows = [r for r in self._steps(StepStatus.RUNNING) if str(r.run_id) == self.tallied] or [
+            r for r in self._steps(StepStatus.QUEUED) if str(r.run_id) == self.tallied
+        ]
+        if not rows:
+            return
+        step = rows[index % len(rows)]
+        if step.status == StepStatus.QUEUED:
+            step = self._claim_this(step)
+        if self.tally is None:
+            run = Run.objects.get(pk=self.tallied)
+            self.tally = services.tally_for(run, step.asset)
+            assert self.tally is not None  # no edges, no cap, no limit: counted per batch
+        tally = self.tally
+        with TestCase.captureOnCommitCallbacks() as callbacks:
+            assert services.complete_step(step, STORED, [], owner=step.lease_owner, tally=tally).won
+        for callback in callbacks:  # the tally's own (this example's transaction never commits)
+            if getattr(callback, "func", None) == tally.add:
+                callback()
+
+    @rule()
+    def settle_the_batch(self) -> None:
+        """The batch ends (or a second passed): its tally is settled on the run."""
+        if self.tally is not None:
+            self.tally.flush()
+            self.tally = None
+
+    @rule()
+    def kill_the_batch_worker(self) -> None:
+        """kill -9 of the batch's worker: what its tally counted is lost."""
+        if self.tally is not None:
+            self.lost.update(self.tally.delta)
+            self.tally = None
+
+    @rule()
+    def sweep(self) -> None:
+        """The sweeper, long after: runs whose steps all ended are recounted and finished."""
+        services.settle_stranded_runs(now=timezone.now() + dt.timedelta(hours=1))
+        if Run.objects.get(pk=self.tallied).finished_at is not None:
+            self.lost = Counter()
+
+    def _claim_this(self, queued: Materialization) -> Materialization:
+        Materialization.objects.filter(pk=queued.pk).update(not_before=None)  # time passes
+        self.workers += 1
+        claimed = services.claim_step(queued.pk, f"worker-{self.workers}")
+        assert claimed is not None
+        return claimed
 
     @rule(index=PICK)
     def fail(self, index: int) -> None:
@@ -215,15 +277,26 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def runs_agree_with_their_steps(self) -> None:
-        """Stored status and counters are what the step rows say."""
+        """Stored status and counters are what the step rows say, less what tallies hold."""
         for run in Run.objects.filter(pk__in=self.run_ids):
             statuses = list(
                 Materialization.objects.filter(run=run).values_list("status", flat=True)
             )
-            assert run.status == derive_run_status(statuses), run.pk
-            assert run.step_counts() == count_steps(statuses)
+            counts = count_steps(statuses)
+            assert run.status == run_status(run.step_counts()), run.pk
             assert run.steps_total == len(statuses)
             assert (run.finished_at is not None) == (run.steps_remaining == 0)
+            if run.finished_at is not None:
+                assert not set(statuses) - TERMINAL_STEP_STATUSES  # never finished early
+            held: Counter[StepCount] = Counter(self.lost)  # negative counts too (not ``+``)
+            held.update(self.tally.delta if self.tally else {})
+            if str(run.pk) != self.tallied or run.finished_at is not None or not any(held.values()):
+                assert run.status == derive_run_status(statuses), run.pk
+                assert run.step_counts() == counts
+            else:
+                pending = Counter(run.step_counts())
+                pending.update(held)
+                assert {c: pending[c] for c in StepCount} == counts
 
     @invariant()
     def no_step_succeeds_twice(self) -> None:
@@ -282,6 +355,8 @@ class EngineMachine(RuleBasedStateMachine):
             if not Materialization.objects.filter(run_id__in=self.run_ids).exclude(
                 status__in=TERMINAL_STEP_STATUSES
             ):
+                self.settle_the_batch()
+                self.sweep()
                 return
 
     def teardown(self) -> None:
