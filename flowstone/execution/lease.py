@@ -1,11 +1,21 @@
-"""Keeping a running step's lease alive while its function runs."""
+"""Keeping a running step's lease alive while its function runs.
+
+One thread per process renews the leases of all the steps the process runs (a batch's steps one
+after another, or a thread pool's at once), each every third of its lease from when it started.
+Starting and joining a thread for every step cost more than a no-op step's own work; the keeper
+is started on first use in each process (after a fork too) and closes its database connection
+whenever no step runs, so an idle process holds none.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
 
 from django.db import DatabaseError, connection
 
@@ -17,6 +27,104 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+BEATS_PER_LEASE: Final = 3
+
+
+@dataclass(eq=False, slots=True)
+class _Lease:
+    """One running step's lease as the keeper renews it."""
+
+    step_id: int
+    owner: str
+    attempt: int | None
+    interval: float
+    due: float
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+class _Keeper:
+    """The thread of this process that renews its running steps' leases when they are due."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: set[_Lease] = set()
+        self._changed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._wakes_at = float("inf")
+        """When the keeper wakes next (``inf`` while idle): a lease due later needs no wake."""
+        self._connected = False
+        """Whether the keeper's thread may hold a database connection (it renewed since idle)."""
+
+    def add(self, lease: _Lease) -> None:
+        """Renew ``lease`` from now on (starting the thread in this process if needed)."""
+        with self._lock:
+            self._leases.add(lease)
+            thread = self._thread
+            if thread is None or self._pid != os.getpid() or not thread.is_alive():
+                self._pid, self._wakes_at = os.getpid(), float("inf")
+                self._thread = threading.Thread(
+                    target=self._run, name="flowstone-leases", daemon=True
+                )
+                self._thread.start()
+            wake = lease.due < self._wakes_at
+        if wake:
+            self._changed.set()
+
+    def remove(self, lease: _Lease) -> None:
+        """Stop renewing ``lease`` (its step ended, or its block left)."""
+        with self._lock:
+            self._leases.discard(lease)
+            wake = not self._leases and self._connected
+        if wake:
+            self._changed.set()  # the keeper closes its connection now, not at the next beat
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                leases = list(self._leases)
+                if not leases:
+                    self._wakes_at, self._connected = float("inf"), False
+            if not leases:
+                connection.close()  # this thread's own connection; none is held while idle
+                self._changed.wait()
+                self._changed.clear()
+                continue
+            for lease in leases:
+                if lease.due <= time.monotonic():
+                    self._connected = True
+                    self._renew(lease)
+            with self._lock:
+                self._wakes_at = min((lease.due for lease in self._leases), default=0.0)
+            self._changed.wait(max(0.0, self._wakes_at - time.monotonic()))
+            self._changed.clear()
+
+    def _renew(self, lease: _Lease) -> None:
+        lease.due = time.monotonic() + lease.interval
+        try:
+            renewed = services.renew_lease(lease.step_id, lease.owner, lease.attempt)
+        except DatabaseError:
+            # A database blip: drop the broken connection and try again at the next beat, while
+            # the lease (three beats long) still holds.
+            logger.warning("could not renew the lease of step %s; retrying", lease.step_id)
+            connection.close()
+            return
+        except Exception:
+            logger.exception("renewing the lease of step %s failed; retrying", lease.step_id)
+            return
+        with self._lock:
+            current = lease in self._leases
+            if not renewed and current:
+                self._leases.discard(lease)
+        if not renewed and current:  # a step that just ended is not "lost"
+            lease.lost.set()
+            logger.warning(
+                "lost the lease of step %s", lease.step_id, extra={"step": lease.step_id}
+            )
+
+
+_KEEPER: Final = _Keeper()
+
 
 @contextmanager
 def lease_heartbeat(
@@ -27,32 +135,16 @@ def lease_heartbeat(
     The yielded event is set if the lease was lost (the sweeper took the step back); the step's
     completion will then lose its conditional update and change nothing.
     """
-    stop = threading.Event()
-    lost = threading.Event()
-    interval = flowstone_settings.STEP_LEASE_SECONDS / 3
-
-    def renew() -> None:
-        try:
-            while not stop.wait(interval):
-                try:
-                    renewed = services.renew_lease(step_id, owner, attempt)
-                except DatabaseError:
-                    # A database blip: drop the broken connection and try again at the next
-                    # beat, while the lease (three beats long) still holds.
-                    logger.warning("could not renew the lease of step %s; retrying", step_id)
-                    connection.close()
-                    continue
-                if not renewed:
-                    lost.set()
-                    logger.warning("lost the lease of step %s", step_id, extra={"step": step_id})
-                    return
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=renew, name=f"flowstone-lease-{step_id}", daemon=True)
-    thread.start()
+    interval = flowstone_settings.STEP_LEASE_SECONDS / BEATS_PER_LEASE
+    lease = _Lease(
+        step_id=step_id,
+        owner=owner,
+        attempt=attempt,
+        interval=interval,
+        due=time.monotonic() + interval,
+    )
+    _KEEPER.add(lease)
     try:
-        yield lost
+        yield lease.lost
     finally:
-        stop.set()
-        thread.join()
+        _KEEPER.remove(lease)
