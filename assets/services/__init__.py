@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from assets.services.engine import (
     AttemptFence,
+    Batch,
     Canceled,
     Parked,
     RunTally,
@@ -77,6 +78,7 @@ from assets.services.workers import (
 __all__ = [
     "MAX_BATCH_STEPS",
     "AttemptFence",
+    "Batch",
     "Canceled",
     "CreatedRun",
     "DatabaseDynamicKeyStore",

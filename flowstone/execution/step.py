@@ -274,8 +274,8 @@ class _Attempt:
     owner: str
     lost: threading.Event
     log: StepLog
-    tally: services.RunTally | None = None
-    """Where a success is counted: a batch's tally (ADR 0034), or ``None`` for the run at once."""
+    batch: services.Batch | None = None
+    """The batch this step runs in (its tally, its next step to claim), or ``None``."""
 
 
 def _store(
@@ -492,7 +492,7 @@ def execute_step(
     config: RunConfig,
     *,
     owner: str,
-    tally: services.RunTally | None = None,
+    batch: services.Batch | None = None,
 ) -> StepOutcome:
     """Run a step that ``owner`` has claimed (status ``running``) and record the outcome.
 
@@ -511,7 +511,7 @@ def execute_step(
     try:
         definition = registry.get(step.asset)
         with lease_heartbeat(step.pk, owner, step.attempt) as lost:
-            attempt = _Attempt(owner=owner, lost=lost, log=kept_log, tally=tally)
+            attempt = _Attempt(owner=owner, lost=lost, log=kept_log, batch=batch)
             outcome = _execute(registry, definition, step, config, attempt)
         if outcome is not None:
             return outcome
@@ -558,7 +558,7 @@ def _execute(
         consumed = computed.consumed
         stored = _store(registry, definition, step, config, value, attempt=attempt)
     end = services.complete_step(
-        step, stored, consumed, owner=attempt.owner, log=attempt.log, tally=attempt.tally
+        step, stored, consumed, owner=attempt.owner, log=attempt.log, batch=attempt.batch
     )
     if not end.won:
         _discard(registry, definition, step, config, owner=attempt.owner)

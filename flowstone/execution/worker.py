@@ -179,47 +179,52 @@ def handle_batch_message(
     except FlowStoneError as exc:
         _reject(BATCH_TASK, args, payload, task_id, exc)
         return []
-    tally = services.tally_for(steps[0].run, steps[0].asset)
+    batch = services.Batch(owner=owner, tally=services.tally_for(steps[0].run, steps[0].asset))
     try:
-        return _run_batch(
-            steps, config, owner, task_id, deadline=started + start_within, tally=tally
-        )
+        return _run_batch(steps, config, task_id, deadline=started + start_within, batch=batch)
     finally:
-        if tally is not None:
-            _settle_tally(tally)
+        if batch.tally is not None:
+            _settle_tally(batch.tally)
 
 
 def _run_batch(
     steps: Sequence[Materialization],
     config: RunConfig,
-    owner: str,
     task_id: str,
     *,
     deadline: float,
-    tally: services.RunTally | None,
+    batch: services.Batch,
 ) -> list[StepOutcome]:
-    """The steps of a validated batch in turn, until ``deadline`` (monotonic) for starting one."""
+    """The steps of a validated batch in turn, until ``deadline`` (monotonic) for starting one.
+
+    Each success claims the next step not ended in its own transaction while the deadline has
+    not passed; a step claimed that way has started and runs even if the deadline passes.
+    """
     outcomes: list[StepOutcome] = []
-    for index, step in enumerate(steps):
-        if step.status in TERMINAL_STEP_STATUSES:
-            continue  # ended before this delivery (a redelivered batch): no claim to try
-        if time.monotonic() > deadline:
-            sent = services.hand_back([left.pk for left in steps[index:]])
+    open_steps = [step for step in steps if step.status not in TERMINAL_STEP_STATUSES]
+    # (ended before this delivery, e.g. a redelivered batch: no claim to try)
+    for index, step in enumerate(open_steps):
+        claimed = batch.take_claimed(step.pk)
+        if claimed is None and time.monotonic() > deadline:
+            sent = services.hand_back([left.pk for left in open_steps[index:]])
             logger.info("batch %s: %d step(s) not started are sent again", task_id, sent)
             break
+        following = open_steps[index + 1 : index + 2]
+        in_time = time.monotonic() <= deadline
+        batch.next_step = following[0].pk if following and in_time else None
         try:
-            outcome = _run_step(step, config, owner, tally)
+            outcome = _run_step(step, config, batch.owner, batch, claimed=claimed)
         except DATABASE_ERRORS:
             raise  # the message goes back to the queue (assets.tasks); the rest run from there
         except Exception:
             # Celery acknowledges a failed task: the steps after this one are sent again now,
             # not when the sweeper's backstop finds them.
-            services.hand_back([left.pk for left in steps[index + 1 :]])
+            services.hand_back([left.pk for left in open_steps[index + 1 :]])
             raise
         if outcome is not None:
             outcomes.append(outcome)
-        if tally is not None:
-            tally.flush(when_due=True)
+        if batch.tally is not None:
+            batch.tally.flush(when_due=True)
     return outcomes
 
 
@@ -250,10 +255,15 @@ def _run_step(
     step: Materialization,
     config: RunConfig,
     owner: str,
-    tally: services.RunTally | None = None,
+    batch: services.Batch | None = None,
+    *,
+    claimed: Materialization | None = None,
 ) -> StepOutcome | None:
-    """Claim ``step`` and execute it; ``None`` when it was not due or not there to take."""
-    claimed = services.claim_step(step.pk, owner)
+    """Claim ``step`` (unless the batch's previous success did) and execute it.
+
+    ``None`` when it was not due or not there to take.
+    """
+    claimed = claimed or services.claim_step(step.pk, owner)
     if claimed is None:
         if services.reschedule_early(step.pk):
             logger.info("step %s is not due yet; its message is sent again for then", step.pk)
@@ -269,4 +279,4 @@ def _run_step(
             },
         )
         return None
-    return execute_step(get_registry(), claimed, config, owner=owner, tally=tally)
+    return execute_step(get_registry(), claimed, config, owner=owner, batch=batch)

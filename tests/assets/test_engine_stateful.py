@@ -158,7 +158,13 @@ class EngineMachine(RuleBasedStateMachine):
             assert self.tally is not None  # no edges, no cap, no limit: counted per batch
         tally = self.tally
         with TestCase.captureOnCommitCallbacks() as callbacks:
-            assert services.complete_step(step, STORED, [], owner=step.lease_owner, tally=tally).won
+            assert services.complete_step(
+                step,
+                STORED,
+                [],
+                owner=step.lease_owner,
+                batch=services.Batch(owner="w", tally=tally),
+            ).won
         for callback in callbacks:  # the tally's own (this example's transaction never commits)
             if getattr(callback, "func", None) == tally.add:
                 callback()

@@ -77,18 +77,26 @@ def test_successes_leave_the_run_row_alone_until_the_tally_settles_them() -> Non
     first, second, third = _claimed(run)
 
     with CaptureQueriesContext(connection) as queries:
-        assert services.complete_step(first, STORED, [], owner=first.lease_owner, tally=tally).won
+        assert services.complete_step(
+            first, STORED, [], owner=first.lease_owner, batch=services.Batch(owner="w", tally=tally)
+        ).won
     assert not [q for q in queries if '"assets_run"' in q["sql"]]  # the run row: not touched
-    assert services.complete_step(second, STORED, [], owner=second.lease_owner, tally=tally).won
+    assert services.complete_step(
+        second, STORED, [], owner=second.lease_owner, batch=services.Batch(owner="w", tally=tally)
+    ).won
     assert _counts(run) == (RunStatus.RUNNING, 3, 0, False)
-    late = services.complete_step(second, STORED, [], owner="someone else", tally=tally)
+    late = services.complete_step(
+        second, STORED, [], owner="someone else", batch=services.Batch(owner="w", tally=tally)
+    )
     assert not late.won  # a success that lost counts nothing
 
     tally.flush()
     assert _counts(run) == (RunStatus.RUNNING, 1, 2, False)
     tally.flush()  # nothing left to settle
     assert _counts(run) == (RunStatus.RUNNING, 1, 2, False)
-    assert services.complete_step(third, STORED, [], owner=third.lease_owner, tally=tally).won
+    assert services.complete_step(
+        third, STORED, [], owner=third.lease_owner, batch=services.Batch(owner="w", tally=tally)
+    ).won
     tally.flush(when_due=True)  # within the second: held
     assert _counts(run) == (RunStatus.RUNNING, 1, 2, False)
     tally.flush()  # the batch ends: the last settle finishes the run
@@ -102,8 +110,12 @@ def test_a_tally_lost_with_its_worker_is_recounted_and_a_late_one_changes_nothin
     assert lost is not None
     assert frozen is not None
     first, second = _claimed(run)
-    assert services.complete_step(first, STORED, [], owner=first.lease_owner, tally=lost).won
-    assert services.complete_step(second, STORED, [], owner=second.lease_owner, tally=frozen).won
+    assert services.complete_step(
+        first, STORED, [], owner=first.lease_owner, batch=services.Batch(owner="w", tally=lost)
+    ).won
+    assert services.complete_step(
+        second, STORED, [], owner=second.lease_owner, batch=services.Batch(owner="w", tally=frozen)
+    ).won
     # kill -9 takes ``lost`` with it; ``frozen``'s worker is stopped past the grace.
 
     assert services.settle_stranded_runs() == 0  # within the grace: a live batch may settle
@@ -121,7 +133,9 @@ def test_the_recount_leaves_runs_with_a_step_left_and_finished_runs_alone() -> N
     tally = services.tally_for(waiting, "unlimited")
     assert tally is not None
     first, _ = _claimed(waiting)
-    assert services.complete_step(first, STORED, [], owner=first.lease_owner, tally=tally).won
+    assert services.complete_step(
+        first, STORED, [], owner=first.lease_owner, batch=services.Batch(owner="w", tally=tally)
+    ).won
     done = _run("unlimited", 1)
     (only,) = _claimed(done)
     assert services.complete_step(only, STORED, [], owner=only.lease_owner).won
@@ -129,3 +143,27 @@ def test_the_recount_leaves_runs_with_a_step_left_and_finished_runs_alone() -> N
     assert services.settle_stranded_runs(now=timezone.now() + LATER) == 0
     assert _counts(waiting) == (RunStatus.RUNNING, 2, 0, False)  # the tally is still to come
     assert _counts(done) == (RunStatus.SUCCESS, 0, 1, True)
+
+
+def test_a_success_claims_the_batchs_next_step_in_its_own_transaction() -> None:
+    run = _run("unlimited", 3)
+    queued = list(Materialization.objects.filter(run=run).order_by("id"))
+    first = services.claim_step(queued[0].pk, "w")
+    assert first is not None
+    batch = services.Batch(owner="w", tally=services.tally_for(run, "unlimited"))
+    batch.next_step = queued[1].pk
+
+    assert services.complete_step(first, STORED, [], owner="w", batch=batch).won
+    assert batch.take_claimed(queued[2].pk) is None  # not the step it claimed
+    claimed = batch.take_claimed(queued[1].pk)
+    assert claimed is not None
+    assert (claimed.status, claimed.lease_owner, claimed.attempt) == (StepStatus.RUNNING, "w", 1)
+    assert batch.take_claimed(queued[1].pk) is None  # handed out once
+
+    batch.next_step = queued[2].pk
+    services.cancel_run(run.pk, actor="carol")  # the next step is canceled meanwhile
+    assert services.complete_step(claimed, STORED, [], owner="w", batch=batch).won
+    assert batch.claimed is None
+    lost = services.complete_step(claimed, STORED, [], owner="w", batch=batch)
+    assert not lost.won  # a lost success claims nothing either
+    assert batch.claimed is None

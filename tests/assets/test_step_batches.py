@@ -25,14 +25,16 @@ from hypothesis import strategies as st
 from pytest_django import Settings
 
 import flowstone
-from assets.models import Materialization, RejectedMessage
+from assets.models import Materialization, RejectedMessage, Run
 from assets.services import MAX_BATCH_STEPS, batch_payload
 from assets.services.outbox import ClaimedRow, batch_size, messages_for
+from flowstone.celery import app
 from flowstone.conf import flowstone_settings
+from flowstone.errors import StepTimeoutError
 from flowstone.execution.worker import handle_batch_message
 from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus, StepStatus
-from tests.pipelines.batch_flow import FAILING_KEY, NAMES
+from tests.pipelines.batch_flow import FAILING_KEY, NAMES, STUCK_KEY
 from tests.workers import Services, broker_url, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -164,6 +166,35 @@ def test_kill_9_mid_batch_loses_nothing_and_doubles_nothing(stack: Services) -> 
     attempts = Counter((e["partition"], e["attempt"]) for e in stack.executions())
     assert set(attempts.values()) == {1}  # ...as a new attempt: no attempt ran twice
     assert {e["pid"] for e in stack.executions()} != {victim["pid"]}  # a new process went on
+
+
+def test_a_hard_time_limit_ends_the_stuck_step_and_the_rest_of_its_batch_runs(
+    stack: Services, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool kills the batch's process: its step fails as a timeout, nothing else is lost.
+
+    The steps that succeeded before the kill were counted in the dead process's tally (ADR 0034);
+    the sweeper recounts the run, so it still finishes, with exact counters.
+    """
+    monkeypatch.setitem(app.conf, "task_time_limit", 2)  # the publisher sets a batch's limits
+    settings.FLOWSTONE = {**settings.FLOWSTONE, "STEP_BATCH_SECONDS": 1}
+    stack.extra_env.update({"CELERY_TASK_TIME_LIMIT": "2", "FLOWSTONE_STEP_BATCH_SECONDS": "1"})
+    handle = flowstone.backfill_async("b_stuck")
+    stack.start_beat()
+    stack.start_worker("w1", concurrency=1)
+    result = handle.wait(WAIT)
+
+    assert result.status == RunStatus.FAILED
+    stuck = result.step("b_stuck", STUCK_KEY)
+    assert (stuck.status, stuck.attempt) == (StepStatus.FAILED, 1)
+    assert isinstance(stuck.error, StepTimeoutError)
+    assert Counter(step.status for step in result.steps) == {
+        StepStatus.SUCCESS: len(NAMES) - 1,
+        StepStatus.FAILED: 1,
+    }
+    assert Counter(e["partition"] for e in stack.executions()) == Counter(ENCODED)  # each once
+    run = Run.objects.get(pk=handle.run_id)
+    assert (run.steps_active, run.steps_succeeded, run.steps_failed) == (0, len(NAMES) - 1, 1)
 
 
 def test_a_batch_never_exceeds_max_parallel_or_a_concurrency_limit(stack: Services) -> None:

@@ -43,3 +43,15 @@ def b_limited(context: AssetContext) -> str:
     log_execution(context)
     time.sleep(0.02)
     return str(context.partition)
+
+
+STUCK_KEY = "k005"
+
+
+@asset(partitions=KEYS)
+def b_stuck(context: AssetContext) -> str:
+    """Stuck far past any time limit on ``STUCK_KEY``; quick elsewhere."""
+    log_execution(context)
+    if context.partition == STUCK_KEY:
+        time.sleep(60)
+    return str(context.partition)
