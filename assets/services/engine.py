@@ -614,11 +614,16 @@ class RunTally:
         if when_due and time.monotonic() - self.since < TALLY_SECONDS:
             return
         delta, self.delta, self.since = self.delta, Counter(), time.monotonic()
-        if any(delta.values()):
+        if not any(delta.values()):
+            return
+        try:
             with transaction.atomic():
                 run = lock_run(self.run_id)
                 if run.finished_at is None:
                     _settle(run, delta)
+        except BaseException:
+            self.delta.update(delta)  # kept for the next settle (or the sweeper's recount)
+            raise
 
 
 @dataclass(eq=False, kw_only=True, slots=True)
@@ -633,8 +638,14 @@ class Batch:
 
     owner: str
     tally: RunTally | None = None
+    deadline: float = float("inf")
+    """``time.monotonic()`` after which the batch starts (and so claims) no step."""
     next_step: int | None = None
     claimed: Materialization | None = None
+
+    def may_start(self) -> bool:
+        """Whether the batch may still start a step (its ``STEP_BATCH_SECONDS`` are not over)."""
+        return time.monotonic() <= self.deadline
 
     def take_claimed(self, step_id: int) -> Materialization | None:
         """The claimed row of ``step_id`` if the previous success claimed it (once)."""
@@ -682,8 +693,12 @@ def settle_stranded_runs(*, now: dt.datetime | None = None) -> int:
     settled = 0
     for run_id in list(stranded.values_list("pk", flat=True)[:RECOVERY_BATCH]):
         with transaction.atomic():
-            run = lock_run(run_id)
-            if run.finished_at is not None:
+            # Not waiting for a run someone holds: the next sweep looks again.
+            run = Run.objects.select_for_update(skip_locked=True).filter(pk=run_id).first()
+            left = Materialization.objects.filter(
+                run_id=run_id, status__in=UNFINISHED_STEP_STATUSES
+            )
+            if run is None or run.finished_at is not None or left.exists():
                 continue
             by_status = (
                 Materialization.objects.filter(run_id=run_id)
@@ -776,6 +791,11 @@ def _record_success(
     )
     if not won:
         return False
+    # Steps before approvals (the engine's lock order): the next claim before the stale marks.
+    if batch is not None and batch.next_step is not None and batch.may_start():
+        claimed = claim_step(batch.next_step, batch.owner)
+        if claimed is not None:
+            transaction.on_commit(functools.partial(batch.keep_claim, claimed))
     _record_attempt(step, StepAttempt.Outcome.SUCCEEDED, log=log)
     record_lineage(step, consumed)
     record_audit(
@@ -786,10 +806,6 @@ def _record_success(
         details={"materialization_id": step.pk, "uri": stored.uri},
     )
     success_recorded.send(sender=Materialization, step=step)
-    if batch is not None and batch.next_step is not None:
-        claimed = claim_step(batch.next_step, batch.owner)
-        if claimed is not None:
-            transaction.on_commit(functools.partial(batch.keep_claim, claimed))
     return True
 
 

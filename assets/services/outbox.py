@@ -19,6 +19,7 @@ few steps per message would cost latency, one message per step costs the backfil
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -26,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
@@ -177,14 +178,23 @@ def publish_born(run_id: uuid.UUID, at: dt.datetime, count: int) -> int:
 
     Reads them back in id order through one server-side cursor, a chunk at a time, and sends
     them as ``publish_steps`` would have (batches sized by ``count``), without the claim: the
-    creating transaction claimed them. A step canceled meanwhile is no longer queued and is not
-    sent. When the broker cannot be reached, the steps not sent go back to unsent for the relay.
+    creating transaction claimed them. A step canceled before the read starts is not sent (one
+    canceled later is, and its claim fails on the worker). When the broker cannot be reached, the
+    steps not sent go back to unsent for the relay; any other failure puts them all back.
     """
     born = Materialization.objects.filter(run_id=run_id, status=StepStatus.QUEUED, dispatched_at=at)
     rows = born.order_by("pk").values_list("pk", "run_id", "asset", "partition_key", "not_before")
     stream = rows.iterator(chunk_size=PUBLISH_CHUNK)
     chunks = iter(lambda: list(itertools.islice(stream, PUBLISH_CHUNK)), [])
-    return _send(chunks, count, unsent_after=lambda last: born.filter(pk__gt=last))
+    try:
+        return _send(chunks, count, unsent_after=lambda last: born.filter(pk__gt=last))
+    except Exception:
+        # After the commit the run is accepted: whatever failed here (the database, reading
+        # back), its steps go back to the outbox for the relay instead of failing the caller.
+        logger.exception("could not publish the new run %s's steps; the relay sends them", run_id)
+        with contextlib.suppress(DatabaseError):
+            born.update(dispatched_at=None)
+        return 0
 
 
 def _send(

@@ -31,7 +31,7 @@ BEATS_PER_LEASE: Final = 3
 
 
 @dataclass(eq=False, slots=True)
-class _Lease:
+class Lease:
     """One running step's lease as the keeper renews it."""
 
     step_id: int
@@ -46,8 +46,12 @@ class _Keeper:
     """The thread of this process that renews its running steps' leases when they are due."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh keeper: at start, and in a forked child (no thread, no parent's leases)."""
         self._lock = threading.Lock()
-        self._leases: set[_Lease] = set()
+        self._leases: set[Lease] = set()
         self._changed = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -56,7 +60,7 @@ class _Keeper:
         self._connected = False
         """Whether the keeper's thread may hold a database connection (it renewed since idle)."""
 
-    def add(self, lease: _Lease) -> None:
+    def add(self, lease: Lease) -> None:
         """Renew ``lease`` from now on (starting the thread in this process if needed)."""
         with self._lock:
             self._leases.add(lease)
@@ -71,7 +75,7 @@ class _Keeper:
         if wake:
             self._changed.set()
 
-    def remove(self, lease: _Lease) -> None:
+    def remove(self, lease: Lease) -> None:
         """Stop renewing ``lease`` (its step ended, or its block left)."""
         with self._lock:
             self._leases.discard(lease)
@@ -81,25 +85,40 @@ class _Keeper:
 
     def _run(self) -> None:
         while True:
-            with self._lock:
-                leases = list(self._leases)
-                if not leases:
-                    self._wakes_at, self._connected = float("inf"), False
-            if not leases:
-                connection.close()  # this thread's own connection; none is held while idle
-                self._changed.wait()
-                self._changed.clear()
-                continue
-            for lease in leases:
-                if lease.due <= time.monotonic():
-                    self._connected = True
-                    self._renew(lease)
-            with self._lock:
-                self._wakes_at = min((lease.due for lease in self._leases), default=0.0)
-            self._changed.wait(max(0.0, self._wakes_at - time.monotonic()))
-            self._changed.clear()
+            try:
+                self._beat()
+            except Exception:  # the keeper must outlive any one failure
+                logger.exception("the lease keeper failed; it goes on")
+                self._close()
+                time.sleep(1)
 
-    def _renew(self, lease: _Lease) -> None:
+    def _close(self) -> None:
+        try:
+            connection.close()
+        except Exception:  # a broken connection is dropped either way
+            logger.warning("could not close the lease keeper's connection", exc_info=True)
+
+    def _beat(self) -> None:
+        """Renew what is due, then wait until the next lease is due (or for a change)."""
+        with self._lock:
+            leases = list(self._leases)
+            if not leases:
+                self._wakes_at, self._connected = float("inf"), False
+        if not leases:
+            self._close()  # this thread's own connection; none is held while idle
+            self._changed.wait()
+            self._changed.clear()
+            return
+        for lease in leases:
+            if lease.due <= time.monotonic():
+                self._connected = True
+                self._renew(lease)
+        with self._lock:
+            self._wakes_at = min((lease.due for lease in self._leases), default=0.0)
+        self._changed.wait(max(0.0, self._wakes_at - time.monotonic()))
+        self._changed.clear()
+
+    def _renew(self, lease: Lease) -> None:
         lease.due = time.monotonic() + lease.interval
         try:
             renewed = services.renew_lease(lease.step_id, lease.owner, lease.attempt)
@@ -107,10 +126,11 @@ class _Keeper:
             # A database blip: drop the broken connection and try again at the next beat, while
             # the lease (three beats long) still holds.
             logger.warning("could not renew the lease of step %s; retrying", lease.step_id)
-            connection.close()
+            self._close()
             return
         except Exception:
             logger.exception("renewing the lease of step %s failed; retrying", lease.step_id)
+            self._close()
             return
         with self._lock:
             current = lease in self._leases
@@ -124,19 +144,17 @@ class _Keeper:
 
 
 _KEEPER: Final = _Keeper()
+os.register_at_fork(after_in_child=_KEEPER.reset)
 
 
-@contextmanager
-def lease_heartbeat(
-    step_id: int, owner: str, attempt: int | None = None
-) -> Iterator[threading.Event]:
-    """Renew the step's lease every third of its length until the block ends.
+def hold_lease(step_id: int, owner: str, attempt: int | None = None) -> Lease:
+    """Start renewing a step's lease now (every third of its length); ``drop_lease`` stops it.
 
-    The yielded event is set if the lease was lost (the sweeper took the step back); the step's
-    completion will then lose its conditional update and change nothing.
+    For a step claimed before it runs (a batch's next step, claimed by the previous success):
+    its lease is kept from its claim on, and ``lease_heartbeat(..., held=...)`` takes it over.
     """
     interval = flowstone_settings.STEP_LEASE_SECONDS / BEATS_PER_LEASE
-    lease = _Lease(
+    lease = Lease(
         step_id=step_id,
         owner=owner,
         attempt=attempt,
@@ -144,7 +162,26 @@ def lease_heartbeat(
         due=time.monotonic() + interval,
     )
     _KEEPER.add(lease)
+    return lease
+
+
+def drop_lease(lease: Lease) -> None:
+    """Stop renewing ``lease``."""
+    _KEEPER.remove(lease)
+
+
+@contextmanager
+def lease_heartbeat(
+    step_id: int, owner: str, attempt: int | None = None, *, held: Lease | None = None
+) -> Iterator[threading.Event]:
+    """Renew the step's lease every third of its length until the block ends.
+
+    ``held``: the lease ``hold_lease`` is already renewing for this step. The yielded event is
+    set if the lease was lost (the sweeper took the step back); the step's completion will then
+    lose its conditional update and change nothing.
+    """
+    lease = held if held is not None else hold_lease(step_id, owner, attempt)
     try:
         yield lease.lost
     finally:
-        _KEEPER.remove(lease)
+        drop_lease(lease)

@@ -33,7 +33,7 @@ from flowstone.errors import (
     LeaseLostError,
     ValidationFailedError,
 )
-from flowstone.execution.lease import lease_heartbeat
+from flowstone.execution.lease import Lease, lease_heartbeat
 from flowstone.execution.plan import UpstreamInput, plan_inputs, validate_partition
 from flowstone.io.base import DiscardsVersions, IOTarget, StoredOutput
 from flowstone.partitions import PartitionValue, decode_partition_key
@@ -493,6 +493,7 @@ def execute_step(
     *,
     owner: str,
     batch: services.Batch | None = None,
+    held: Lease | None = None,
 ) -> StepOutcome:
     """Run a step that ``owner`` has claimed (status ``running``) and record the outcome.
 
@@ -510,7 +511,7 @@ def execute_step(
     kept_log = StepLog()
     try:
         definition = registry.get(step.asset)
-        with lease_heartbeat(step.pk, owner, step.attempt) as lost:
+        with lease_heartbeat(step.pk, owner, step.attempt, held=held) as lost:
             attempt = _Attempt(owner=owner, lost=lost, log=kept_log, batch=batch)
             outcome = _execute(registry, definition, step, config, attempt)
         if outcome is not None:

@@ -18,6 +18,7 @@ from django.db import InterfaceError, OperationalError
 from assets import services
 from flowstone.definitions import ASSET_NAME_PATTERN
 from flowstone.errors import FlowStoneError, PartitionKeyError, ValidationFailedError
+from flowstone.execution.lease import Lease, drop_lease, hold_lease
 from flowstone.execution.step import StepOutcome, execute_step
 from flowstone.partitions import MAX_PARTITION_KEY_LENGTH, decode_partition_key
 from flowstone.registry import get_registry
@@ -179,52 +180,61 @@ def handle_batch_message(
     except FlowStoneError as exc:
         _reject(BATCH_TASK, args, payload, task_id, exc)
         return []
-    batch = services.Batch(owner=owner, tally=services.tally_for(steps[0].run, steps[0].asset))
+    batch = services.Batch(
+        owner=owner,
+        tally=services.tally_for(steps[0].run, steps[0].asset),
+        deadline=started + start_within,
+    )
     try:
-        return _run_batch(steps, config, task_id, deadline=started + start_within, batch=batch)
+        return _run_batch(steps, config, task_id, batch)
     finally:
         if batch.tally is not None:
             _settle_tally(batch.tally)
 
 
 def _run_batch(
-    steps: Sequence[Materialization],
-    config: RunConfig,
-    task_id: str,
-    *,
-    deadline: float,
-    batch: services.Batch,
+    steps: Sequence[Materialization], config: RunConfig, task_id: str, batch: services.Batch
 ) -> list[StepOutcome]:
-    """The steps of a validated batch in turn, until ``deadline`` (monotonic) for starting one.
+    """The steps of a validated batch in turn, while the batch may start steps.
 
-    Each success claims the next step not ended in its own transaction while the deadline has
-    not passed; a step claimed that way has started and runs even if the deadline passes.
+    Each success claims the next step not ended in its own transaction while the batch may still
+    start steps; such a step has started: its lease is renewed from its claim on and it runs even
+    if the time to start steps ends meanwhile.
     """
     outcomes: list[StepOutcome] = []
     open_steps = [step for step in steps if step.status not in TERMINAL_STEP_STATUSES]
     # (ended before this delivery, e.g. a redelivered batch: no claim to try)
-    for index, step in enumerate(open_steps):
-        claimed = batch.take_claimed(step.pk)
-        if claimed is None and time.monotonic() > deadline:
-            sent = services.hand_back([left.pk for left in open_steps[index:]])
-            logger.info("batch %s: %d step(s) not started are sent again", task_id, sent)
-            break
-        following = open_steps[index + 1 : index + 2]
-        in_time = time.monotonic() <= deadline
-        batch.next_step = following[0].pk if following and in_time else None
-        try:
-            outcome = _run_step(step, config, batch.owner, batch, claimed=claimed)
-        except DATABASE_ERRORS:
-            raise  # the message goes back to the queue (assets.tasks); the rest run from there
-        except Exception:
-            # Celery acknowledges a failed task: the steps after this one are sent again now,
-            # not when the sweeper's backstop finds them.
-            services.hand_back([left.pk for left in open_steps[index + 1 :]])
-            raise
-        if outcome is not None:
-            outcomes.append(outcome)
-        if batch.tally is not None:
-            batch.tally.flush(when_due=True)
+    held: Lease | None = None
+    try:
+        for index, step in enumerate(open_steps):
+            claimed = batch.take_claimed(step.pk)
+            if claimed is None and not batch.may_start():
+                sent = services.hand_back([left.pk for left in open_steps[index:]])
+                logger.info("batch %s: %d step(s) not started are sent again", task_id, sent)
+                break
+            following = open_steps[index + 1 : index + 2]
+            batch.next_step = following[0].pk if following else None
+            try:
+                run_held, held = held, None
+                outcome = _run_step(
+                    step, config, batch.owner, batch, claimed=claimed, held=run_held
+                )
+                if batch.claimed is not None:  # the success claimed the next step: renew it now
+                    held = hold_lease(batch.claimed.pk, batch.owner, batch.claimed.attempt)
+                if batch.tally is not None:
+                    batch.tally.flush(when_due=True)
+            except DATABASE_ERRORS:
+                raise  # the message goes back to the queue (assets.tasks); the rest run from there
+            except Exception:
+                # Celery acknowledges a failed task: the steps after this one are sent again
+                # now, not when the sweeper's backstop finds them.
+                services.hand_back([left.pk for left in open_steps[index + 1 :]])
+                raise
+            if outcome is not None:
+                outcomes.append(outcome)
+    finally:
+        if held is not None:  # a claimed step this batch will not run: its lease brings it back
+            drop_lease(held)
     return outcomes
 
 
@@ -258,6 +268,7 @@ def _run_step(
     batch: services.Batch | None = None,
     *,
     claimed: Materialization | None = None,
+    held: Lease | None = None,
 ) -> StepOutcome | None:
     """Claim ``step`` (unless the batch's previous success did) and execute it.
 
@@ -279,4 +290,4 @@ def _run_step(
             },
         )
         return None
-    return execute_step(get_registry(), claimed, config, owner=owner, batch=batch)
+    return execute_step(get_registry(), claimed, config, owner=owner, batch=batch, held=held)

@@ -167,3 +167,15 @@ def test_a_success_claims_the_batchs_next_step_in_its_own_transaction() -> None:
     lost = services.complete_step(claimed, STORED, [], owner="w", batch=batch)
     assert not lost.won  # a lost success claims nothing either
     assert batch.claimed is None
+
+
+def test_no_next_step_is_claimed_once_the_batch_may_start_no_more() -> None:
+    run = _run("unlimited", 2)
+    first, second = Materialization.objects.filter(run=run).order_by("id")
+    claimed = services.claim_step(first.pk, "w")
+    assert claimed is not None
+    batch = services.Batch(owner="w", deadline=0.0, next_step=second.pk)  # the time is over
+
+    assert services.complete_step(claimed, STORED, [], owner="w", batch=batch).won
+    assert batch.claimed is None
+    assert Materialization.objects.get(pk=second.pk).status == StepStatus.QUEUED

@@ -79,3 +79,25 @@ def test_a_step_that_ended_is_not_reported_lost_and_is_renewed_no_more(
     threading.Event().wait(0.1)  # five beats of the lease that ended
     assert calls == []
     assert not lost.is_set()
+
+
+def test_a_lease_held_from_the_claim_is_taken_over_by_the_steps_heartbeat(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.FLOWSTONE = {"STEP_LEASE_SECONDS": 0.06}
+    calls: list[int] = []
+    renewed = threading.Event()
+
+    def renew(step_id: int, owner: str, attempt: int | None = None) -> bool:
+        calls.append(step_id)
+        renewed.set()
+        return True
+
+    monkeypatch.setattr(services, "renew_lease", renew)
+    held = lease.hold_lease(9, "w", 1)
+    assert renewed.wait(5)  # renewed from the claim on, before the step runs
+    with lease.lease_heartbeat(9, "w", 1, held=held) as lost:
+        assert lost is held.lost
+    after = len(calls)
+    threading.Event().wait(0.1)
+    assert len(calls) - after <= 1  # at most a renewal already under way; then none
