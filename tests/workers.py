@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,28 @@ class Services:
             "FLOWSTONE_LOG_LEVEL": "INFO",
             **self.extra_env,
         }
+
+    def submit_with_the_broker_down(self, call: str) -> tuple[str, str]:
+        """Run ``print(<call>.run_id)`` in a new process whose broker port is closed.
+
+        ``call`` is a ``flowstone`` API call (``flowstone.backfill_async("x")``). Returns the run
+        id it printed and its stderr; fails unless the process exited 0.
+        """
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = int(probe.getsockname()[1])
+        script = f"import django\ndjango.setup()\nimport flowstone\nprint({call}.run_id)\n"
+        submitted = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env={**self.env(), "CELERY_BROKER_URL": f"redis://127.0.0.1:{closed}/0"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert submitted.returncode == 0, submitted.stderr[-4000:]
+        return submitted.stdout.strip().splitlines()[-1], submitted.stderr
 
     def _spawn(
         self, name: str, args: Sequence[str], *, prefix: Sequence[str] = ()

@@ -9,9 +9,6 @@ broker outage at submit, a crash after the commit.
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,7 @@ from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus, StepStatus
 from tests.assets.test_step_batches import queued_messages
 from tests.pipelines.batch_flow import NAMES
-from tests.workers import ROOT, Services, broker_url, purge, worker_stack
+from tests.workers import Services, broker_url, purge, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -115,36 +112,11 @@ def test_a_new_backfills_counters_rows_and_messages_agree(
     purge(broker_url())
 
 
-SUBMIT = """
-import django
-django.setup()
-import flowstone
-print(flowstone.backfill_async("b_noop").run_id)
-"""
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_broker_outage_at_a_backfills_submit_leaves_every_step_to_the_relay(
     stack: Services,
 ) -> None:
-    env = {**stack.env(), "CELERY_BROKER_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
-    submitted = subprocess.run(
-        [sys.executable, "-c", SUBMIT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert submitted.returncode == 0, submitted.stderr[-4000:]
-    run_id = submitted.stdout.strip().splitlines()[-1]
-    assert f"could not publish {len(NAMES)} step(s)" in submitted.stderr
+    run_id, stderr = stack.submit_with_the_broker_down('flowstone.backfill_async("b_noop")')
+    assert f"could not publish {len(NAMES)} step(s)" in stderr
     steps = Materialization.objects.filter(run_id=run_id)
     assert set(steps.values_list("status", "dispatched_at")) == {(StepStatus.QUEUED, None)}
 

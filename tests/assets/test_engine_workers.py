@@ -8,9 +8,6 @@ commit and its publish, an early delivery that was dropped.
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +27,7 @@ from flowstone.celery import app
 from flowstone.errors import ApprovalDecidedError
 from flowstone.status import RunStatus, StepStatus, derive_run_status
 from lineage.models import AuditEvent
-from tests.workers import ROOT, Services, worker_stack
+from tests.workers import Services, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -165,38 +162,13 @@ def test_a_foreign_exception_in_an_io_manager_fails_the_step_on_a_worker(stack: 
     _status_agrees(result.run_id)
 
 
-SUBMIT = """
-import sys
-import django
-django.setup()
-import flowstone
-handle = flowstone.materialize_all_async("e_crash_sink")
-print(handle.run_id)
-"""
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_broker_outage_at_submit_records_the_run_and_the_relay_sends_it_later(
     stack: Services,
 ) -> None:
-    env = {**stack.env(), "CELERY_BROKER_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
-    submitted = subprocess.run(
-        [sys.executable, "-c", SUBMIT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    run_id, stderr = stack.submit_with_the_broker_down(
+        'flowstone.materialize_all_async("e_crash_sink")'
     )
-    assert submitted.returncode == 0, submitted.stderr[-4000:]
-    run_id = submitted.stdout.strip().splitlines()[-1]
-    assert "stay in the outbox" in submitted.stderr
+    assert "stay in the outbox" in stderr
     step = Materialization.objects.get(run_id=run_id, asset="e_crash_source")
     assert (step.status, step.dispatched_at) == (StepStatus.QUEUED, None)
 
