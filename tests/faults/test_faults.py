@@ -93,11 +93,16 @@ def _sleep_left(scenario: Scenario, partition_key: str, attempt: int) -> float:
 
 
 def _kill_newest_claim(scenario: Scenario) -> tuple[int, float, float]:
-    """Kill -9 the worker child of a step claimed moments ago; return (step, started, lease)."""
+    """Kill -9 the worker child of a step claimed moments ago; return (step, started, lease).
+
+    Only a step whose body still sleeps: one claimed 0.2 s ago may already have ended (bodies
+    sleep 50-200 ms), and killing its idle process would test nothing.
+    """
     deadline = time.monotonic() + scenario.mode.timeout
     while time.monotonic() < deadline:
         for step in scenario.running_steps():
-            if time.time() - step.started < NEWEST_CLAIM:
+            fresh = time.time() - step.started < NEWEST_CLAIM
+            if fresh and _sleep_left(scenario, step.partition_key, step.attempt) > MIN_SLEEP_LEFT:
                 scenario.mark_fault()
                 os.kill(owner_pid(step.owner), signal.SIGKILL)
                 return step.id, step.started, step.lease_expires
