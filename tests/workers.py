@@ -13,11 +13,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection
 from kombu import Connection
+
+if TYPE_CHECKING:
+    from assets.models import Materialization
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFINITIONS = "tests.pipelines.celery_flow"
@@ -286,3 +289,17 @@ def drive(stack: Services, function: str, asset: str, partition: str) -> dict[st
     assert completed.returncode == 0, completed.stderr[-4000:]
     result: dict[str, str] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
+
+
+def most_at_once(rows: Sequence[Materialization]) -> int:
+    """The most steps whose [started_at, finished_at] intervals overlap at one moment."""
+    events = []
+    for row in rows:
+        assert row.started_at is not None
+        assert row.finished_at is not None
+        events += [(row.started_at, 1), (row.finished_at, -1)]
+    current = peak = 0
+    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+        current += delta
+        peak = max(peak, current)
+    return peak

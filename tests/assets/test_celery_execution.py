@@ -33,6 +33,7 @@ from tests.workers import (
     database_url,
     drive,
     flowstone_settings_for,
+    most_at_once,
     purge,
     running_services,
     worker_stack,
@@ -48,20 +49,6 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[Services]:
     """Matching settings here and in the worker processes; queues purged; workers stopped after."""
     with worker_stack(settings, tmp_path) as started:
         yield started
-
-
-def _overlap(rows: list[Materialization]) -> int:
-    """The most steps whose [started_at, finished_at] intervals overlap at one moment."""
-    events = []
-    for row in rows:
-        assert row.started_at is not None
-        assert row.finished_at is not None
-        events += [(row.started_at, 1), (row.finished_at, -1)]
-    current = peak = 0
-    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
-        current += delta
-        peak = max(peak, current)
-    return peak
 
 
 def test_payload_is_three_json_strings_on_the_wire(stack: Services) -> None:
@@ -134,7 +121,7 @@ def test_backfill_of_200_partitions_never_runs_more_than_max_parallel(stack: Ser
     assert result.status == RunStatus.SUCCESS
     rows = list(Materialization.objects.filter(run_id=handle.run_id))
     assert len(rows) == 200
-    peak = _overlap(rows)
+    peak = most_at_once(rows)
     assert 1 < peak <= 3
 
     again = flowstone.backfill_async("c_daily", max_parallel=3)

@@ -35,7 +35,7 @@ from flowstone.execution.worker import handle_batch_message
 from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus, StepStatus
 from tests.pipelines.batch_flow import FAILING_KEY, NAMES, STUCK_KEY
-from tests.workers import Services, broker_url, worker_stack
+from tests.workers import Services, broker_url, most_at_once, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -211,21 +211,7 @@ def test_a_batch_never_exceeds_max_parallel_or_a_concurrency_limit(stack: Servic
     for run_id, most in ((limited.run_id, 2), (capped.run_id, 3)):
         rows = list(Materialization.objects.filter(run_id=run_id))
         assert len(rows) == len(NAMES)
-        assert _overlap(rows) <= most
-
-
-def _overlap(rows: list[Materialization]) -> int:
-    """The most steps whose [started_at, finished_at] intervals overlap at one moment."""
-    events = []
-    for row in rows:
-        assert row.started_at is not None
-        assert row.finished_at is not None
-        events += [(row.started_at, 1), (row.finished_at, -1)]
-    current = peak = 0
-    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
-        current += delta
-        peak = max(peak, current)
-    return peak
+        assert most_at_once(rows) <= most
 
 
 BAD_BATCHES: list[tuple[list[Any], dict[str, Any]]] = [
