@@ -422,7 +422,9 @@ class Scenario:
         while not self.runs_terminal():
             if self.fault_at is not None and time.time() < self.fault_at + self.fault_window:
                 self.affected |= self.in_flight()
-            assert time.monotonic() < deadline, f"{self.name}: runs did not end in time"
+            assert time.monotonic() < deadline, (
+                f"{self.name}: runs did not end in time; {self.stuck_state()}"
+            )
             time.sleep(POLL)
         drain_deadline = time.monotonic() + DRAIN_TIMEOUT
         while sum(checker.broker_lengths(self.cluster.redis.url())) and (
@@ -432,6 +434,25 @@ class Scenario:
         self.ended_at = time.time()
         self.notes["drain_seconds"] = round(time.monotonic() - drain_deadline + DRAIN_TIMEOUT, 1)
         return time.monotonic() - started
+
+    def stuck_state(self) -> str:
+        """What a run that did not end is waiting on: its unfinished steps and the queues."""
+        runs = self.query(
+            "SELECT id, status, steps_total, steps_pending, steps_active, steps_succeeded, "
+            "steps_failed FROM assets_run "
+            "WHERE id::text = ANY(%s) AND finished_at IS NULL",
+            self.all_runs,
+        )
+        steps = self.query(
+            "SELECT id, asset, partition_key, status, attempt, lease_owner, "
+            "lease_expires_at < now(), queued_at, dispatched_at, started_at, recoveries, "
+            "remaining_upstreams "
+            "FROM assets_materialization WHERE status NOT IN "
+            "('success', 'failed', 'canceled', 'skipped', 'upstream_failed') "
+            "ORDER BY id LIMIT 12"
+        )
+        lengths = checker.broker_lengths(self.cluster.redis.url())
+        return f"open runs={runs} unfinished steps={steps} broker={lengths} now={time.time()}"
 
     def recovery_seconds(self) -> float | None:
         """From the fault until the last step in flight around it ended."""
