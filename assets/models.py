@@ -70,6 +70,14 @@ class Run(models.Model):
         default=False,
         help_text="Its steps are counted in StepTotals (done once it finished, by /metrics).",
     )
+    born_unsent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Set while the steps this run was created with, claimed for sending, are being "
+            "published; the relay sends them again if their publisher died (ADR 0035)."
+        ),
+    )
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -87,6 +95,11 @@ class Run(models.Model):
                 name="run_untallied",
             ),
             models.Index(fields=("status", "finished_at", "id"), name="run_finished"),
+            models.Index(
+                fields=("born_unsent_at",),
+                condition=models.Q(born_unsent_at__isnull=False),
+                name="run_born_unsent",
+            ),
         )
 
     def __str__(self) -> str:

@@ -103,6 +103,44 @@ class Services:
         assert submitted.returncode == 0, submitted.stderr[-4000:]
         return submitted.stdout.strip().splitlines()[-1], submitted.stderr
 
+    def kill_while_sending(self, call: str, *, timeout: float = 60.0) -> str:
+        """Run ``call`` in a new process, kill -9 it at its first broker send; return its stdout.
+
+        The process's ``send_task`` marks a file and sleeps instead of sending, so the process
+        stands between a claim and its send (or inside a backfill's publish) when it is killed,
+        as a publisher killed there would. ``call`` is a statement using ``flowstone`` and
+        ``services`` (``assets.services``); what it prints before the send is returned.
+        """
+        marker = self.data_dir / f"sending-{time.monotonic_ns()}"
+        script = (
+            "import pathlib, sys, time\nimport django\ndjango.setup()\n"
+            "import flowstone\nfrom assets import services\nfrom flowstone.celery import app\n"
+            "def stuck(*args, **kwargs):\n"
+            "    sys.stdout.flush()\n"
+            f"    pathlib.Path({str(marker)!r}).touch()\n"
+            "    time.sleep(3600)\n"
+            "app.send_task = stuck\n"
+            f"{call}\n"
+        )
+        out = self.data_dir / f"{marker.name}.out"
+        with out.open("wb") as stdout:
+            process = subprocess.Popen(
+                [sys.executable, "-c", script],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert process.poll() is None, out.read_text()[-4000:]
+            assert time.monotonic() < deadline, "the process never reached a send"
+            time.sleep(0.05)
+        self.kill(process)
+        return out.read_text()
+
     def _spawn(
         self, name: str, args: Sequence[str], *, prefix: Sequence[str] = ()
     ) -> subprocess.Popen[bytes]:

@@ -366,9 +366,13 @@ def open_run(
             {StepCount.PENDING: steps - born_queued, StepCount.ACTIVE: born_queued}
         )
         ready = _release(run, delta)
-        _settle(run, delta, steps_total=steps, has_step_edges=has_step_edges)
-        if born_queued and birth is not None:
-            transaction.on_commit(functools.partial(_publish_born, run.pk, birth.at, born_queued))
+        born = birth if born_queued else None
+        # A run born with claimed steps says so until they are out (ADR 0035): if the process
+        # publishing them dies first, the relay finds the run and sends them.
+        extra = {"born_unsent_at": born.at} if born is not None else {}
+        _settle(run, delta, steps_total=steps, has_step_edges=has_step_edges, **extra)
+        if born is not None:
+            transaction.on_commit(functools.partial(_publish_born, run.pk, born.at, born_queued))
         return _after_commit(run, ready, ()).ready
 
 

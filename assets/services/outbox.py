@@ -25,14 +25,14 @@ import itertools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from assets.models import Materialization
+from assets.models import Materialization, Run
 from assets.services.broker_epoch import check_broker_epoch
 from assets.services.engine import active_by_asset, ready_for_a_worker, release_for_asset
 from flowstone.conf import flowstone_settings
@@ -41,9 +41,8 @@ from flowstone.status import StepStatus
 
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterator, Sequence
 
-    from django.db.models import QuerySet
 
 logger = logging.getLogger(__name__)
 
@@ -155,22 +154,28 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
     Steps of one run and asset share messages when many are published at once (``batch_size``
     of the whole call); a step due later always has a message of its own, with its ETA.
 
-    Works a chunk at a time on one producer: it first claims the chunk's unsent rows (stamps
-    ``dispatched_at`` in a short transaction, skipping rows another publisher holds), then sends
-    their messages, so the fast path and the relay never both send a step. A step whose
-    ``not_before`` is too far ahead for a broker countdown is not claimed; the relay sends it
-    later. When the broker cannot be reached, the claimed steps that were not sent go back to
-    unsent and the relay sends them once it is back: this never raises a broker error.
+    Works a chunk at a time on one producer. Each chunk's claim (stamping ``dispatched_at`` on
+    its unsent rows, skipping rows another transaction holds) and the sending of its messages
+    share one transaction: the claim commits only once its messages are out, so two publishers
+    never send one step, and a publisher that dies between its claim and its sends (kill -9, a
+    lost connection) leaves its steps unsent for the relay, seconds later, instead of claimed
+    with no message (ADR 0035). A step whose ``not_before`` is too far ahead for a broker
+    countdown is not claimed; the relay sends it later. When the broker cannot be reached, the
+    claimed steps that were not sent go back to unsent and the relay sends them once it is
+    back: this never raises a broker error.
     """
     if not step_ids:
         return 0
     now = now or timezone.now()
     latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
-    chunks = (
-        _claim_unsent(step_ids[start : start + PUBLISH_CHUNK], latest_eta)
-        for start in range(0, len(step_ids), PUBLISH_CHUNK)
-    )
-    return _send(chunks, len(step_ids))
+    sender = _Sender(len(step_ids))
+    with sender:
+        for start in range(0, len(step_ids), PUBLISH_CHUNK):
+            with transaction.atomic():
+                claimed = _claim_unsent(step_ids[start : start + PUBLISH_CHUNK], latest_eta)
+                if not sender.send(claimed):
+                    break
+    return sender.count
 
 
 def publish_born(run_id: uuid.UUID, at: dt.datetime, count: int) -> int:
@@ -181,97 +186,205 @@ def publish_born(run_id: uuid.UUID, at: dt.datetime, count: int) -> int:
     creating transaction claimed them. A step canceled before the read starts is not sent (one
     canceled later is, and its claim fails on the worker). When the broker cannot be reached, the
     steps not sent go back to unsent for the relay; any other failure puts them all back.
+
+    The run's ``born_unsent_at`` says they are not all sent yet; this clears it at the end, and
+    holds the run's publisher lock meanwhile. A publisher that dies before the end leaves the
+    mark with no lock held, and the relay sends the steps again (``_relay_orphaned_births``,
+    ADR 0035).
     """
     born = Materialization.objects.filter(run_id=run_id, status=StepStatus.QUEUED, dispatched_at=at)
     rows = born.order_by("pk").values_list("pk", "run_id", "asset", "partition_key", "not_before")
-    stream = rows.iterator(chunk_size=PUBLISH_CHUNK)
-    chunks = iter(lambda: list(itertools.islice(stream, PUBLISH_CHUNK)), [])
+    sender = _Sender(count)
     try:
-        return _send(chunks, count, unsent_after=lambda last: born.filter(pk__gt=last))
+        with _publisher_lock(run_id), sender:
+            stream = rows.iterator(chunk_size=PUBLISH_CHUNK)
+            for claimed in iter(lambda: list(itertools.islice(stream, PUBLISH_CHUNK)), []):
+                if not sender.send(claimed):
+                    born.filter(pk__gt=claimed[-1][0]).update(dispatched_at=None)
+                    break
+            _births_sent(run_id, at)
     except Exception:
         # After the commit the run is accepted: whatever failed here (the database, reading
         # back), its steps go back to the outbox for the relay instead of failing the caller.
         logger.exception("could not publish the new run %s's steps; the relay sends them", run_id)
-        with contextlib.suppress(DatabaseError):
+        with contextlib.suppress(DatabaseError), transaction.atomic():
             born.update(dispatched_at=None)
+            _births_sent(run_id, at)
         return 0
+    return sender.count
 
 
-def _send(
-    chunks: Iterable[list[ClaimedRow]],
-    expected: int,
-    unsent_after: Callable[[int], QuerySet[Materialization]] | None = None,
-) -> int:
-    """Send the messages of each chunk of claimed rows on one producer; return how many steps.
+def _births_sent(run_id: uuid.UUID, at: dt.datetime) -> None:
+    """Clear the run's mark of born steps not all sent (they are, or they are unsent again)."""
+    Run.objects.filter(pk=run_id, born_unsent_at=at).update(born_unsent_at=None)
 
-    ``expected`` steps in all size the batches. On a broker error the claimed rows not sent go
-    back to unsent, with ``unsent_after(last id of the chunk)``: claimed rows not yet read.
+
+def _publisher_key(run_id: uuid.UUID) -> str:
+    return f"flowstone:born:{run_id}"
+
+
+@contextlib.contextmanager
+def _publisher_lock(run_id: uuid.UUID) -> Iterator[None]:
+    """Hold the run's publisher lock: a PostgreSQL session advisory lock (nothing elsewhere).
+
+    The database lets it go when the session ends, so a publisher killed while it holds it
+    leaves it free for the relay.
     """
-    from flowstone.celery import app  # noqa: PLC0415  # the Celery app loads on first publish
-
-    size = batch_size(expected)
-    count = 0
-    claimed: list[ClaimedRow] = []
-    sent: list[int] = []
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [_publisher_key(run_id)])
     try:
-        with app.producer_or_acquire() as producer:
-            for claimed in chunks:
-                sent = []
-                for message in messages_for(claimed, size):
-                    app.send_task(
-                        message.task,
-                        kwargs=message.kwargs,
-                        queue=queue_for(message.asset),
-                        producer=producer,
-                        **message.options,
+        yield
+    finally:
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_publisher_key(run_id)])
+
+
+def _relay_orphaned_births(now: dt.datetime) -> int:
+    """Put back to unsent the born steps whose publisher died; return how many.
+
+    A run still marked ``born_unsent_at`` after ``RELAY_AFTER_SECONDS`` whose publisher lock is
+    free lost its publisher before it sent them all: its steps still queued and claimed at their
+    birth go back to unsent, and the relay sends them (some may have been sent already; a
+    second message for a step does nothing). Without PostgreSQL there is no lock to ask: a mark
+    is taken for an orphan only after ``REQUEUE_AFTER_SECONDS``, the backstop's time.
+    """
+    postgres = connection.vendor == "postgresql"
+    wait = (
+        flowstone_settings.RELAY_AFTER_SECONDS
+        if postgres
+        else flowstone_settings.REQUEUE_AFTER_SECONDS
+    )
+    marked = Run.objects.filter(born_unsent_at__lt=now - dt.timedelta(seconds=wait))
+    put_back = 0
+    for run_id, at in marked.values_list("pk", "born_unsent_at")[:RELAY_BATCH]:
+        if at is None:
+            continue  # cleared since (the filter says otherwise; for the type checker)
+        with transaction.atomic():
+            if postgres:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_try_advisory_xact_lock(hashtext(%s))", [_publisher_key(run_id)]
                     )
-                    sent.extend(message.step_ids)
-                count += len(sent)
-    except BROKER_ERRORS as exc:
-        done = set(sent)
-        unsent = [row[0] for row in claimed if row[0] not in done]
-        Materialization.objects.filter(pk__in=unsent).update(dispatched_at=None)
-        if unsent_after is not None:
-            unsent_after(max((row[0] for row in claimed), default=0)).update(dispatched_at=None)
-        logger.warning(
-            "could not publish %d step(s) (%s: %s); they stay in the outbox and the relay "
-            "sends them when the broker is back",
-            expected - count - len(sent),
-            type(exc).__name__,
-            exc,
-        )
-        return count + len(sent)
-    return count
+                    (free,) = cursor.fetchone() or (False,)
+                if not free:
+                    continue  # its publisher is still at work
+            unsent = Materialization.objects.filter(
+                run_id=run_id, status=StepStatus.QUEUED, dispatched_at=at
+            ).update(dispatched_at=None)
+            _births_sent(run_id, at)
+        if unsent:
+            logger.warning(
+                "run %s: its publisher stopped before sending its new steps; relaying %d",
+                run_id,
+                unsent,
+            )
+        put_back += unsent
+    return put_back
+
+
+class _Sender:
+    """Sends the messages of claimed rows on one producer, counting the steps sent.
+
+    Used as a context manager around the chunks (one producer for all of them). ``send`` sends
+    one chunk's messages and returns whether all went out; on a broker error the chunk's rows
+    not sent go back to unsent (in the caller's transaction, if any) and the sender sends
+    nothing more; at the end it logs how many of the ``expected`` steps it did not send.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.size = batch_size(expected)
+        self.count = 0
+        self.error: BaseException | None = None
+        self._stack = contextlib.ExitStack()
+        self.producer: Any = None
+
+    def __enter__(self) -> Self:
+        from flowstone.celery import app  # noqa: PLC0415  # the Celery app loads on first publish
+
+        try:
+            self.producer = self._stack.enter_context(app.producer_or_acquire())
+        except BROKER_ERRORS as exc:
+            self._broken(exc)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._stack.close()
+        except BROKER_ERRORS as exc:
+            logger.warning("could not release the broker producer (%s)", exc)
+        if self.error is not None:
+            logger.warning(
+                "could not publish %d step(s) (%s: %s); they stay in the outbox and the relay "
+                "sends them when the broker is back",
+                self.expected - self.count,
+                type(self.error).__name__,
+                self.error,
+            )
+
+    def send(self, claimed: Sequence[ClaimedRow]) -> bool:
+        """Send ``claimed``'s messages; whether all went out (else the rest are unsent)."""
+        from flowstone.celery import app  # noqa: PLC0415
+
+        sent: list[int] = []
+        try:
+            if self.error is not None:
+                raise self.error
+            for message in messages_for(claimed, self.size):
+                app.send_task(
+                    message.task,
+                    kwargs=message.kwargs,
+                    queue=queue_for(message.asset),
+                    producer=self.producer,
+                    **message.options,
+                )
+                sent.extend(message.step_ids)
+        except BROKER_ERRORS as exc:
+            done = set(sent)
+            unsent = [row[0] for row in claimed if row[0] not in done]
+            Materialization.objects.filter(pk__in=unsent).update(dispatched_at=None)
+            self.count += len(sent)
+            self._broken(exc)
+            return False
+        self.count += len(sent)
+        return True
+
+    def _broken(self, exc: BaseException) -> None:
+        self.error = self.error or exc
 
 
 def _claim_unsent(step_ids: Sequence[int], latest_eta: dt.datetime) -> list[ClaimedRow]:
     """Stamp ``dispatched_at`` on the queued, unsent, sendable ones of ``step_ids``; return them.
 
-    One ``UPDATE … RETURNING`` on PostgreSQL (a publish is on the path from one step's end to the
-    next one's start); a short transaction of two statements elsewhere.
+    Called in the transaction that sends their messages (``publish_steps``). Rows another
+    transaction holds are skipped, not waited for: a publisher still sending them, a worker or a
+    cancel changing them; the relay looks at what stays unsent. One ``UPDATE … RETURNING`` on
+    PostgreSQL (a publish is on the path from one step's end to the next one's start); two
+    statements elsewhere.
     """
     now = timezone.now()
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(Materialization._meta.db_table)  # noqa: SLF001
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} SET dispatched_at = %s WHERE id = ANY(%s) AND status = %s "  # noqa: S608  # table name from the model
-                "AND dispatched_at IS NULL AND (not_before IS NULL OR not_before <= %s) "
+                f"UPDATE {table} SET dispatched_at = %s WHERE id IN (SELECT id FROM {table} "  # noqa: S608  # table name from the model
+                "WHERE id = ANY(%s) AND status = %s AND dispatched_at IS NULL "
+                "AND (not_before IS NULL OR not_before <= %s) FOR UPDATE SKIP LOCKED) "
                 "RETURNING id, run_id, asset, partition_key, not_before",
                 [now, list(step_ids), StepStatus.QUEUED.value, latest_eta],
             )
             return [tuple(row) for row in cursor.fetchall()]
-    with transaction.atomic():
-        rows = list(
-            Materialization.objects.select_for_update()
-            .filter(pk__in=list(step_ids), status=StepStatus.QUEUED, dispatched_at__isnull=True)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=latest_eta))
-            .values_list("pk", "run_id", "asset", "partition_key", "not_before")
-        )
-        if rows:
-            Materialization.objects.filter(pk__in=[row[0] for row in rows]).update(
-                dispatched_at=now
-            )
+    rows = list(
+        Materialization.objects.select_for_update()
+        .filter(pk__in=list(step_ids), status=StepStatus.QUEUED, dispatched_at__isnull=True)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=latest_eta))
+        .values_list("pk", "run_id", "asset", "partition_key", "not_before")
+    )
+    if rows:
+        Materialization.objects.filter(pk__in=[row[0] for row in rows]).update(dispatched_at=now)
     return rows
 
 
@@ -285,6 +398,7 @@ def relay_outbox(*, now: dt.datetime | None = None) -> int:
     """
     now = now or timezone.now()
     lost = check_broker_epoch()
+    _relay_orphaned_births(now)
     grace = dt.timedelta(seconds=0 if lost else flowstone_settings.RELAY_AFTER_SECONDS)
     latest_eta = now + dt.timedelta(seconds=flowstone_settings.MAX_COUNTDOWN_SECONDS)
     unsent = list(

@@ -9,10 +9,12 @@ broker outage at submit, a crash after the commit.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -28,7 +30,7 @@ from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus, StepStatus
 from tests.assets.test_step_batches import queued_messages
 from tests.pipelines.batch_flow import NAMES
-from tests.workers import Services, broker_url, purge, worker_stack
+from tests.workers import Services, broker_url, database_url, purge, worker_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -138,9 +140,10 @@ def _backfill_then_die(created: list[str]) -> None:
         created.append(flowstone.backfill_async("b_noop").run_id)
 
 
-def test_a_crash_between_the_commit_and_the_publish_is_sent_by_the_backstop(
+def test_a_crash_between_the_commit_and_the_publish_is_sent_by_the_relay(
     stack: Services,
 ) -> None:
+    """The new run's mark outlives its publisher: the relay sends its steps within seconds."""
     created: list[str] = []
     with pytest.raises(RuntimeError, match="died after the commit"):
         _backfill_then_die(created)
@@ -148,13 +151,54 @@ def test_a_crash_between_the_commit_and_the_publish_is_sent_by_the_backstop(
     assert queued_messages() == []
     steps = Materialization.objects.filter(run_id=handle.run_id)
     assert not steps.filter(dispatched_at__isnull=True).exists()  # claimed, never sent
+    assert Run.objects.get(pk=handle.run_id).born_unsent_at is not None
 
-    assert services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5)) == 0
-    assert services.republish_quiet(now=timezone.now() + dt.timedelta(hours=1)) == len(NAMES)
+    assert services.relay_outbox() == 0  # within the grace its publisher may still be at work
+    assert services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5)) == len(NAMES)
     assert carried(queued_messages()) == Counter(ENCODED)
+    assert Run.objects.get(pk=handle.run_id).born_unsent_at is None
     stack.start_worker("w1", concurrency=2)
     assert handle.wait(WAIT).status == RunStatus.SUCCESS
     assert executed_once(stack)
+
+
+def test_a_submitter_killed_while_publishing_a_backfill_leaves_its_steps_to_the_relay(
+    stack: Services,
+) -> None:
+    """kill -9 of the submitting process inside ``publish_born``: the relay sends every step."""
+    before = set(Run.objects.values_list("pk", flat=True))
+    stack.kill_while_sending('flowstone.backfill_async("b_noop")')
+    (run_id,) = set(Run.objects.values_list("pk", flat=True)) - before
+    assert queued_messages() == []
+    assert Run.objects.get(pk=run_id).born_unsent_at is not None
+
+    later = timezone.now() + dt.timedelta(seconds=5)
+    deadline = time.monotonic() + 10  # until the database has seen the session end
+    sent = 0
+    while not sent and time.monotonic() < deadline:
+        sent = services.relay_outbox(now=later)
+        time.sleep(0.1)
+    assert sent == len(NAMES)
+    assert carried(queued_messages()) == Counter(ENCODED)
+    stack.start_worker("w1", concurrency=2)
+    assert flowstone.RunHandle(str(run_id)).wait(WAIT).status == RunStatus.SUCCESS
+    assert executed_once(stack)
+
+
+@pytest.mark.usefixtures("stack")
+def test_the_relay_leaves_a_live_publishers_new_steps_alone() -> None:
+    """While the publisher lock is held (a slow publish), the relay neither claims nor sends."""
+    created: list[str] = []
+    with pytest.raises(RuntimeError, match="died after the commit"):
+        _backfill_then_die(created)
+    key = f"flowstone:born:{created[0]}"
+    later = timezone.now() + dt.timedelta(seconds=5)
+    with psycopg.connect(database_url(), autocommit=True) as publisher:
+        publisher.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+        assert services.relay_outbox(now=later) == 0
+        assert Run.objects.get(pk=created[0]).born_unsent_at is not None
+    assert services.relay_outbox(now=later) == len(NAMES)  # its session ended: an orphan
+    assert carried(queued_messages()) == Counter(ENCODED)
 
 
 @pytest.mark.usefixtures("stack")

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from kombu import Connection
 from pytest_django import Settings
 
 from assets import services
 from assets.models import Materialization
+from flowstone.celery import app
 from flowstone.status import RunKind, StepStatus
-from tests.workers import broker_url, flowstone_settings_for, purge
+from tests.workers import Services, broker_url, flowstone_settings_for, purge
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+DEFINITIONS = "tests.pipelines.limits"
 
 
 @pytest.fixture(autouse=True)
 def _queues(settings: Settings, tmp_path: Path) -> Iterator[None]:
-    settings.FLOWSTONE = flowstone_settings_for(tmp_path, "tests.pipelines.limits")
+    settings.FLOWSTONE = flowstone_settings_for(tmp_path, DEFINITIONS)
     purge(broker_url())
     yield
     purge(broker_url())
@@ -82,6 +87,72 @@ def test_the_backstop_sends_again_only_when_the_queue_holds_no_message() -> None
     purge(broker_url())  # the broker lost it
     assert services.republish_quiet(now=much_later) == 1
     assert _waiting_in_queue() == 1
+
+
+def _relayed_within(seconds: float, expected: int) -> int:
+    """Run the relay (as if its grace were over) until it sends ``expected`` steps or time ends."""
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while sent < expected and time.monotonic() < deadline:
+        sent += services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5))
+        time.sleep(0.1)
+    return sent
+
+
+def test_a_publisher_killed_between_its_claim_and_its_send_leaves_its_steps_to_the_relay(
+    tmp_path: Path,
+) -> None:
+    """kill -9 after the claim and before any message: the claim dies with the publisher.
+
+    Its steps are the relay's within seconds, not the backstop's after ``REQUEUE_AFTER_SECONDS``
+    (ADR 0035). Before, the claim committed first and the steps waited ten minutes.
+    """
+    ids = _run(3)
+    publisher = Services(broker_url=broker_url(), data_dir=tmp_path, definitions=DEFINITIONS)
+    try:
+        publisher.kill_while_sending(f"services.publish_steps({ids!r})")
+    finally:
+        publisher.stop_all()
+    assert _waiting_in_queue() == 0
+
+    assert _relayed_within(10, 3) == 3
+    assert _waiting_in_queue() == 3
+    assert not Materialization.objects.filter(pk__in=ids, dispatched_at__isnull=True).exists()
+
+
+def test_the_relay_leaves_alone_the_steps_a_live_publisher_is_sending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claim not yet committed (its messages still going out) is skipped, never sent twice."""
+    ids = _run(3)
+    sending, go_on = threading.Event(), threading.Event()
+    real_send = app.send_task
+    published: list[int] = []
+
+    def slow_send(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is publisher:
+            sending.set()
+            go_on.wait(30)
+        return real_send(*args, **kwargs)
+
+    def publish() -> None:
+        try:
+            published.append(services.publish_steps(ids))
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(app, "send_task", slow_send)
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        assert sending.wait(10)
+        assert services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5)) == 0
+    finally:
+        go_on.set()
+        publisher.join(30)
+    assert published == [3]
+    assert _waiting_in_queue() == 3
+    assert services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5)) == 0
 
 
 def test_an_early_delivery_is_rescheduled_for_its_time() -> None:

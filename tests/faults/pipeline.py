@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from celery.signals import after_task_publish
+from celery.signals import after_task_publish, before_task_publish
 from django.dispatch import receiver
 
 from flowstone import AssetContext, asset
@@ -63,6 +63,8 @@ SLOW_MARKER: Final = "slow"
 SLOW_SECONDS: Final = 60.0
 CRASH_AFTER_STORE: Final = "crash-after-store"
 CRASH_AFTER_COMMIT: Final = "crash-after-commit"
+CRASH_BEFORE_SEND: Final = "crash-before-send"
+STEP_TASKS: Final = frozenset({"flowstone.run_step", "flowstone.run_steps"})
 DUPLICATE_MARKER: Final = "duplicate"
 MAX_DUPLICATE_DELAY: Final = 0.5
 SEED_VALUE: Final = 7
@@ -196,6 +198,13 @@ class FaultyFilesystemIOManager(FilesystemIOManager):
 def _crash_after_commit(**payload: Any) -> None:
     if consume_marker(CRASH_AFTER_COMMIT):
         crash(f"after commit of {payload.get('asset')}[{payload.get('partition')}]")
+
+
+@before_task_publish.connect(dispatch_uid="tests.faults.crash_before_send")
+def _crash_before_send(sender: str | None = None, **kwargs: Any) -> None:
+    """Die between a claim and its send: the publisher stamped the step sent, sent nothing."""
+    if sender in STEP_TASKS and consume_marker(CRASH_BEFORE_SEND):
+        crash(f"before sending {sender} {kwargs.get('body')!r:.200}")
 
 
 _duplicating = threading.local()

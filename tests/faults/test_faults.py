@@ -38,6 +38,7 @@ from tests.faults.harness import (
 from tests.faults.pipeline import (
     CRASH_AFTER_COMMIT,
     CRASH_AFTER_STORE,
+    CRASH_BEFORE_SEND,
     DUPLICATE_MARKER,
     FIRST_DAY,
     POISON_MARKER,
@@ -180,6 +181,24 @@ def test_crash_after_output_write_before_commit(open_scenario: Scenario) -> None
     crashes = open_scenario.crashes()
     assert len(crashes) == 1
     assert crashes[0].startswith("after store of f_")
+
+
+def test_crash_between_a_claim_and_its_send(open_scenario: Scenario) -> None:
+    """A worker process claims released steps for sending and dies before the first message.
+
+    The claim rolls back with the dead session, so the relay sends the steps within seconds;
+    a claim that committed first would leave them waiting ``REQUEUE_AFTER_SECONDS`` (600 s)
+    and the scenario would not end in time (ADR 0035).
+    """
+
+    def inject(scenario: Scenario) -> None:
+        scenario.mark_fault(window=2.0)
+        scenario.arm(CRASH_BEFORE_SEND)
+
+    _run(open_scenario, inject)
+    crashes = open_scenario.crashes()
+    assert len(crashes) == 1
+    assert crashes[0].startswith("before sending flowstone.run_step")
 
 
 def test_postgres_stopped(open_scenario: Scenario) -> None:
