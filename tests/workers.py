@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 DEFINITIONS = "tests.pipelines.celery_flow"
 LEASE_SECONDS = 3
+CELERY = ("-m", "celery", "-A", "flowstone")
+"""How a worker or beat process is started, after the interpreter."""
 
 
 def database_url() -> str:
@@ -122,17 +124,8 @@ class Services:
             "app.send_task = stuck\n"
             f"{call}\n"
         )
-        out = self.data_dir / f"{marker.name}.out"
-        with out.open("wb") as stdout:
-            process = subprocess.Popen(
-                [sys.executable, "-c", script],
-                cwd=ROOT,
-                env=self.env(),
-                stdout=stdout,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.processes.append(process)
+        process = self._spawn(marker.name, ["-c", script])
+        out = self.data_dir / f"{marker.name}.log"
         deadline = time.monotonic() + timeout
         while not marker.exists():
             assert process.poll() is None, out.read_text()[-4000:]
@@ -144,9 +137,10 @@ class Services:
     def _spawn(
         self, name: str, args: Sequence[str], *, prefix: Sequence[str] = ()
     ) -> subprocess.Popen[bytes]:
+        """Start ``python <args>`` (after ``prefix``) in its own session, logging to ``name``."""
         with (self.data_dir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "celery", "-A", "flowstone", *args],
+                [*prefix, sys.executable, *args],
                 cwd=ROOT,
                 env=self.env(),
                 stdout=log,
@@ -174,6 +168,7 @@ class Services:
         process = self._spawn(
             name,
             [
+                *CELERY,
                 "worker",
                 "--loglevel=INFO",
                 f"--concurrency={concurrency}",
@@ -212,7 +207,7 @@ class Services:
         args = ["beat", "--loglevel=INFO", f"--schedule={self.data_dir / 'beat-schedule'}"]
         if scheduler is not None:
             args.append(f"--scheduler={scheduler}")
-        return self._spawn("beat", args)
+        return self._spawn("beat", [*CELERY, *args])
 
     def kill(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Signal a process's whole group (worker parent and its children) and reap it."""

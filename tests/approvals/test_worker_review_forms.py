@@ -48,18 +48,27 @@ def _steps(handle: RunHandle) -> dict[str, str]:
 
 
 def test_typed_form_and_options_on_a_worker(settings: Settings, tmp_path: Path) -> None:
+    """Modify, skip and fail, each on its own run, one after the other.
+
+    The runs share ``rf_invoice`` (unpartitioned): a run started while another's approval is
+    pending would write a new invoice and make that approval stale (ADR 0029), so each run is
+    decided and ended before the next one starts.
+    """
     reviewer = User.objects.create_user("bob", is_staff=True)
     for codename in ("decide_approval", "view_approval"):
         reviewer.user_permissions.add(Permission.objects.get(codename=codename))
     api = APIClient()
     api.force_authenticate(reviewer)
+
+    def decide(handle: RunHandle, body: dict[str, object]) -> int:
+        approval = _waiting(handle)
+        return api.post(f"/api/approvals/{approval.pk}/decide/", body, format="json").status_code
+
     with worker_stack(settings, tmp_path, "tests.pipelines.review_forms") as stack:
         stack.start_worker("w1", concurrency=2)
-        modified, held, blocked = (
-            flowstone.materialize_all_async("rf_report", requested_by="alice") for _ in range(3)
-        )
 
         # The typed form round trip: an invalid field is refused, a valid value flows on.
+        modified = flowstone.materialize_all_async("rf_report", requested_by="alice")
         approval = _waiting(modified)
         url = f"/api/approvals/{approval.pk}/decide/"
         refused = api.post(url, {"decision": "modify", "value": {"amount": -1}}, format="json")
@@ -68,25 +77,14 @@ def test_typed_form_and_options_on_a_worker(settings: Settings, tmp_path: Path) 
         approval.refresh_from_db()
         assert approval.status == Approval.Status.PENDING
         value = {"amount": 42, "currency": "USD"}
-        decided = api.post(url, {"decision": "modify", "value": value}, format="json")
-        assert decided.status_code == 200
-
-        # Skip: the checkpoint and its downstream are skipped, the sibling branch runs.
-        approval = _waiting(held)
-        hold = {"decision": "option", "option": "hold"}
-        decided = api.post(f"/api/approvals/{approval.pk}/decide/", hold, format="json")
-        assert decided.status_code == 200
-
-        # Fail: the step fails as a rejection does.
-        approval = _waiting(blocked)
-        block = {"decision": "option", "option": "block"}
-        decided = api.post(f"/api/approvals/{approval.pk}/decide/", block, format="json")
-        assert decided.status_code == 200
-
+        assert decide(modified, {"decision": "modify", "value": value}) == 200
         assert modified.wait(WAIT).status == RunStatus.SUCCESS
         ledgers = [e for e in _events(stack, "rf_ledger") if e["run_id"] == str(modified.run_id)]
         assert [e["value"] for e in ledgers] == [value]
 
+        # Skip: the checkpoint and its downstream are skipped, the sibling branch runs.
+        held = flowstone.materialize_all_async("rf_report", requested_by="alice")
+        assert decide(held, {"decision": "option", "option": "hold"}) == 200
         assert held.wait(WAIT).status == RunStatus.SUCCESS
         _wait_for(lambda: _steps(held)["rf_archive"] == StepStatus.SUCCESS)
         assert _steps(held) == {
@@ -100,6 +98,9 @@ def test_typed_form_and_options_on_a_worker(settings: Settings, tmp_path: Path) 
         assert (run.steps_skipped, run.steps_succeeded, run.steps_remaining) == (3, 2, 0)
         assert not [e for e in _events(stack, "rf_ledger") if e["run_id"] == str(held.run_id)]
 
+        # Fail: the step fails as a rejection does.
+        blocked = flowstone.materialize_all_async("rf_report", requested_by="alice")
+        assert decide(blocked, {"decision": "option", "option": "block"}) == 200
         assert blocked.wait(WAIT).status == RunStatus.FAILED
         steps = _steps(blocked)
         assert steps["rf_payment"] == StepStatus.FAILED

@@ -161,26 +161,24 @@ def test_warm_shutdown_then_kill(open_scenario: Scenario) -> None:
     _finish(open_scenario)
 
 
-def test_crash_after_success_commit_before_ack(open_scenario: Scenario) -> None:
+def _crash_once(scenario: Scenario, marker: str) -> str:
+    """Arm a crash hook once, seeded into the backfill; return the one crash line it logged."""
+
     def inject(scenario: Scenario) -> None:
         scenario.mark_fault(window=2.0)
-        scenario.arm(CRASH_AFTER_COMMIT)
+        scenario.arm(marker)
 
-    _run(open_scenario, inject)
-    crashes = open_scenario.crashes()
-    assert len(crashes) == 1
-    assert crashes[0].startswith("after commit of f_")
+    _run(scenario, inject)
+    (crash,) = scenario.crashes()
+    return crash
+
+
+def test_crash_after_success_commit_before_ack(open_scenario: Scenario) -> None:
+    assert _crash_once(open_scenario, CRASH_AFTER_COMMIT).startswith("after commit of f_")
 
 
 def test_crash_after_output_write_before_commit(open_scenario: Scenario) -> None:
-    def inject(scenario: Scenario) -> None:
-        scenario.mark_fault(window=2.0)
-        scenario.arm(CRASH_AFTER_STORE)
-
-    _run(open_scenario, inject)
-    crashes = open_scenario.crashes()
-    assert len(crashes) == 1
-    assert crashes[0].startswith("after store of f_")
+    assert _crash_once(open_scenario, CRASH_AFTER_STORE).startswith("after store of f_")
 
 
 def test_crash_between_a_claim_and_its_send(open_scenario: Scenario) -> None:
@@ -190,15 +188,8 @@ def test_crash_between_a_claim_and_its_send(open_scenario: Scenario) -> None:
     a claim that committed first would leave them waiting ``REQUEUE_AFTER_SECONDS`` (600 s)
     and the scenario would not end in time (ADR 0035).
     """
-
-    def inject(scenario: Scenario) -> None:
-        scenario.mark_fault(window=2.0)
-        scenario.arm(CRASH_BEFORE_SEND)
-
-    _run(open_scenario, inject)
-    crashes = open_scenario.crashes()
-    assert len(crashes) == 1
-    assert crashes[0].startswith("before sending flowstone.run_step")
+    crash = _crash_once(open_scenario, CRASH_BEFORE_SEND)
+    assert crash.startswith("before sending flowstone.run_step")
 
 
 def test_postgres_stopped(open_scenario: Scenario) -> None:
