@@ -162,7 +162,8 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
     with no message (ADR 0035). A step whose ``not_before`` is too far ahead for a broker
     countdown is not claimed; the relay sends it later. When the broker cannot be reached, the
     claimed steps that were not sent go back to unsent and the relay sends them once it is
-    back: this never raises a broker error.
+    back: this never raises a broker error. Meant to run outside a transaction (after a commit,
+    in a beat task): inside one, the claimed rows stay locked until the outer commit.
     """
     if not step_ids:
         return 0
@@ -190,18 +191,26 @@ def publish_born(run_id: uuid.UUID, at: dt.datetime, count: int) -> int:
     The run's ``born_unsent_at`` says they are not all sent yet; this clears it at the end, and
     holds the run's publisher lock meanwhile. A publisher that dies before the end leaves the
     mark with no lock held, and the relay sends the steps again (``_relay_orphaned_births``,
-    ADR 0035).
+    ADR 0035). A publisher that comes late, after the relay took the steps back (a creating
+    transaction longer than ``RELAY_AFTER_SECONDS`` makes the mark look old at its commit), finds
+    its mark gone and sends them as any publisher sends unsent steps.
     """
     born = Materialization.objects.filter(run_id=run_id, status=StepStatus.QUEUED, dispatched_at=at)
     rows = born.order_by("pk").values_list("pk", "run_id", "asset", "partition_key", "not_before")
     sender = _Sender(count)
     try:
-        with _publisher_lock(run_id), sender:
-            stream = rows.iterator(chunk_size=PUBLISH_CHUNK)
-            for claimed in iter(lambda: list(itertools.islice(stream, PUBLISH_CHUNK)), []):
-                if not sender.send(claimed):
-                    born.filter(pk__gt=claimed[-1][0]).update(dispatched_at=None)
-                    break
+        with _publisher_lock(run_id):
+            if not Run.objects.filter(pk=run_id, born_unsent_at=at).exists():
+                unsent = Materialization.objects.filter(
+                    run_id=run_id, status=StepStatus.QUEUED, dispatched_at__isnull=True
+                )
+                return publish_steps(list(unsent.order_by("pk").values_list("pk", flat=True)))
+            with sender:
+                stream = rows.iterator(chunk_size=PUBLISH_CHUNK)
+                for claimed in iter(lambda: list(itertools.islice(stream, PUBLISH_CHUNK)), []):
+                    if not sender.send(claimed):
+                        born.filter(pk__gt=claimed[-1][0]).update(dispatched_at=None)
+                        break
             _births_sent(run_id, at)
     except Exception:
         # After the commit the run is accepted: whatever failed here (the database, reading
@@ -214,9 +223,12 @@ def publish_born(run_id: uuid.UUID, at: dt.datetime, count: int) -> int:
     return sender.count
 
 
-def _births_sent(run_id: uuid.UUID, at: dt.datetime) -> None:
-    """Clear the run's mark of born steps not all sent (they are, or they are unsent again)."""
-    Run.objects.filter(pk=run_id, born_unsent_at=at).update(born_unsent_at=None)
+def _births_sent(run_id: uuid.UUID, at: dt.datetime) -> bool:
+    """Clear the run's mark of born steps not all sent; whether it was still set.
+
+    Called once they are sent, or unsent again.
+    """
+    return bool(Run.objects.filter(pk=run_id, born_unsent_at=at).update(born_unsent_at=None))
 
 
 def _publisher_key(run_id: uuid.UUID) -> str:
@@ -228,9 +240,12 @@ def _publisher_lock(run_id: uuid.UUID) -> Iterator[None]:
     """Hold the run's publisher lock: a PostgreSQL session advisory lock (nothing elsewhere).
 
     The database lets it go when the session ends, so a publisher killed while it holds it
-    leaves it free for the relay.
+    leaves it free for the relay. Taken only outside a transaction (``publish_born`` runs after
+    the creating commit): an unlock in a transaction that failed could not run, and the session
+    would keep the lock, so inside one nothing is taken (the relay may then send some steps a
+    second time, which does nothing).
     """
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
         yield
         return
     with connection.cursor() as cursor:
@@ -238,8 +253,12 @@ def _publisher_lock(run_id: uuid.UUID) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_publisher_key(run_id)])
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_publisher_key(run_id)])
+        except DatabaseError:
+            # A lost connection took the lock with it; a live one keeps it until it closes.
+            logger.warning("could not release the publisher lock of run %s", run_id)
 
 
 def _relay_orphaned_births(now: dt.datetime) -> int:
@@ -258,31 +277,38 @@ def _relay_orphaned_births(now: dt.datetime) -> int:
         else flowstone_settings.REQUEUE_AFTER_SECONDS
     )
     marked = Run.objects.filter(born_unsent_at__lt=now - dt.timedelta(seconds=wait))
-    put_back = 0
-    for run_id, at in marked.values_list("pk", "born_unsent_at")[:RELAY_BATCH]:
-        if at is None:
-            continue  # cleared since (the filter says otherwise; for the type checker)
-        with transaction.atomic():
-            if postgres:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT pg_try_advisory_xact_lock(hashtext(%s))", [_publisher_key(run_id)]
-                    )
-                    (free,) = cursor.fetchone() or (False,)
-                if not free:
-                    continue  # its publisher is still at work
-            unsent = Materialization.objects.filter(
-                run_id=run_id, status=StepStatus.QUEUED, dispatched_at=at
-            ).update(dispatched_at=None)
-            _births_sent(run_id, at)
-        if unsent:
-            logger.warning(
-                "run %s: its publisher stopped before sending its new steps; relaying %d",
-                run_id,
-                unsent,
-            )
-        put_back += unsent
-    return put_back
+    marks = marked.values_list("pk", "born_unsent_at")
+    return sum(take_back_births(run_id, at) for run_id, at in marks[:RELAY_BATCH] if at)
+
+
+def take_back_births(run_id: uuid.UUID, at: dt.datetime) -> int:
+    """Put a run's born steps back to unsent if their publisher is gone; return how many.
+
+    Under the publisher lock (not waited for: a live publisher keeps it), and only while the
+    mark is still ``at``: a publisher that finished after the relay read the mark cleared it,
+    and its steps are not taken back (they would all be sent a second time).
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_try_advisory_xact_lock(hashtext(%s))", [_publisher_key(run_id)]
+                )
+                (free,) = cursor.fetchone() or (False,)
+            if not free:
+                return 0  # its publisher is at work
+        if not _births_sent(run_id, at):
+            return 0  # its publisher finished meanwhile
+        unsent = Materialization.objects.filter(
+            run_id=run_id, status=StepStatus.QUEUED, dispatched_at=at
+        ).update(dispatched_at=None)
+    if unsent:
+        logger.warning(
+            "run %s: %d new step(s) were claimed by a publisher that is gone; the relay sends them",
+            run_id,
+            unsent,
+        )
+    return unsent
 
 
 class _Sender:

@@ -26,6 +26,7 @@ from pytest_django import Settings
 import flowstone
 from assets import services
 from assets.models import Materialization, Run
+from assets.services.outbox import take_back_births
 from flowstone.partitions import encode_partition_key
 from flowstone.status import RunStatus, StepStatus
 from tests.assets.test_step_batches import queued_messages
@@ -151,9 +152,10 @@ def test_a_crash_between_the_commit_and_the_publish_is_sent_by_the_relay(
     assert queued_messages() == []
     steps = Materialization.objects.filter(run_id=handle.run_id)
     assert not steps.filter(dispatched_at__isnull=True).exists()  # claimed, never sent
-    assert Run.objects.get(pk=handle.run_id).born_unsent_at is not None
+    mark = Run.objects.get(pk=handle.run_id).born_unsent_at
+    assert mark is not None
 
-    assert services.relay_outbox() == 0  # within the grace its publisher may still be at work
+    assert services.relay_outbox(now=mark) == 0  # within the grace its publisher may be at work
     assert services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5)) == len(NAMES)
     assert carried(queued_messages()) == Counter(ENCODED)
     assert Run.objects.get(pk=handle.run_id).born_unsent_at is None
@@ -183,6 +185,36 @@ def test_a_submitter_killed_while_publishing_a_backfill_leaves_its_steps_to_the_
     stack.start_worker("w1", concurrency=2)
     assert flowstone.RunHandle(str(run_id)).wait(WAIT).status == RunStatus.SUCCESS
     assert executed_once(stack)
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_publisher_that_comes_after_the_relay_took_its_steps_back_sends_them() -> None:
+    """The relay may act before a slow creating transaction's publisher takes its lock."""
+    created: list[str] = []
+    with pytest.raises(RuntimeError, match="died after the commit"):
+        _backfill_then_die(created)
+    (run_id,) = created
+    mark = Run.objects.get(pk=run_id).born_unsent_at
+    assert mark is not None
+    assert take_back_births(Run.objects.get(pk=run_id).pk, mark) == len(NAMES)
+    assert queued_messages() == []  # taken back, not yet sent
+
+    assert services.publish_born(Run.objects.get(pk=run_id).pk, mark, len(NAMES)) == len(NAMES)
+    assert carried(queued_messages()) == Counter(ENCODED)  # each once
+
+
+@pytest.mark.usefixtures("stack")
+def test_the_relay_takes_nothing_back_from_a_publisher_that_finished() -> None:
+    """The relay reads a mark before its lock: a publish that ended in between keeps its sends."""
+    handle = flowstone.backfill_async("b_noop")
+    run = Run.objects.get(pk=handle.run_id)
+    assert run.born_unsent_at is None  # published and cleared
+    at = Materialization.objects.filter(run_id=run.pk).values_list("dispatched_at", flat=True)[0]
+    assert at is not None
+
+    assert take_back_births(run.pk, at) == 0
+    assert not Materialization.objects.filter(run_id=run.pk, dispatched_at__isnull=True).exists()
+    assert carried(queued_messages()) == Counter(ENCODED)
 
 
 @pytest.mark.usefixtures("stack")

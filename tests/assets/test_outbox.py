@@ -123,7 +123,10 @@ def test_a_publisher_killed_between_its_claim_and_its_send_leaves_its_steps_to_t
 def test_the_relay_leaves_alone_the_steps_a_live_publisher_is_sending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A claim not yet committed (its messages still going out) is skipped, never sent twice."""
+    """A claim not yet committed (its messages still going out) is skipped by the relay.
+
+    Not waited for (the relay never stands behind a slow send) and not sent a second time.
+    """
     ids = _run(3)
     sending, go_on = threading.Event(), threading.Event()
     real_send = app.send_task
