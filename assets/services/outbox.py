@@ -237,7 +237,7 @@ def _publisher_key(run_id: uuid.UUID) -> str:
 
 @contextlib.contextmanager
 def _publisher_lock(run_id: uuid.UUID) -> Iterator[None]:
-    """Hold the run's publisher lock: a PostgreSQL session advisory lock (nothing elsewhere).
+    """Hold the run's publisher lock: a PostgreSQL session advisory lock.
 
     The database lets it go when the session ends, so a publisher killed while it holds it
     leaves it free for the relay. Taken only outside a transaction (``publish_born`` runs after
@@ -267,36 +267,33 @@ def _relay_orphaned_births(now: dt.datetime) -> int:
     A run still marked ``born_unsent_at`` after ``RELAY_AFTER_SECONDS`` whose publisher lock is
     free lost its publisher before it sent them all: its steps still queued and claimed at their
     birth go back to unsent, and the relay sends them (some may have been sent already; a
-    second message for a step does nothing). Without PostgreSQL there is no lock to ask: a mark
-    is taken for an orphan only after ``REQUEUE_AFTER_SECONDS``, the backstop's time.
+    second message for a step does nothing). Steps are born claimed only on PostgreSQL (its
+    ``COPY`` path, ADR 0033), so elsewhere there is nothing to look for.
     """
-    postgres = connection.vendor == "postgresql"
-    wait = (
-        flowstone_settings.RELAY_AFTER_SECONDS
-        if postgres
-        else flowstone_settings.REQUEUE_AFTER_SECONDS
-    )
-    marked = Run.objects.filter(born_unsent_at__lt=now - dt.timedelta(seconds=wait))
-    marks = marked.values_list("pk", "born_unsent_at")
+    if connection.vendor != "postgresql":
+        return 0
+    since = now - dt.timedelta(seconds=flowstone_settings.RELAY_AFTER_SECONDS)
+    marks = Run.objects.filter(born_unsent_at__lt=since).values_list("pk", "born_unsent_at")
     return sum(take_back_births(run_id, at) for run_id, at in marks[:RELAY_BATCH] if at)
 
 
 def take_back_births(run_id: uuid.UUID, at: dt.datetime) -> int:
     """Put a run's born steps back to unsent if their publisher is gone; return how many.
 
+    PostgreSQL only, as births are.
+
     Under the publisher lock (not waited for: a live publisher keeps it), and only while the
     mark is still ``at``: a publisher that finished after the relay read the mark cleared it,
     and its steps are not taken back (they would all be sent a second time).
     """
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_try_advisory_xact_lock(hashtext(%s))", [_publisher_key(run_id)]
-                )
-                (free,) = cursor.fetchone() or (False,)
-            if not free:
-                return 0  # its publisher is at work
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtext(%s))", [_publisher_key(run_id)]
+            )
+            (free,) = cursor.fetchone() or (False,)
+        if not free:
+            return 0  # its publisher is at work
         if not _births_sent(run_id, at):
             return 0  # its publisher finished meanwhile
         unsent = Materialization.objects.filter(
