@@ -148,22 +148,30 @@ def queue_for(asset: str) -> str:
     return (definition.spec.queue if definition else None) or DEFAULT_QUEUE
 
 
-def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) -> int:
+def publish_steps(
+    step_ids: Sequence[int], *, now: dt.datetime | None = None, skip_locked: bool = False
+) -> int:
     """Publish the steps of ``step_ids`` that are queued and unsent; return how many.
 
     Steps of one run and asset share messages when many are published at once (``batch_size``
     of the whole call); a step due later always has a message of its own, with its ETA.
 
     Works a chunk at a time on one producer. Each chunk's claim (stamping ``dispatched_at`` on
-    its unsent rows, skipping rows another transaction holds) and the sending of its messages
-    share one transaction: the claim commits only once its messages are out, so two publishers
-    never send one step, and a publisher that dies between its claim and its sends (kill -9, a
-    lost connection) leaves its steps unsent for the relay, seconds later, instead of claimed
-    with no message (ADR 0035). A step whose ``not_before`` is too far ahead for a broker
-    countdown is not claimed; the relay sends it later. When the broker cannot be reached, the
-    claimed steps that were not sent go back to unsent and the relay sends them once it is
-    back: this never raises a broker error. Meant to run outside a transaction (after a commit,
-    in a beat task): inside one, the claimed rows stay locked until the outer commit.
+    its unsent rows) and the sending of its messages share one transaction: the claim commits
+    only once its messages are out, so two publishers never send one step, and a publisher that
+    dies between its claim and its sends (kill -9, a lost connection) leaves its steps unsent
+    for the relay, seconds later, instead of claimed with no message (ADR 0035). A step whose
+    ``not_before`` is too far ahead for a broker countdown is not claimed; the relay sends it
+    later. When the broker cannot be reached, the claimed steps that were not sent go back to
+    unsent and the relay sends them once it is back: this never raises a broker error. Meant to
+    run outside a transaction (after a commit, in a beat task): inside one, the claimed rows
+    stay locked until the outer commit.
+
+    ``skip_locked`` (the relay and the backstop): rows another transaction holds are skipped,
+    not waited for, and stay for a later tick; a live publisher's rows are never sent twice and
+    never hold the relay up. The fast path waits, as a claim always did: a row it just released
+    may still be held for a moment (the worker ending the attempt before, a renewal), and
+    skipping it would leave it to the relay, seconds later, or to nobody where beat is not run.
     """
     if not step_ids:
         return 0
@@ -173,7 +181,8 @@ def publish_steps(step_ids: Sequence[int], *, now: dt.datetime | None = None) ->
     with sender:
         for start in range(0, len(step_ids), PUBLISH_CHUNK):
             with transaction.atomic():
-                claimed = _claim_unsent(step_ids[start : start + PUBLISH_CHUNK], latest_eta)
+                chunk = step_ids[start : start + PUBLISH_CHUNK]
+                claimed = _claim_unsent(chunk, latest_eta, skip_locked=skip_locked)
                 if not sender.send(claimed):
                     break
     return sender.count
@@ -379,15 +388,18 @@ class _Sender:
         self.error = self.error or exc
 
 
-def _claim_unsent(step_ids: Sequence[int], latest_eta: dt.datetime) -> list[ClaimedRow]:
+def _claim_unsent(
+    step_ids: Sequence[int], latest_eta: dt.datetime, *, skip_locked: bool
+) -> list[ClaimedRow]:
     """Stamp ``dispatched_at`` on the queued, unsent, sendable ones of ``step_ids``; return them.
 
-    Called in the transaction that sends their messages (``publish_steps``). Rows another
-    transaction holds are skipped, not waited for: a publisher still sending them, a worker or a
-    cancel changing them; the relay looks at what stays unsent. One ``UPDATE … RETURNING`` on
-    PostgreSQL (a publish is on the path from one step's end to the next one's start); two
-    statements elsewhere.
+    Called in the transaction that sends their messages (``publish_steps``). With
+    ``skip_locked`` rows another transaction holds are skipped, else waited for (and checked
+    again once free: a publisher that sent them meanwhile leaves them sent). One
+    ``UPDATE … RETURNING`` on PostgreSQL (a publish is on the path from one step's end to the
+    next one's start); two statements elsewhere.
     """
+    lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
     now = timezone.now()
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(Materialization._meta.db_table)  # noqa: SLF001
@@ -395,7 +407,7 @@ def _claim_unsent(step_ids: Sequence[int], latest_eta: dt.datetime) -> list[Clai
             cursor.execute(
                 f"UPDATE {table} SET dispatched_at = %s WHERE id IN (SELECT id FROM {table} "  # noqa: S608  # table name from the model
                 "WHERE id = ANY(%s) AND status = %s AND dispatched_at IS NULL "
-                "AND (not_before IS NULL OR not_before <= %s) FOR UPDATE SKIP LOCKED) "
+                f"AND (not_before IS NULL OR not_before <= %s) {lock}) "
                 "RETURNING id, run_id, asset, partition_key, not_before",
                 [now, list(step_ids), StepStatus.QUEUED.value, latest_eta],
             )
@@ -437,7 +449,7 @@ def relay_outbox(*, now: dt.datetime | None = None) -> int:
     )
     if unsent:
         logger.warning("relaying %d unsent step(s)", len(unsent))
-    sent = publish_steps(unsent, now=now)
+    sent = publish_steps(unsent, now=now, skip_locked=True)
     for asset in _limited_assets_with_waiting_steps():
         release_for_asset(asset)
     return sent
@@ -523,7 +535,7 @@ def republish_quiet(*, now: dt.datetime | None = None) -> int:
         Materialization.objects.filter(
             pk__in=ids, status=StepStatus.QUEUED, dispatched_at__lt=now - quiet
         ).update(dispatched_at=None)
-        sent += publish_steps(ids, now=now)
+        sent += publish_steps(ids, now=now, skip_locked=True)
     return sent
 
 
