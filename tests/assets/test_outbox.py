@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
@@ -19,7 +20,7 @@ from assets import services
 from assets.models import Materialization
 from flowstone.celery import app
 from flowstone.status import RunKind, StepStatus
-from tests.workers import Services, broker_url, flowstone_settings_for, purge
+from tests.workers import Services, broker_url, database_url, flowstone_settings_for, purge
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -156,6 +157,43 @@ def test_the_relay_leaves_alone_the_steps_a_live_publisher_is_sending(
     assert published == [3]
     assert _waiting_in_queue() == 3
     assert services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5)) == 0
+
+
+def test_the_fast_path_waits_for_a_held_row_and_the_relay_skips_it() -> None:
+    """A row held elsewhere (a renewal that lost to a retry, say) is sent once it is free.
+
+    Skipped, it would be left to the relay, seconds later, or to nobody where beat is not run.
+    """
+    ids = _run(1)
+    table = Materialization._meta.db_table
+    published: list[int] = []
+
+    def publish() -> None:
+        try:
+            published.append(services.publish_steps(ids))
+        finally:
+            connection.close()
+
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    )
+    with (
+        psycopg.connect(database_url()) as holder,  # a transaction, until the rollback
+        psycopg.connect(database_url(), autocommit=True) as watcher,
+    ):
+        holder.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", ids)  # noqa: S608
+        assert services.relay_outbox(now=timezone.now() + dt.timedelta(seconds=5)) == 0
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        deadline = time.monotonic() + 10
+        while watcher.execute(waiting).fetchone() != (1,):
+            assert time.monotonic() < deadline, "the publisher did not wait for the row"
+            time.sleep(0.05)
+        holder.rollback()
+    publisher.join(10)
+    assert published == [1]
+    assert _waiting_in_queue() == 1
 
 
 def test_an_early_delivery_is_rescheduled_for_its_time() -> None:
