@@ -340,7 +340,7 @@ class _Sender:
         try:
             self.producer = self._stack.enter_context(app.producer_or_acquire())
         except BROKER_ERRORS as exc:
-            self._broken(exc)
+            self.error = exc
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -379,13 +379,10 @@ class _Sender:
             unsent = [row[0] for row in claimed if row[0] not in done]
             Materialization.objects.filter(pk__in=unsent).update(dispatched_at=None)
             self.count += len(sent)
-            self._broken(exc)
+            self.error = self.error or exc
             return False
         self.count += len(sent)
         return True
-
-    def _broken(self, exc: BaseException) -> None:
-        self.error = self.error or exc
 
 
 def _claim_unsent(
@@ -399,9 +396,9 @@ def _claim_unsent(
     ``UPDATE … RETURNING`` on PostgreSQL (a publish is on the path from one step's end to the
     next one's start); two statements elsewhere.
     """
-    lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
     now = timezone.now()
     if connection.vendor == "postgresql":
+        lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
         table = connection.ops.quote_name(Materialization._meta.db_table)  # noqa: SLF001
         with connection.cursor() as cursor:
             cursor.execute(

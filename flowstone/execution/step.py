@@ -510,8 +510,9 @@ def execute_step(
     definition: AssetDefinition | None = None
     kept_log = StepLog()
     try:
-        definition = registry.get(step.asset)
         with lease_heartbeat(step.pk, owner, step.attempt, held=held) as lost:
+            # Inside the block: a lease held from the claim is dropped whatever fails here.
+            definition = registry.get(step.asset)
             attempt = _Attempt(owner=owner, lost=lost, log=kept_log, batch=batch)
             outcome = _execute(registry, definition, step, config, attempt)
         if outcome is not None:
